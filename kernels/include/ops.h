@@ -1,0 +1,115 @@
+// Inference ops of the sparse engine: one image at a time, CHW float32, weights packed once.
+//
+// Conv2d packs dense OIHW weights into 4x1 blocks (4 consecutive output channels at one
+// (in_ch, ky, kx) position).  In sparse mode all-zero blocks are dropped; in dense mode every
+// block is kept.  Per block row (4 output channels) the packed stream is: bias (4 floats), then
+// the row's block values (4 floats each); a per-row block count and a per-block position code
+// (in_ch * kh * kw + ky * kw + kx) sit beside it.  At run time the position codes are turned into
+// pre-scaled input offsets (in floats) for the current input size, written into the caller's
+// scratch, and a register-tiled micro-kernel walks output pixels (see docs/kernels.md).
+//
+// Contracts for every run():
+//   - `in`, `out`, `residual` are CHW of one image; `out` must not alias `in`; `residual` may be
+//     null or alias `out` (in-place residual add is safe).
+//   - `scratch` holds at least scratch_floats(in_h, in_w) floats (may be null when that is 0);
+//     it is clobbered.  Ops are const and may run concurrently with distinct scratch buffers.
+//   - The epilogue is out = act(conv + bias + residual), act in {None, Relu, Relu6}.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace jcw {
+
+enum class Act { None, Relu, Relu6 };
+enum class ConvMode { Auto, Sparse, Dense };
+
+// Instruction set the SIMD kernels were built for: "avx512", "avx2", "sse2", "neon" or "scalar".
+const char* isa();
+// Vector width in floats of the SIMD kernels (1 for the scalar build).
+int simd_lanes();
+// Process-wide switch to the portable scalar kernels (for testing the SIMD path against them).
+void set_force_scalar(bool on);
+bool force_scalar();
+
+// Persistent worker pool.  parallel_for(n, fn) calls fn(i) for every i in [0, n) across the
+// pool's threads (the caller is one of them) and returns when all calls are done.
+class ThreadPool {
+ public:
+    explicit ThreadPool(int threads = 1);
+    ~ThreadPool();
+    ThreadPool(const ThreadPool&) = delete;
+    ThreadPool& operator=(const ThreadPool&) = delete;
+    int size() const;
+    void parallel_for(int n, const std::function<void(int)>& fn);
+
+ private:
+    struct State;
+    std::unique_ptr<State> state_;
+};
+
+class Conv2d {
+ public:
+    // weight: out_ch x (in_ch / groups) x kh x kw (OIHW), bias: out_ch floats or null.
+    // Throws std::invalid_argument on inconsistent shapes.
+    Conv2d(const float* weight, const float* bias, int out_ch, int in_ch, int kh, int kw, int stride,
+           int pad, int groups, Act act, ConvMode mode = ConvMode::Auto);
+    int out_size(int in) const;  // output height for input height `in` (square kernels/padding)
+    int out_h(int in_h) const;
+    int out_w(int in_w) const;
+    size_t scratch_floats(int in_h, int in_w) const;
+    void run(const float* in, int in_h, int in_w, float* out, const float* residual, float* scratch,
+             ThreadPool& pool) const;
+    bool sparse() const;       // true when the packed weights skip zero blocks
+    bool depthwise() const;    // true when the depthwise kernel runs this layer
+    double density() const;    // kept 4x1 blocks / all blocks (1.0 in dense mode)
+    int out_ch() const { return out_ch_; }
+    int in_ch() const { return in_ch_; }
+
+ private:
+    int out_ch_, in_ch_, kh_, kw_, stride_, pad_, groups_;
+    Act act_;
+    bool sparse_ = false, depthwise_ = false;
+    double density_ = 1.0;
+    int rows_ = 0;                  // block rows = ceil(out_ch / 4)
+    std::vector<float> packed_;     // per row: bias[4], then 4 floats per block
+    std::vector<int32_t> row_start_;  // rows_ + 1 block indices into codes_ (prefix sums of counts)
+    std::vector<int32_t> codes_;    // per block: in_ch * kh * kw + ky * kw + kx
+    std::vector<float> dw_;         // depthwise: per channel kh * kw weights
+    std::vector<float> bias_;       // out_ch floats (zeros when no bias)
+};
+
+// Fully connected: out = act(W in + b), W is out_f x in_f row-major; 4x1 blocks along out_f.
+class Linear {
+ public:
+    Linear(const float* weight, const float* bias, int out_f, int in_f, Act act = Act::None,
+           ConvMode mode = ConvMode::Auto);
+    void run(const float* in, float* out, ThreadPool& pool) const;
+    bool sparse() const { return sparse_; }
+    double density() const { return density_; }
+    int out_features() const { return out_f_; }
+    int in_features() const { return in_f_; }
+
+ private:
+    int out_f_, in_f_;
+    Act act_;
+    bool sparse_ = false;
+    double density_ = 1.0;
+    int rows_ = 0;
+    std::vector<float> packed_;       // sparse: per row bias[4] + 4 floats per block; dense: W
+    std::vector<int32_t> row_start_;
+    std::vector<int32_t> cols_;
+    std::vector<float> bias_;
+};
+
+// Max pooling with implicit -inf padding; out is c x oh x ow, oh = (h + 2 pad - k) / stride + 1.
+void max_pool2d(const float* in, int c, int h, int w, int k, int stride, int pad, float* out, ThreadPool& pool);
+// out[c] = mean of in[c][0..hw).
+void global_avg_pool(const float* in, int c, int hw, float* out, ThreadPool& pool);
+// out = act(a + b) elementwise; out may alias a or b.
+void add_act(const float* a, const float* b, size_t n, Act act, float* out);
+
+}  // namespace jcw

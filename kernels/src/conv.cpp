@@ -1,0 +1,352 @@
+// Conv2d: 4x1-block packing, input re-layout into padded phase planes, register-tiled kernels.
+#include <algorithm>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+
+#include "ops.h"
+#include "simd.h"
+
+namespace jcw {
+
+namespace {
+
+using simd::vec;
+
+// Blocks kept below this fraction run on the sparse (block-skipping) packing in Auto mode.
+// Measured: the packed stream with every block kept runs the same micro-kernel, so skipping is
+// never slower; the cut-off only keeps exactly-dense layers on the dense packing.
+constexpr double kAutoSparseBelow = 1.0;
+
+// Geometry of one run: the input is read through "virtual" output positions q = y * wv + x
+// over planes of width wv; columns x >= wo of a virtual row are computed and discarded.
+struct Geometry {
+    int ho, wo, wv;
+    int qend;            // (ho - 1) * wv + wo
+    const float* base;   // plane data (the input itself for 1x1 stride 1 without padding)
+};
+
+// Tile of `NV` vectors of L pixels starting at virtual position q, `rows` out of 4 stored.
+template <int L, int NV>
+inline void tile_rows(const Geometry& g, int q, int first, int r0, int r1, const float* packed,
+                      const int32_t* row_start, const int32_t* off, int out_ch, float* out, const float* residual,
+                      Act act) {
+    constexpr int W = L * NV;
+    float tmp[4][W];
+    // Segments of this tile that map to valid output pixels: (tile lane, output index, length).
+    int seg_j[W], seg_o[W], seg_n[W], nseg = 0;
+    for (int j = first; j < W;) {
+        const int qq = q + j, y = qq / g.wv, x = qq - y * g.wv;
+        if (x >= g.wo) {
+            j += g.wv - x;
+            continue;
+        }
+        const int n = std::min(W - j, g.wo - x);
+        seg_j[nseg] = j, seg_o[nseg] = y * g.wo + x, seg_n[nseg] = n, ++nseg;
+        j += n;
+    }
+    const int hw = g.ho * g.wo;
+    const float* in = g.base + q;
+    for (int r = r0; r < r1; ++r) {
+        const float* w = packed + 4 * (static_cast<size_t>(row_start[r]) + r);
+        vec<L> acc[4][NV];
+        for (int i = 0; i < 4; ++i)
+            for (int v = 0; v < NV; ++v) acc[i][v] = simd::splat<L>(w[i]);
+        w += 4;
+        for (int b = row_start[r], e = row_start[r + 1]; b < e; ++b, w += 4) {
+            const float* p = in + off[b];
+            vec<L> x[NV];
+            for (int v = 0; v < NV; ++v) x[v] = simd::load<L>(p + v * L);
+            for (int i = 0; i < 4; ++i)
+                for (int v = 0; v < NV; ++v) acc[i][v] += w[i] * x[v];
+        }
+        const int nrow = std::min(4, out_ch - 4 * r);
+        for (int i = 0; i < nrow; ++i) {
+            for (int v = 0; v < NV; ++v) simd::store<L>(tmp[i] + v * L, acc[i][v]);
+            const size_t oc = 4 * static_cast<size_t>(r) + i;
+            float* o = out + oc * hw;
+            const float* res = residual ? residual + oc * hw : nullptr;
+            for (int s = 0; s < nseg; ++s)
+                simd::emit<L>(tmp[i] + seg_j[s], res ? res + seg_o[s] : nullptr, o + seg_o[s], seg_n[s], act);
+        }
+    }
+}
+
+// All tiles of virtual range [q0, q1) for block rows [r0, r1); needs g.qend >= L.
+template <int L>
+void conv_range(const Geometry& g, int q0, int q1, int r0, int r1, const float* packed, const int32_t* row_start,
+                const int32_t* off, int out_ch, float* out, const float* residual, Act act) {
+    constexpr int NV = JCW_TILE_VECS;
+    int q = q0;
+    for (; q + NV * L <= q1; q += NV * L)
+        tile_rows<L, NV>(g, q, 0, r0, r1, packed, row_start, off, out_ch, out, residual, act);
+    if constexpr (NV > 2)
+        for (; q + 2 * L <= q1; q += 2 * L)
+            tile_rows<L, 2>(g, q, 0, r0, r1, packed, row_start, off, out_ch, out, residual, act);
+    for (; q + L <= q1; q += L) tile_rows<L, 1>(g, q, 0, r0, r1, packed, row_start, off, out_ch, out, residual, act);
+    if (q < q1)  // last partial vector: recompute an overlapping full vector, store only the new lanes
+        tile_rows<L, 1>(g, q1 - L, q - (q1 - L), r0, r1, packed, row_start, off, out_ch, out, residual, act);
+}
+
+// Depthwise: channel c reads its own plane(s) with per-tap offsets.
+template <int L>
+void depthwise_range(const Geometry& g, int c0, int c1, int plane_floats, const int32_t* tap_off, int taps,
+                     const float* dw, const float* bias, float* out, const float* residual, Act act) {
+    constexpr int NV = JCW_TILE_VECS;
+    const int hw = g.ho * g.wo;
+    for (int c = c0; c < c1; ++c) {
+        const float* base = g.base + static_cast<size_t>(c) * plane_floats;
+        const float* w = dw + static_cast<size_t>(c) * taps;
+        float* o = out + static_cast<size_t>(c) * hw;
+        const float* res = residual ? residual + static_cast<size_t>(c) * hw : nullptr;
+        auto tile = [&](auto nv_tag, int q, int first) {
+            constexpr int NVt = decltype(nv_tag)::value;
+            constexpr int W = L * NVt;
+            vec<L> acc[NVt];
+            for (int v = 0; v < NVt; ++v) acc[v] = simd::splat<L>(bias[c]);
+            for (int t = 0; t < taps; ++t) {
+                const float* p = base + q + tap_off[t];
+                for (int v = 0; v < NVt; ++v) acc[v] += w[t] * simd::load<L>(p + v * L);
+            }
+            float tmp[W];
+            for (int v = 0; v < NVt; ++v) simd::store<L>(tmp + v * L, acc[v]);
+            for (int j = first; j < W;) {
+                const int qq = q + j, y = qq / g.wv, x = qq - y * g.wv;
+                if (x >= g.wo) {
+                    j += g.wv - x;
+                    continue;
+                }
+                const int n = std::min(W - j, g.wo - x), oi = y * g.wo + x;
+                simd::emit<L>(tmp + j, res ? res + oi : nullptr, o + oi, n, act);
+                j += n;
+            }
+        };
+        int q = 0;
+        for (; q + NV * L <= g.qend; q += NV * L) tile(std::integral_constant<int, NV>{}, q, 0);
+        for (; q + L <= g.qend; q += L) tile(std::integral_constant<int, 1>{}, q, 0);
+        if (q < g.qend) tile(std::integral_constant<int, 1>{}, g.qend - L, q - (g.qend - L));
+    }
+}
+
+struct PlaneLayout {
+    bool direct;   // 1x1, stride 1, no padding: read the input in place
+    int hq, wq;    // plane size
+    int pk_h, pk_w;  // phases used along h / w: min(stride, k)
+};
+
+PlaneLayout plane_layout(int ho, int wo, int kh, int kw, int stride, int pad) {
+    PlaneLayout p;
+    p.direct = kh == 1 && kw == 1 && stride == 1 && pad == 0;
+    p.hq = ho + (kh - 1) / stride;
+    p.wq = wo + (kw - 1) / stride;
+    p.pk_h = std::min(stride, kh);
+    p.pk_w = std::min(stride, kw);
+    return p;
+}
+
+inline size_t round16(size_t n) { return (n + 15) & ~size_t(15); }
+
+// Writes the zero-padded, phase-split planes of channels [c0, c1): plane (c, a, b)[Y][X] =
+// in[c][s*Y + a - pad][s*X + b - pad] (0 outside the input).
+void make_planes(const float* in, int h, int w, const PlaneLayout& p, int stride, int pad, int c0, int c1,
+                 float* planes) {
+    const size_t plane = static_cast<size_t>(p.hq) * p.wq;
+    for (int c = c0; c < c1; ++c) {
+        const float* src = in + static_cast<size_t>(c) * h * w;
+        for (int a = 0; a < p.pk_h; ++a)
+            for (int b = 0; b < p.pk_w; ++b) {
+                float* dst = planes + (static_cast<size_t>(c) * p.pk_h * p.pk_w + a * p.pk_w + b) * plane;
+                for (int Y = 0; Y < p.hq; ++Y) {
+                    float* d = dst + static_cast<size_t>(Y) * p.wq;
+                    const int iy = stride * Y + a - pad;
+                    if (iy < 0 || iy >= h) {
+                        std::memset(d, 0, sizeof(float) * p.wq);
+                        continue;
+                    }
+                    const float* s = src + static_cast<size_t>(iy) * w;
+                    if (stride == 1) {
+                        const int x0 = std::clamp(pad - b, 0, p.wq), x1 = std::clamp(w + pad - b, x0, p.wq);
+                        std::memset(d, 0, sizeof(float) * x0);
+                        std::memcpy(d + x0, s + x0 + b - pad, sizeof(float) * (x1 - x0));
+                        std::memset(d + x1, 0, sizeof(float) * (p.wq - x1));
+                    } else {
+                        for (int X = 0; X < p.wq; ++X) {
+                            const int ix = stride * X + b - pad;
+                            d[X] = (ix >= 0 && ix < w) ? s[ix] : 0.f;
+                        }
+                    }
+                }
+            }
+    }
+}
+
+// Offset (floats) of tap (c, ky, kx) relative to the virtual output position.
+inline int32_t tap_offset(const PlaneLayout& p, int stride, int c, int ky, int kx) {
+    const int phase = (ky % stride) * p.pk_w + (kx % stride);
+    const size_t plane = static_cast<size_t>(p.hq) * p.wq;
+    return static_cast<int32_t>((static_cast<size_t>(c) * p.pk_h * p.pk_w + phase) * plane +
+                                static_cast<size_t>(ky / stride) * p.wq + kx / stride);
+}
+
+int pick_lanes(int qend) {
+    if (force_scalar() || JCW_LANES == 1) return 1;
+    if (qend >= JCW_LANES) return JCW_LANES;
+    return qend >= 4 ? 4 : 1;
+}
+
+}  // namespace
+
+Conv2d::Conv2d(const float* weight, const float* bias, int out_ch, int in_ch, int kh, int kw, int stride, int pad,
+               int groups, Act act, ConvMode mode)
+    : out_ch_(out_ch), in_ch_(in_ch), kh_(kh), kw_(kw), stride_(stride), pad_(pad), groups_(groups), act_(act) {
+    if (!weight) throw std::invalid_argument("Conv2d: weight is null");
+    if (out_ch < 1 || in_ch < 1 || kh < 1 || kw < 1 || stride < 1 || pad < 0 || groups < 1)
+        throw std::invalid_argument("Conv2d: need out_ch, in_ch, kh, kw, stride, groups >= 1 and pad >= 0");
+    if (in_ch % groups || out_ch % groups)
+        throw std::invalid_argument("Conv2d: in_ch " + std::to_string(in_ch) + " and out_ch " + std::to_string(out_ch) +
+                                    " must be divisible by groups " + std::to_string(groups));
+    bias_.assign(out_ch, 0.f);
+    if (bias) std::copy(bias, bias + out_ch, bias_.begin());
+    const int icg = in_ch / groups, ocg = out_ch / groups, taps = kh * kw;
+    if (groups > 1 && groups == in_ch && out_ch == in_ch) {
+        depthwise_ = true;
+        dw_.assign(weight, weight + static_cast<size_t>(out_ch) * taps);
+        return;
+    }
+    // Position code c = ic * taps + t; weight of (oc, c) in the full (ungrouped) matrix.
+    const int codes = in_ch * taps;
+    auto wat = [&](int oc, int c) -> float {
+        if (oc >= out_ch) return 0.f;
+        const int ic = c / taps, g = oc / ocg;
+        if (ic / icg != g) return 0.f;
+        return weight[(static_cast<size_t>(oc) * icg + (ic - g * icg)) * taps + c % taps];
+    };
+    rows_ = (out_ch + 3) / 4;
+    size_t nonzero = 0;
+    std::vector<uint8_t> keep(static_cast<size_t>(rows_) * codes, 0);
+    for (int r = 0; r < rows_; ++r)
+        for (int c = 0; c < codes; ++c) {
+            bool nz = false;
+            for (int i = 0; i < 4; ++i) nz |= wat(4 * r + i, c) != 0.f;
+            keep[static_cast<size_t>(r) * codes + c] = nz;
+            nonzero += nz;
+        }
+    // Density counts blocks of the real (grouped) weight only.
+    const double all_blocks = static_cast<double>(rows_) * icg * taps;
+    density_ = static_cast<double>(nonzero) / all_blocks;
+    sparse_ = mode == ConvMode::Sparse || (mode == ConvMode::Auto && density_ < kAutoSparseBelow);
+    row_start_.assign(rows_ + 1, 0);
+    for (int r = 0; r < rows_; ++r) {
+        for (int i = 0; i < 4; ++i) packed_.push_back(4 * r + i < out_ch ? bias_[4 * r + i] : 0.f);
+        for (int c = 0; c < codes; ++c) {
+            bool in_group = false;  // dense packing keeps every block of the grouped weight
+            for (int i = 0; i < 4 && 4 * r + i < out_ch; ++i) in_group |= (c / taps) / icg == (4 * r + i) / ocg;
+            if (sparse_ ? !keep[static_cast<size_t>(r) * codes + c] : !in_group) continue;
+            for (int i = 0; i < 4; ++i) packed_.push_back(wat(4 * r + i, c));
+            codes_.push_back(c);
+        }
+        row_start_[r + 1] = static_cast<int32_t>(codes_.size());
+    }
+    if (!sparse_) density_ = 1.0;
+}
+
+int Conv2d::out_h(int in_h) const { return (in_h + 2 * pad_ - kh_) / stride_ + 1; }
+int Conv2d::out_w(int in_w) const { return (in_w + 2 * pad_ - kw_) / stride_ + 1; }
+int Conv2d::out_size(int in) const { return out_h(in); }
+bool Conv2d::sparse() const { return sparse_; }
+bool Conv2d::depthwise() const { return depthwise_; }
+double Conv2d::density() const { return density_; }
+
+size_t Conv2d::scratch_floats(int in_h, int in_w) const {
+    const PlaneLayout p = plane_layout(out_h(in_h), out_w(in_w), kh_, kw_, stride_, pad_);
+    const size_t planes = p.direct ? 0 : round16(static_cast<size_t>(in_ch_) * p.pk_h * p.pk_w * p.hq * p.wq);
+    const size_t offsets = depthwise_ ? static_cast<size_t>(kh_) * kw_ : codes_.size();
+    return planes + round16(offsets);
+}
+
+void Conv2d::run(const float* in, int in_h, int in_w, float* out, const float* residual, float* scratch,
+                 ThreadPool& pool) const {
+    const int ho = out_h(in_h), wo = out_w(in_w);
+    if (ho < 1 || wo < 1)
+        throw std::invalid_argument("Conv2d: input " + std::to_string(in_h) + "x" + std::to_string(in_w) +
+                                    " is smaller than the kernel");
+    const PlaneLayout p = plane_layout(ho, wo, kh_, kw_, stride_, pad_);
+    const int threads = pool.size();
+    Geometry g;
+    g.ho = ho, g.wo = wo;
+    float* planes = scratch;
+    size_t plane_floats_all = 0;
+    if (p.direct) {
+        g.wv = in_w;
+        g.base = in;
+    } else {
+        g.wv = p.wq;
+        g.base = planes;
+        plane_floats_all = round16(static_cast<size_t>(in_ch_) * p.pk_h * p.pk_w * p.hq * p.wq);
+        const int chunks = std::min(in_ch_, threads * 4);
+        pool.parallel_for(chunks, [&](int i) {
+            make_planes(in, in_h, in_w, p, stride_, pad_, static_cast<int>(static_cast<int64_t>(in_ch_) * i / chunks),
+                        static_cast<int>(static_cast<int64_t>(in_ch_) * (i + 1) / chunks), planes);
+        });
+    }
+    g.qend = (ho - 1) * g.wv + wo;
+    int32_t* off = reinterpret_cast<int32_t*>(scratch + plane_floats_all);
+    const int lanes = pick_lanes(g.qend);
+
+    if (depthwise_) {
+        const int taps = kh_ * kw_;
+        for (int ky = 0; ky < kh_; ++ky)
+            for (int kx = 0; kx < kw_; ++kx) off[ky * kw_ + kx] = p.direct ? 0 : tap_offset(p, stride_, 0, ky, kx);
+        const int plane_floats = p.direct ? in_h * in_w : p.pk_h * p.pk_w * p.hq * p.wq;
+        const int chunks = std::min(in_ch_, threads * 4);
+        pool.parallel_for(chunks, [&](int i) {
+            const int c0 = static_cast<int>(static_cast<int64_t>(in_ch_) * i / chunks);
+            const int c1 = static_cast<int>(static_cast<int64_t>(in_ch_) * (i + 1) / chunks);
+            switch (lanes) {
+                case JCW_LANES: depthwise_range<JCW_LANES>(g, c0, c1, plane_floats, off, taps, dw_.data(), bias_.data(), out, residual, act_); break;
+#if JCW_LANES != 4
+                case 4: depthwise_range<4>(g, c0, c1, plane_floats, off, taps, dw_.data(), bias_.data(), out, residual, act_); break;
+#endif
+#if JCW_LANES != 1
+                default: depthwise_range<1>(g, c0, c1, plane_floats, off, taps, dw_.data(), bias_.data(), out, residual, act_); break;
+#endif
+            }
+        });
+        return;
+    }
+
+    const int taps = kh_ * kw_;
+    for (size_t b = 0; b < codes_.size(); ++b) {
+        const int c = codes_[b], ic = c / taps, t = c % taps;
+        off[b] = p.direct ? ic * in_h * in_w : tap_offset(p, stride_, ic, t / kw_, t % kw_);
+    }
+    // Split virtual pixels across threads when there are enough, else block rows.
+    const int tile = lanes * JCW_TILE_VECS;
+    const bool split_q = g.qend >= threads * 2 * tile || rows_ < threads;
+    const int parts = threads;
+    auto body = [&](int i) {
+        int q0 = 0, q1 = g.qend, r0 = 0, r1 = rows_;
+        if (split_q) {
+            const int tiles = (g.qend + tile - 1) / tile;
+            q0 = std::min(g.qend, tiles * i / parts * tile);
+            q1 = std::min(g.qend, tiles * (i + 1) / parts * tile);
+        } else {
+            r0 = rows_ * i / parts;
+            r1 = rows_ * (i + 1) / parts;
+        }
+        if (q0 >= q1 || r0 >= r1) return;
+        switch (lanes) {
+            case JCW_LANES: conv_range<JCW_LANES>(g, q0, q1, r0, r1, packed_.data(), row_start_.data(), off, out_ch_, out, residual, act_); break;
+#if JCW_LANES != 4
+            case 4: conv_range<4>(g, q0, q1, r0, r1, packed_.data(), row_start_.data(), off, out_ch_, out, residual, act_); break;
+#endif
+#if JCW_LANES != 1
+            default: conv_range<1>(g, q0, q1, r0, r1, packed_.data(), row_start_.data(), off, out_ch_, out, residual, act_); break;
+#endif
+        }
+    };
+    pool.parallel_for(parts, body);
+}
+
+}  // namespace jcw

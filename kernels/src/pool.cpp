@@ -1,0 +1,54 @@
+// Pooling and elementwise ops.
+#include <algorithm>
+#include <limits>
+
+#include "ops.h"
+#include "simd.h"
+
+namespace jcw {
+
+void max_pool2d(const float* in, int c, int h, int w, int k, int stride, int pad, float* out, ThreadPool& pool) {
+    const int oh = (h + 2 * pad - k) / stride + 1, ow = (w + 2 * pad - k) / stride + 1;
+    const int chunks = std::min(c, pool.size() * 4);
+    pool.parallel_for(chunks, [&](int i) {
+        for (int ch = c * i / chunks; ch < c * (i + 1) / chunks; ++ch) {
+            const float* src = in + static_cast<size_t>(ch) * h * w;
+            float* dst = out + static_cast<size_t>(ch) * oh * ow;
+            for (int y = 0; y < oh; ++y) {
+                const int y0 = std::max(0, y * stride - pad), y1 = std::min(h, y * stride - pad + k);
+                for (int x = 0; x < ow; ++x) {
+                    const int x0 = std::max(0, x * stride - pad), x1 = std::min(w, x * stride - pad + k);
+                    float m = -std::numeric_limits<float>::infinity();
+                    for (int yy = y0; yy < y1; ++yy)
+                        for (int xx = x0; xx < x1; ++xx) m = std::max(m, src[yy * w + xx]);
+                    dst[y * ow + x] = m;
+                }
+            }
+        }
+    });
+}
+
+void global_avg_pool(const float* in, int c, int hw, float* out, ThreadPool& pool) {
+    constexpr int L = JCW_LANES;
+    const int chunks = std::min(c, pool.size());
+    pool.parallel_for(chunks, [&](int i) {
+        for (int ch = c * i / chunks; ch < c * (i + 1) / chunks; ++ch) {
+            const float* src = in + static_cast<size_t>(ch) * hw;
+            simd::vec<L> acc = simd::splat<L>(0.f);
+            int j = 0;
+            for (; j + L <= hw; j += L) acc += simd::load<L>(src + j);
+            float s = 0.f;
+            for (int l = 0; l < L; ++l) s += acc[l];
+            for (; j < hw; ++j) s += src[j];
+            out[ch] = s / static_cast<float>(hw);
+        }
+    });
+}
+
+void add_act(const float* a, const float* b, size_t n, Act act, float* out) {
+    constexpr int chunk = 1 << 30;
+    for (size_t i = 0; i < n; i += chunk)
+        simd::emit<JCW_LANES>(a + i, b + i, out + i, static_cast<int>(std::min<size_t>(chunk, n - i)), act);
+}
+
+}  // namespace jcw
