@@ -1,0 +1,37 @@
+"""CIFAR VGG16 with BatchNorm (13 biased 3x3 conv-BN-ReLU layers, 5 max-pools, one linear layer)."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from jcw.models.common import init_weights
+
+_VGG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
+
+
+class VGG(nn.Module):
+    """``features`` (conv-BN-ReLU / max-pool sequence), global average pool, ``classifier`` linear."""
+
+    def __init__(self, config: list, num_classes: int = 10) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        in_ch = 3
+        for item in config:
+            if item == "M":
+                layers.append(nn.MaxPool2d(2, 2))
+            else:
+                layers += [nn.Conv2d(in_ch, item, 3, 1, 1), nn.BatchNorm2d(item), nn.ReLU(inplace=True)]
+                in_ch = item
+        self.features = nn.Sequential(*layers)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten(1)
+        self.classifier = nn.Linear(in_ch, num_classes)
+        init_weights(self)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.flatten(self.avgpool(self.features(x))))
+
+
+def vgg16(num_classes: int = 10) -> VGG:
+    """CIFAR VGG16-BN (14,728,266 parameters at 10 classes: 14.73M)."""
+    return VGG(_VGG16, num_classes)

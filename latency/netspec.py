@@ -1,0 +1,181 @@
+"""Torch-free description of a CNN's prunable layers, coupling groups and other ops (NetSpec)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+KINDS = ("stem", "regular", "depthwise", "pointwise", "fc")
+OP_KINDS = ("maxpool", "avgpool", "add")
+SPEC_DIR = Path(__file__).resolve().parent / "specs"
+
+
+def conv_out_res(in_res: int, kernel: int, stride: int, padding: int) -> int:
+    """Output size of a square convolution or pooling window (dilation 1, floor mode)."""
+    return (in_res + 2 * padding - kernel) // stride + 1
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One conv or linear layer, in forward order.
+
+    ``group`` owns the output channels (-1: not prunable, the fc), ``in_group`` the input channels
+    (-1: the image).  A depthwise conv owns no channels: ``group == in_group``.  ``bias`` and
+    ``norm`` (a BatchNorm follows) only matter for parameter counts.
+    """
+
+    name: str
+    kind: str
+    kernel: int
+    stride: int
+    padding: int
+    groups: int
+    in_res: int
+    in_ch: int
+    out_ch: int
+    group: int
+    in_group: int
+    bias: bool = False
+    norm: bool = False
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"layer {self.name!r}: kind {self.kind!r} is not one of {KINDS}")
+
+    @property
+    def out_res(self) -> int:
+        """Output spatial size (1 for fc)."""
+        if self.kind == "fc":
+            return 1
+        return conv_out_res(self.in_res, self.kernel, self.stride, self.padding)
+
+    @property
+    def signature(self) -> tuple:
+        """(kind, kernel, stride, in_res, in_ch, out_ch): the LatencyTable key of this layer."""
+        return (self.kind, self.kernel, self.stride, self.in_res, self.in_ch, self.out_ch)
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """Non-conv work: "maxpool", "avgpool" (kernel 0 = global) or "add" (of ``group``'s channels)."""
+
+    kind: str
+    in_res: int
+    channels: int
+    group: int
+    kernel: int = 0
+    stride: int = 0
+    padding: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in OP_KINDS:
+            raise ValueError(f"op kind {self.kind!r} is not one of {OP_KINDS}")
+
+    @property
+    def out_res(self) -> int:
+        """Output spatial size."""
+        if self.kind == "add":
+            return self.in_res
+        if self.kernel == 0:
+            return 1
+        return conv_out_res(self.in_res, self.kernel, self.stride, self.padding)
+
+
+@dataclass(frozen=True)
+class GroupSpec:
+    """A coupling group: output channels of ``members`` that are pruned together.
+
+    ``residual``: joined by an add; ``strided``: some member conv has stride > 1.
+    """
+
+    id: int
+    channels: int
+    residual: bool
+    strided: bool
+    members: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class NetSpec:
+    """All prunable layers (forward order), other ops and coupling groups of a model at one resolution."""
+
+    model: str
+    resolution: int
+    num_classes: int
+    layers: tuple[LayerSpec, ...]
+    ops: tuple[OpSpec, ...]
+    groups: tuple[GroupSpec, ...]
+
+    def layer(self, name: str) -> LayerSpec:
+        """The layer called ``name``."""
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise KeyError(f"{self.model} has no layer {name!r}")
+
+    def to_dict(self) -> dict:
+        """Plain JSON-able dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "NetSpec":
+        """Inverse of ``to_dict``."""
+        try:
+            return cls(
+                model=str(d["model"]),
+                resolution=int(d["resolution"]),
+                num_classes=int(d["num_classes"]),
+                layers=tuple(LayerSpec(**x) for x in d["layers"]),
+                ops=tuple(OpSpec(**x) for x in d["ops"]),
+                groups=tuple(GroupSpec(**{**x, "members": tuple(x["members"])}) for x in d["groups"]),
+            )
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"not a NetSpec dict: {e}") from None
+
+    def to_json(self, indent: int | None = 1) -> str:
+        """JSON text of ``to_dict``."""
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_json(cls, text: str) -> "NetSpec":
+        """Inverse of ``to_json``."""
+        return cls.from_dict(json.loads(text))
+
+    def at_resolution(self, resolution: int) -> "NetSpec":
+        """The same network at another square input size (every in_res recomputed exactly)."""
+        resolution = int(resolution)
+        if resolution == self.resolution:
+            return self
+        # Map each resolution of the traced net to its new value, walking from large to small:
+        # every layer/op reads a size produced by the image or by a layer/op at a larger size.
+        new = {self.resolution: resolution}
+        items = [*self.layers, *self.ops]
+        for item in sorted(items, key=lambda x: -x.in_res):
+            if isinstance(item, LayerSpec) and item.kind == "fc":
+                continue
+            if item.in_res not in new:
+                raise ValueError(f"{self.model}: cannot place input size {item.in_res} of {item}")
+            r = new[item.in_res]
+            if isinstance(item, OpSpec) and item.kind == "add":
+                continue
+            if isinstance(item, OpSpec) and item.kernel == 0:
+                out = 1
+            else:
+                out = conv_out_res(r, item.kernel, item.stride, item.padding)
+            if out < 1:
+                raise ValueError(f"resolution {resolution} is too small for {self.model}")
+            if new.setdefault(item.out_res, out) != out:
+                raise ValueError(f"{self.model}: inconsistent sizes at resolution {resolution}")
+        layers = tuple(x if x.kind == "fc" else replace(x, in_res=new[x.in_res]) for x in self.layers)
+        ops = tuple(replace(x, in_res=new[x.in_res]) for x in self.ops)
+        return replace(self, resolution=resolution, layers=layers, ops=ops)
+
+
+def load_shipped(model: str) -> NetSpec:
+    """The shipped spec of a zoo model at its default resolution (latency/specs/<model>.json)."""
+    path = SPEC_DIR / f"{model}.json"
+    if not path.is_file():
+        known = sorted(p.stem for p in SPEC_DIR.glob("*.json"))
+        raise ValueError(f"no shipped spec for model {model!r} ({path}); shipped: {', '.join(known)}")
+    return NetSpec.from_json(path.read_text())
