@@ -1,0 +1,130 @@
+"""SearchSpace: gene counts, JCW lower bounds, snapping, decode/encode, Arch JSON, MACs and params."""
+
+import numpy as np
+import pytest
+
+from jcw.models import create_model, list_models
+from jcw.space import Arch, Bounds, SearchSpace, kept_channels, n_kept_blocks
+from latency.netspec import load_shipped
+
+GENES = {"resnet18": (12, 20), "mobilenet_v1": (14, 14), "mobilenet_v2": (25, 35)}
+
+
+@pytest.mark.parametrize("name", sorted(GENES))
+def test_gene_counts(name):
+    space = SearchSpace.for_model(name)
+    assert (space.n_channel_genes, space.n_density_genes) == GENES[name]
+    assert len(space.gene_names()) == space.n_genes == len(space.lower) == len(space.upper)
+
+
+def test_channel_formula():
+    assert kept_channels(64, 0.3).item() == 20  # ceil(16 * 0.3) = 5 blocks
+    assert kept_channels(40, 0.7).item() == 28  # 10 * 0.7 = 7.000000000000001 must not become 8
+    assert kept_channels(64, 0.0).item() == 4 and kept_channels(3, 0.1).item() == 3
+    assert kept_channels(64, 1.0).item() == 64
+    assert n_kept_blocks(10, 0.25).item() == 2 and n_kept_blocks(10, 0.35).item() == 4
+
+
+def test_resnet18_bounds_follow_rules():
+    space = SearchSpace.for_model("resnet18")
+    spec = space.spec
+    ch = dict(zip(space.channel_groups, space.lower[: space.n_channel_genes]))
+    assert ch[0] == 0.9  # stem group: first (0.8), strided (0.6) and residual (0.9)
+    assert ch[spec.layer("layer1.0.conv1").group] == 0.5
+    assert ch[spec.layer("layer2.0.conv1").group] == 0.6
+    assert ch[spec.layer("fc").in_group] == 0.9
+    dens = dict(zip((spec.layers[i].name for i in space.density_layers), space.lower[space.n_channel_genes:]))
+    assert dens["conv1"] == 0.8 and dens["layer1.0.conv1"] == 0.3
+    assert dens["layer2.0.conv1"] == 0.8 and dens["layer4.1.conv2"] == 0.5
+    custom = SearchSpace(spec, bounds=Bounds(channel=0.35, channel_residual=0.0, density_last=0.95))
+    cl = dict(zip(custom.channel_groups, custom.lower))
+    assert cl[spec.layer("layer1.0.conv1").group] == 0.4  # raised to the next grid point
+    assert custom.lower[-1] == 1.0
+    with pytest.raises(ValueError, match="outside"):
+        Bounds(density=1.5)
+
+
+def test_mobilenet_v2_last_group_and_modes():
+    space = SearchSpace.for_model("mobilenet_v2", mode="channel")
+    assert np.all(space.lower[space.n_channel_genes:] == 1.0)
+    weight = SearchSpace.for_model("mobilenet_v2", mode="weight")
+    assert np.all(weight.lower[: weight.n_channel_genes] == 1.0)
+    g = weight.snap(np.zeros(weight.n_genes))[0]
+    out_ch, _, density = weight.decode_arrays(g)
+    assert np.array_equal(out_ch[0], [x.out_ch for x in weight.spec.layers])
+    assert density.min() == 0.3
+    with pytest.raises(ValueError, match="mode"):
+        SearchSpace.for_model("mobilenet_v2", mode="both")
+
+
+def test_snap_clips_and_grids():
+    space = SearchSpace.for_model("resnet20")
+    rng = np.random.default_rng(0)
+    g = space.snap(rng.uniform(-0.5, 1.5, (50, space.n_genes)))
+    assert g.shape == (50, space.n_genes)
+    assert np.all(g >= space.lower) and np.all(g <= space.upper)
+    assert np.allclose(g * 10, np.round(g * 10))
+    assert np.array_equal(space.snap(g), g)
+    with pytest.raises(ValueError, match="shape"):
+        space.snap(np.zeros(3))
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_decode_encode_roundtrip(name):
+    space = SearchSpace.for_model(name)
+    rng = np.random.default_rng(1)
+    genes = space.snap(rng.random((20, space.n_genes)))
+    out_ch, in_ch, density = space.decode_arrays(genes)
+    for n in range(len(genes)):
+        arch = space.decode(genes[n])
+        assert [c.out_ch for c in arch.layers] == out_ch[n].tolist()
+        assert [c.in_ch for c in arch.layers] == in_ch[n].tolist()
+        back = Arch.from_json(arch.to_json())
+        assert back == arch
+        assert space.decode(space.encode(back)) == arch
+    spec = space.spec
+    assert np.all(out_ch % 4 == 0) or spec.num_classes % 4
+    assert np.all(out_ch[:, -1] == spec.num_classes) and np.all(density[:, -1] == 1)
+    for i, x in enumerate(spec.layers):
+        if x.kind == "depthwise":
+            assert np.array_equal(out_ch[:, i], in_ch[:, i]) and np.all(density[:, i] == 1)
+
+
+def test_encode_rejects_foreign_arch():
+    space = SearchSpace.for_model("resnet20")
+    arch = space.decode(space.full())
+    arch.layers[1] = type(arch.layers[1])(arch.layers[1].name, 6, arch.layers[1].in_ch, 1.0)
+    with pytest.raises(ValueError, match="layer1.0.conv1"):
+        space.encode(arch)
+    with pytest.raises(ValueError, match="does not match"):
+        SearchSpace.for_model("resnet56").encode(space.decode(space.full()))
+    with pytest.raises(ValueError, match="not an Arch"):
+        Arch.from_dict({"model": "x"})
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_full_params_match_model_and_macs_monotone(name):
+    space = SearchSpace.for_model(name)
+    model = create_model(name)
+    assert space.params(space.full())[0] == sum(p.numel() for p in model.parameters())
+    genes = np.stack([space.full(), space.uniform(0.8), space.uniform(0.8, 0.5), space.minimal()])
+    macs, params = space.macs(genes), space.params(genes)
+    assert np.all(np.diff(macs) < 0) and np.all(np.diff(params) < 0)
+
+
+def test_macs_count_kept_weights_exactly():
+    space = SearchSpace.for_model("vgg16")
+    g = space.full()
+    j = space.n_channel_genes + 1  # second conv: 64 -> 64, 3x3 at 32x32
+    g[j] = 0.5
+    layer = space.spec.layers[space.density_layers[1]]
+    blocks = 64 // 4 * 64 * 9
+    removed = (blocks - n_kept_blocks(blocks, 0.5)) * 4
+    assert space.macs(space.full())[0] - space.macs(g)[0] == removed * layer.out_res ** 2
+    assert space.params(space.full())[0] - space.params(g)[0] == removed
+
+
+def test_other_resolution():
+    space = SearchSpace.for_model("mobilenet_v2", resolution=96)
+    assert space.spec.resolution == 96 and space.spec == load_shipped("mobilenet_v2").at_resolution(96)
+    assert space.macs(space.full())[0] < SearchSpace.for_model("mobilenet_v2").macs(space.full())[0]
