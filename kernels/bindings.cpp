@@ -7,6 +7,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "executor.h"
 #include "reference.h"
 
 namespace py = pybind11;
@@ -40,9 +41,143 @@ FArray conv2d_reference(FArray input, FArray weight, std::optional<FArray> bias,
 
 }  // namespace
 
+// ===== Whole-network executor (engine section: jcw.engine builds a Network and runs it) =====
+namespace {
+
+jcw::Act parse_act(const std::string& s) {
+    if (s == "none") return jcw::Act::None;
+    if (s == "relu") return jcw::Act::Relu;
+    if (s == "relu6") return jcw::Act::Relu6;
+    throw std::invalid_argument("act must be 'none', 'relu' or 'relu6', got '" + s + "'");
+}
+
+jcw::ConvMode parse_mode(const std::string& s) {
+    if (s == "auto") return jcw::ConvMode::Auto;
+    if (s == "sparse") return jcw::ConvMode::Sparse;
+    if (s == "dense") return jcw::ConvMode::Dense;
+    throw std::invalid_argument("mode must be 'auto', 'sparse' or 'dense', got '" + s + "'");
+}
+
+// Checks that `x` holds whole images of the network input and returns how many.
+int image_count(const jcw::Network& net, const FArray& x) {
+    const jcw::ValueShape s = net.input_shape();
+    if (x.ndim() != 4 || x.shape(1) != s.c || x.shape(2) != s.h || x.shape(3) != s.w || x.shape(0) < 1)
+        throw std::invalid_argument("input must be (N, " + std::to_string(s.c) + ", " + std::to_string(s.h) + ", " +
+                                    std::to_string(s.w) + ") with N >= 1");
+    return static_cast<int>(x.shape(0));
+}
+
+py::array_t<double> to_numpy(const std::vector<double>& v) {
+    return py::array_t<double>(static_cast<py::ssize_t>(v.size()), v.data());
+}
+
+void bind_executor(py::module_& m) {
+    using jcw::Network;
+    py::class_<Network>(m, "Network", "A planned network of ops run in C++ one image at a time (executor.h).")
+        .def(py::init<int, int, int, int>(), py::arg("c"), py::arg("h"), py::arg("w"), py::arg("threads") = 1)
+        .def("conv",
+             [](Network& n, const std::string& name, int x, FArray weight, std::optional<FArray> bias, int stride,
+                int pad, int groups, const std::string& act, const std::string& mode, int residual) {
+                 if (weight.ndim() != 4) throw std::invalid_argument(name + ": weight must be 4-D OIHW");
+                 if (groups < 1 || weight.shape(1) * groups != n.shape(x).c)
+                     throw std::invalid_argument(name + ": weight " + std::to_string(weight.shape(1)) + " in-channels x " +
+                                                 std::to_string(groups) + " groups != " + std::to_string(n.shape(x).c) +
+                                                 " input channels");
+                 if (bias && (bias->ndim() != 1 || bias->shape(0) != weight.shape(0)))
+                     throw std::invalid_argument(name + ": bias must have one value per output channel");
+                 return n.conv(name, x, weight.data(), bias ? bias->data() : nullptr, static_cast<int>(weight.shape(0)),
+                               static_cast<int>(weight.shape(2)), static_cast<int>(weight.shape(3)), stride, pad,
+                               groups, parse_act(act), parse_mode(mode), residual);
+             },
+             py::arg("name"), py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("stride"), py::arg("pad"),
+             py::arg("groups"), py::arg("act") = "none", py::arg("mode") = "auto", py::arg("residual") = -1)
+        .def("linear",
+             [](Network& n, const std::string& name, int x, FArray weight, std::optional<FArray> bias,
+                const std::string& act, const std::string& mode) {
+                 if (weight.ndim() != 2 || static_cast<size_t>(weight.shape(1)) != n.shape(x).size())
+                     throw std::invalid_argument(name + ": weight must be (out, " + std::to_string(n.shape(x).size()) + ")");
+                 if (bias && (bias->ndim() != 1 || bias->shape(0) != weight.shape(0)))
+                     throw std::invalid_argument(name + ": bias must have one value per output feature");
+                 return n.linear(name, x, weight.data(), bias ? bias->data() : nullptr,
+                                 static_cast<int>(weight.shape(0)), parse_act(act), parse_mode(mode));
+             },
+             py::arg("name"), py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("act") = "none",
+             py::arg("mode") = "auto")
+        .def("max_pool", &Network::max_pool, py::arg("name"), py::arg("x"), py::arg("kernel"), py::arg("stride"),
+             py::arg("pad"))
+        .def("global_avg_pool", &Network::global_avg_pool, py::arg("name"), py::arg("x"))
+        .def("add", [](Network& n, const std::string& name, int a, int b, const std::string& act) {
+                 return n.add(name, a, b, parse_act(act));
+             }, py::arg("name"), py::arg("a"), py::arg("b"), py::arg("act") = "none")
+        .def("act", [](Network& n, const std::string& name, int x, const std::string& act) {
+                 return n.act(name, x, parse_act(act));
+             }, py::arg("name"), py::arg("x"), py::arg("act"))
+        .def("reshape", &Network::reshape, py::arg("name"), py::arg("x"), py::arg("c"), py::arg("h"), py::arg("w"))
+        .def("constant", [](Network& n, FArray data) {
+                 if (data.ndim() != 3) throw std::invalid_argument("constant must be 3-D (C, H, W)");
+                 return n.constant(data.data(), static_cast<int>(data.shape(0)), static_cast<int>(data.shape(1)),
+                                   static_cast<int>(data.shape(2)));
+             }, py::arg("data"))
+        .def("set_output", &Network::set_output, py::arg("x"))
+        .def("shape", [](const Network& n, int v) { auto s = n.shape(v); return py::make_tuple(s.c, s.h, s.w); })
+        .def_property_readonly("threads", &Network::threads)
+        .def_property_readonly("arena_floats", &Network::arena_floats)
+        .def("steps", [](const Network& n) {
+            py::list out;
+            for (const auto& s : n.steps())
+                out.append(py::dict(py::arg("name") = s.name, py::arg("op") = s.op, py::arg("sparse") = s.sparse,
+                                    py::arg("density") = s.density, py::arg("act") = s.act,
+                                    py::arg("residual") = s.residual,
+                                    py::arg("shape") = py::make_tuple(s.out.c, s.out.h, s.out.w)));
+            return out;
+        })
+        .def("run", [](Network& n, FArray x) {
+                 const int count = image_count(n, x);
+                 const jcw::ValueShape o = n.output_shape();
+                 FArray out({static_cast<py::ssize_t>(count), static_cast<py::ssize_t>(o.c),
+                             static_cast<py::ssize_t>(o.h), static_cast<py::ssize_t>(o.w)});
+                 float* dst = out.mutable_data();
+                 py::gil_scoped_release release;
+                 n.run(x.data(), count, dst);
+                 return out;
+             }, py::arg("x"), "Forward pass over the batch (GIL released); returns (N, C, H, W).")
+        .def("benchmark", [](Network& n, FArray x, int repeats, int warmup) {
+                 const int count = image_count(n, x);
+                 std::vector<double> ms;
+                 {
+                     py::gil_scoped_release release;
+                     ms = n.benchmark(x.data(), count, repeats, warmup);
+                 }
+                 return to_numpy(ms);
+             }, py::arg("x"), py::arg("repeats"), py::arg("warmup"), "Milliseconds per forward pass.")
+        .def("profile", [](Network& n, FArray x, int repeats, int warmup) {
+                 if (image_count(n, x) != 1) throw std::invalid_argument("profile takes one image (N = 1)");
+                 std::vector<double> ms;
+                 {
+                     py::gil_scoped_release release;
+                     ms = n.profile(x.data(), repeats, warmup);
+                 }
+                 return to_numpy(ms);
+             }, py::arg("x"), py::arg("repeats"), py::arg("warmup"), "Mean milliseconds per step.")
+        .def("time_step", [](Network& n, int index, FArray x, int repeats, int warmup) {
+                 if (image_count(n, x) != 1) throw std::invalid_argument("time_step takes one image (N = 1)");
+                 std::vector<double> ms;
+                 {
+                     py::gil_scoped_release release;
+                     ms = n.time_step(index, x.data(), repeats, warmup);
+                 }
+                 return to_numpy(ms);
+             }, py::arg("index"), py::arg("x"), py::arg("repeats"), py::arg("warmup"),
+             "Milliseconds of one step alone, on its planned buffers.");
+}
+
+}  // namespace
+// ===== end of the executor section =====
+
 PYBIND11_MODULE(_kernels, m) {
     m.doc() = "jcw compiled kernels";
     m.def("conv2d_reference", &conv2d_reference, py::arg("input"), py::arg("weight"), py::arg("bias") = py::none(),
           py::arg("stride") = 1, py::arg("padding") = 0, py::arg("groups") = 1,
           "Reference direct convolution (NCHW, float32).");
+    bind_executor(m);
 }
