@@ -1,0 +1,257 @@
+"""Weight-sharing supernet: prefix channel slicing, dynamic 4x1 block masks, per-candidate BatchNorm."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from jcw.materialize import block_mask
+from jcw.training import Batch, evaluate, sgd
+
+
+@dataclass
+class _Active:
+    """The candidate set the dynamic modules read: per candidate and spec layer (out_ch, density)."""
+
+    out_ch: np.ndarray | None = None
+    density: np.ndarray | None = None
+    index: int | None = None
+    calibrating: bool = False
+
+    def choice(self, layer: int) -> tuple[int | None, float]:
+        if self.index is None:
+            return None, 1.0
+        return int(self.out_ch[self.index, layer]), float(self.density[self.index, layer])
+
+
+class DynamicConv2d(nn.Module):
+    """A Conv2d whose active filters are a prefix of the full ones, its input the channels it gets.
+
+    Depthwise convs follow their input width; others keep the active candidate's out_ch filters and
+    zero all but the largest-L2 4x1 blocks (``block_mask``) when the density is below 1.
+    """
+
+    def __init__(self, conv: nn.Conv2d, layer: int, active: _Active):
+        super().__init__()
+        self.weight = conv.weight
+        self.bias = conv.bias
+        self.stride, self.padding, self.dilation = conv.stride, conv.padding, conv.dilation
+        self.depthwise = conv.groups > 1 and conv.groups == conv.in_channels == conv.out_channels
+        if conv.groups > 1 and not self.depthwise:
+            raise ValueError(f"supernet: grouped (non-depthwise) convolution at spec layer {layer} is not supported")
+        self.layer = layer
+        self.active = active
+
+    def forward(self, x: Tensor) -> Tensor:
+        out_ch, density = self.active.choice(self.layer)
+        c_in = x.shape[1]
+        if self.depthwise:
+            weight, groups = self.weight[:c_in], c_in
+        else:
+            weight, groups = self.weight[: out_ch or self.weight.shape[0], :c_in], 1
+        if density < 1.0:
+            weight = weight * block_mask(weight.detach(), density)
+        bias = None if self.bias is None else self.bias[: weight.shape[0]]
+        return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, groups)
+
+
+class DynamicLinear(nn.Module):
+    """A Linear reading the active input width (its output stays the classes)."""
+
+    def __init__(self, linear: nn.Linear, layer: int, active: _Active):
+        super().__init__()
+        self.weight = linear.weight
+        self.bias = linear.bias
+        self.layer = layer
+        self.active = active
+
+    def forward(self, x: Tensor) -> Tensor:
+        out_ch, density = self.active.choice(self.layer)
+        weight = self.weight[: out_ch or self.weight.shape[0], : x.shape[1]]
+        if density < 1.0:
+            weight = weight * block_mask(weight.detach(), density)
+        bias = None if self.bias is None else self.bias[: weight.shape[0]]
+        return F.linear(x, weight, bias)
+
+
+class DynamicBatchNorm2d(nn.Module):
+    """BatchNorm with shared affine weights and one set of running statistics per candidate.
+
+    With no active candidate it is the full model's BatchNorm (its own running statistics).
+    Training uses batch statistics; calibration accumulates the active candidate's statistics as
+    the cumulative average over the calibration batches; evaluation uses them.
+    """
+
+    def __init__(self, bn: nn.BatchNorm2d, active: _Active):
+        super().__init__()
+        self.weight, self.bias, self.eps, self.momentum = bn.weight, bn.bias, bn.eps, bn.momentum
+        self.register_buffer("running_mean", bn.running_mean)
+        self.register_buffer("running_var", bn.running_var)
+        self.register_buffer("num_batches_tracked", bn.num_batches_tracked)
+        self.active = active
+        self.cand_mean: Tensor | None = None
+        self.cand_var: Tensor | None = None
+        self.cand_count: Tensor | None = None
+
+    def reset_candidates(self, n: int) -> None:
+        """Allocates statistics for n candidates, initialised from the full model's."""
+        self.cand_mean = self.running_mean.detach().clone().repeat(n, 1)
+        self.cand_var = self.running_var.detach().clone().repeat(n, 1)
+        self.cand_count = torch.zeros(n, dtype=torch.long)
+
+    def forward(self, x: Tensor) -> Tensor:
+        c = x.shape[1]
+        weight, bias = self.weight[:c], self.bias[:c]
+        i = self.active.index
+        if i is None:
+            if self.training:
+                return F.batch_norm(x, self.running_mean, self.running_var, weight, bias, True, self.momentum, self.eps)
+            return F.batch_norm(x, self.running_mean, self.running_var, weight, bias, False, 0.0, self.eps)
+        if self.active.calibrating:
+            with torch.no_grad():
+                mean = x.mean(dim=(0, 2, 3))
+                var = x.var(dim=(0, 2, 3), unbiased=x.numel() // c > 1)
+                k = int(self.cand_count[i])
+                self.cand_mean[i, :c] = (self.cand_mean[i, :c] * k + mean) / (k + 1) if k else mean
+                self.cand_var[i, :c] = (self.cand_var[i, :c] * k + var) / (k + 1) if k else var
+                self.cand_count[i] += 1
+            return F.batch_norm(x, None, None, weight, bias, True, 0.0, self.eps)
+        if self.training:
+            return F.batch_norm(x, None, None, weight, bias, True, 0.0, self.eps)
+        return F.batch_norm(x, self.cand_mean[i, :c], self.cand_var[i, :c], weight, bias, False, 0.0, self.eps)
+
+
+class Supernet(nn.Module):
+    """One set of full-width weights (``net``, same state-dict keys as the model) for many candidates.
+
+    The model must already be channel-ordered (``materialize.order_channels``) so that a prefix
+    of every coupling group's channels is its most important part.
+    """
+
+    def __init__(self, model: nn.Module, spec):
+        super().__init__()
+        self.net = copy.deepcopy(model)
+        self.active = _Active()
+        layer_index = {layer.name: i for i, layer in enumerate(spec.layers)}
+        self._norms: list[DynamicBatchNorm2d] = []
+        for name, module in list(self.net.named_modules()):
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                if name not in layer_index:
+                    raise ValueError(f"supernet: layer {name!r} of the model is not in its NetSpec")
+                cls = DynamicConv2d if isinstance(module, nn.Conv2d) else DynamicLinear
+                replacement = cls(module, layer_index[name], self.active)
+            elif isinstance(module, nn.BatchNorm2d):
+                replacement = DynamicBatchNorm2d(module, self.active)
+                self._norms.append(replacement)
+            else:
+                continue
+            parent_name, _, child = name.rpartition(".")
+            setattr(self.net.get_submodule(parent_name) if parent_name else self.net, child, replacement)
+
+    @property
+    def n_candidates(self) -> int:
+        return 0 if self.active.out_ch is None else len(self.active.out_ch)
+
+    def set_candidates(self, out_ch: np.ndarray, density: np.ndarray) -> None:
+        """Rebuilds the supernet for exactly these candidates (rows of decoded per-layer arrays)."""
+        self.active.out_ch = np.asarray(out_ch, dtype=np.int64)
+        self.active.density = np.asarray(density, dtype=float)
+        self.active.index = None
+        for bn in self._norms:
+            bn.reset_candidates(len(self.active.out_ch))
+
+    def select(self, index: int | None) -> None:
+        """Makes candidate ``index`` active (None: the full model with its own BatchNorm statistics)."""
+        self.active.index = index
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+    def train_steps(self, batches, steps: int, generator: torch.Generator, optimizer: torch.optim.Optimizer,
+                    progress=None) -> None:
+        """Trains the shared weights ``steps`` steps, one uniformly sampled candidate per step.
+
+        Args:
+            batches: callable ``() -> (images, labels)`` giving the next training batch.
+        """
+        self.net.train()
+        self.active.calibrating = False
+        for _ in range(steps):
+            self.select(int(torch.randint(self.n_candidates, (1,), generator=generator)))
+            images, labels = batches()
+            loss = F.cross_entropy(self.net(images), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if progress is not None:
+                progress.update(1)
+        self.select(None)
+
+    @torch.no_grad()
+    def calibrate(self, index: int, batches: list[Batch]) -> None:
+        """Recomputes candidate ``index``'s BatchNorm statistics on the given (cached) batches."""
+        self.net.train()
+        self.select(index)
+        self.active.calibrating = True
+        for bn in self._norms:
+            bn.cand_count[index] = 0
+        try:
+            for images, _ in batches:
+                self.net(images)
+        finally:
+            self.active.calibrating = False
+            self.select(None)
+
+    def measure(self, index: int | None, batches: list[Batch]) -> tuple[float, float]:
+        """Mean cross-entropy loss and top-1 accuracy of candidate ``index`` on the given batches."""
+        self.select(index)
+        try:
+            return evaluate(self.net, batches)
+        finally:
+            self.select(None)
+
+
+class SupernetEstimator:
+    """Scores a set of candidates: rebuild the supernet for exactly that set, train, calibrate, measure.
+
+    Args:
+        supernet: the Supernet (its shared weights persist from set to set).
+        space: the SearchSpace decoding genes to per-layer channels and densities.
+        train_batches: callable giving the next training batch (e.g. ``training.RandomBatches``).
+        calib_batches: cached training batches for BatchNorm recalibration.
+        val_batches: validation batches.
+        steps: training steps per set; lr: their SGD learning rate.
+        generator: torch.Generator sampling the candidate of each step.
+    """
+
+    def __init__(self, supernet: Supernet, space, train_batches, calib_batches: list[Batch],
+                 val_batches: list[Batch], steps: int, lr: float, generator: torch.Generator, quiet: bool = True):
+        self.supernet, self.space = supernet, space
+        self.train_batches, self.calib_batches, self.val_batches = train_batches, calib_batches, val_batches
+        self.steps, self.lr, self.generator, self.quiet = steps, lr, generator, quiet
+
+    def measure(self, genes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Val loss and accuracy of each row of genes with the current shared weights (no training)."""
+        out_ch, _, density = self.space.decode_arrays(np.atleast_2d(genes))
+        self.supernet.set_candidates(out_ch, density)
+        scores = []
+        for i in tqdm(range(len(out_ch)), desc="score", disable=self.quiet, leave=False):
+            self.supernet.calibrate(i, self.calib_batches)
+            scores.append(self.supernet.measure(i, self.val_batches))
+        loss, acc = np.asarray(scores, dtype=float).reshape(-1, 2).T
+        return loss, acc
+
+    def __call__(self, genes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        out_ch, _, density = self.space.decode_arrays(np.atleast_2d(genes))
+        self.supernet.set_candidates(out_ch, density)
+        if self.steps > 0:
+            optimizer = sgd(self.supernet.parameters(), self.lr)
+            with tqdm(total=self.steps, desc="supernet", disable=self.quiet, leave=False) as bar:
+                self.supernet.train_steps(self.train_batches, self.steps, self.generator, optimizer, bar)
+        return self.measure(genes)
