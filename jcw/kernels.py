@@ -1,5 +1,29 @@
-"""Thin facade over the compiled module `jcw._kernels`."""
+"""Thin facade over the compiled module `jcw._kernels` (op kernels of the sparse engine)."""
 
-from jcw._kernels import conv2d_reference
+from jcw._kernels import (
+    Conv2d,
+    Linear,
+    add_act,
+    conv2d_reference,
+    fma_peak_gflops,
+    force_scalar,
+    global_avg_pool,
+    isa,
+    max_pool2d,
+    set_force_scalar,
+    simd_lanes,
+)
 
-__all__ = ["conv2d_reference"]
+__all__ = [
+    "Conv2d",
+    "Linear",
+    "add_act",
+    "conv2d_reference",
+    "fma_peak_gflops",
+    "force_scalar",
+    "global_avg_pool",
+    "isa",
+    "max_pool2d",
+    "set_force_scalar",
+    "simd_lanes",
+]

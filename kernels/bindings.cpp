@@ -3,11 +3,14 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <chrono>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
 
 #include "executor.h"
+#include "ops.h"
 #include "reference.h"
 
 namespace py = pybind11;
@@ -174,10 +177,165 @@ void bind_executor(py::module_& m) {
 }  // namespace
 // ===== end of the executor section =====
 
+// ===== Op kernels (kernels section: jcw.kernels facade over ops.h) =====
+namespace {
+
+struct PyConv2d {
+    jcw::Conv2d conv;
+    std::shared_ptr<jcw::ThreadPool> pool;
+};
+
+struct PyLinear {
+    jcw::Linear fc;
+    std::shared_ptr<jcw::ThreadPool> pool;
+};
+
+// (C, H, W) or (N, C, H, W) -> N; checks the channel count.
+int64_t images_of(const FArray& x, int channels, const char* what) {
+    if ((x.ndim() != 3 && x.ndim() != 4) || x.shape(x.ndim() - 3) != channels)
+        throw std::invalid_argument(std::string(what) + " must be (C, H, W) or (N, C, H, W) with C = " +
+                                    std::to_string(channels));
+    return x.ndim() == 4 ? x.shape(0) : 1;
+}
+
+PyConv2d make_conv(FArray weight, std::optional<FArray> bias, int stride, int padding, int groups,
+                   const std::string& act, const std::string& mode, int threads) {
+    if (weight.ndim() != 4) throw std::invalid_argument("weight must be 4-D OIHW, got " + std::to_string(weight.ndim()) + "-D");
+    const int out_ch = static_cast<int>(weight.shape(0));
+    if (bias && (bias->ndim() != 1 || bias->shape(0) != out_ch))
+        throw std::invalid_argument("bias must have shape (" + std::to_string(out_ch) + ",)");
+    if (groups < 1) throw std::invalid_argument("groups must be >= 1, got " + std::to_string(groups));
+    return PyConv2d{jcw::Conv2d(weight.data(), bias ? bias->data() : nullptr, out_ch,
+                                static_cast<int>(weight.shape(1)) * groups, static_cast<int>(weight.shape(2)),
+                                static_cast<int>(weight.shape(3)), stride, padding, groups, jcw::act_from_name(act),
+                                jcw::mode_from_name(mode)),
+                    std::make_shared<jcw::ThreadPool>(threads)};
+}
+
+FArray conv_run(const PyConv2d& c, FArray x, std::optional<FArray> residual) {
+    const int64_t n = images_of(x, c.conv.in_ch(), "input");
+    const int h = static_cast<int>(x.shape(x.ndim() - 2)), w = static_cast<int>(x.shape(x.ndim() - 1));
+    const int ho = c.conv.out_h(h), wo = c.conv.out_w(w);
+    if (ho < 1 || wo < 1) throw std::invalid_argument("input " + std::to_string(h) + "x" + std::to_string(w) + " is smaller than the kernel");
+    std::vector<py::ssize_t> shape{c.conv.out_ch(), ho, wo};
+    if (x.ndim() == 4) shape.insert(shape.begin(), n);
+    const size_t per_out = static_cast<size_t>(c.conv.out_ch()) * ho * wo, per_in = static_cast<size_t>(c.conv.in_ch()) * h * w;
+    if (residual && static_cast<size_t>(residual->size()) != per_out * n)
+        throw std::invalid_argument("residual must have the output's shape");
+    FArray out(shape);
+    float* dst = out.mutable_data();
+    const float* res = residual ? residual->data() : nullptr;
+    py::gil_scoped_release release;
+    std::vector<float> scratch(c.conv.scratch_floats(h, w));
+    for (int64_t i = 0; i < n; ++i)
+        c.conv.run(x.data() + i * per_in, h, w, dst + i * per_out, res ? res + i * per_out : nullptr, scratch.data(), *c.pool);
+    return out;
+}
+
+// Milliseconds per call of run() on one image, timed in C++ (after `warmup` untimed calls).
+py::array_t<double> conv_benchmark(const PyConv2d& c, FArray x, int repeats, int warmup) {
+    if (images_of(x, c.conv.in_ch(), "input") != 1 || x.ndim() != 3) throw std::invalid_argument("benchmark takes one (C, H, W) image");
+    if (repeats < 1 || warmup < 0) throw std::invalid_argument("need repeats >= 1 and warmup >= 0");
+    const int h = static_cast<int>(x.shape(1)), w = static_cast<int>(x.shape(2));
+    std::vector<float> out(static_cast<size_t>(c.conv.out_ch()) * c.conv.out_h(h) * c.conv.out_w(w));
+    std::vector<double> ms(repeats);
+    {
+        py::gil_scoped_release release;
+        std::vector<float> scratch(c.conv.scratch_floats(h, w));
+        for (int i = 0; i < warmup + repeats; ++i) {
+            const auto t0 = std::chrono::steady_clock::now();
+            c.conv.run(x.data(), h, w, out.data(), nullptr, scratch.data(), *c.pool);
+            const double dt = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+            if (i >= warmup) ms[i - warmup] = dt;
+        }
+    }
+    return py::array_t<double>(static_cast<py::ssize_t>(ms.size()), ms.data());
+}
+
+FArray linear_run(const PyLinear& l, FArray x) {
+    if ((x.ndim() != 1 && x.ndim() != 2) || x.shape(x.ndim() - 1) != l.fc.in_features())
+        throw std::invalid_argument("input must be (in,) or (N, in) with in = " + std::to_string(l.fc.in_features()));
+    const int64_t n = x.ndim() == 2 ? x.shape(0) : 1;
+    FArray out(x.ndim() == 2 ? std::vector<py::ssize_t>{n, l.fc.out_features()} : std::vector<py::ssize_t>{l.fc.out_features()});
+    float* dst = out.mutable_data();
+    py::gil_scoped_release release;
+    for (int64_t i = 0; i < n; ++i) l.fc.run(x.data() + i * l.fc.in_features(), dst + i * l.fc.out_features(), *l.pool);
+    return out;
+}
+
+void bind_ops(py::module_& m) {
+    m.def("isa", [] { return std::string(jcw::isa()); }, "Instruction set the SIMD kernels were built for.");
+    m.def("simd_lanes", &jcw::simd_lanes, "Floats per SIMD vector (1 = scalar build).");
+    m.def("set_force_scalar", &jcw::set_force_scalar, py::arg("on"), "Route every op through the portable scalar kernels.");
+    m.def("force_scalar", &jcw::force_scalar);
+    m.def("fma_peak_gflops", [](double seconds) { py::gil_scoped_release r; return jcw::measure_fma_peak_gflops(seconds); },
+          py::arg("seconds") = 0.2, "Measured single-thread FMA peak, GFLOP/s.");
+    py::class_<PyConv2d>(m, "Conv2d", "Packed convolution (ops.h); run on (C,H,W) or (N,C,H,W) float32.")
+        .def(py::init(&make_conv), py::arg("weight"), py::arg("bias") = py::none(), py::arg("stride") = 1,
+             py::arg("padding") = 0, py::arg("groups") = 1, py::arg("act") = "none", py::arg("mode") = "auto",
+             py::arg("threads") = 1)
+        .def("run", &conv_run, py::arg("x"), py::arg("residual") = py::none())
+        .def("benchmark", &conv_benchmark, py::arg("x"), py::arg("repeats") = 20, py::arg("warmup") = 3)
+        .def_property_readonly("sparse", [](const PyConv2d& c) { return c.conv.sparse(); })
+        .def_property_readonly("depthwise", [](const PyConv2d& c) { return c.conv.depthwise(); })
+        .def_property_readonly("density", [](const PyConv2d& c) { return c.conv.density(); })
+        .def_property_readonly("threads", [](const PyConv2d& c) { return c.pool->size(); });
+    py::class_<PyLinear>(m, "Linear", "Packed fully connected layer (ops.h).")
+        .def(py::init([](FArray weight, std::optional<FArray> bias, const std::string& act, const std::string& mode, int threads) {
+                 if (weight.ndim() != 2) throw std::invalid_argument("weight must be 2-D (out, in)");
+                 if (bias && (bias->ndim() != 1 || bias->shape(0) != weight.shape(0)))
+                     throw std::invalid_argument("bias must have shape (" + std::to_string(weight.shape(0)) + ",)");
+                 return PyLinear{jcw::Linear(weight.data(), bias ? bias->data() : nullptr, static_cast<int>(weight.shape(0)),
+                                             static_cast<int>(weight.shape(1)), jcw::act_from_name(act), jcw::mode_from_name(mode)),
+                                 std::make_shared<jcw::ThreadPool>(threads)};
+             }),
+             py::arg("weight"), py::arg("bias") = py::none(), py::arg("act") = "none", py::arg("mode") = "auto",
+             py::arg("threads") = 1)
+        .def("run", &linear_run, py::arg("x"))
+        .def_property_readonly("sparse", [](const PyLinear& l) { return l.fc.sparse(); })
+        .def_property_readonly("density", [](const PyLinear& l) { return l.fc.density(); });
+    m.def("max_pool2d", [](FArray x, int kernel, int stride, int padding, int threads) {
+              if (x.ndim() != 3) throw std::invalid_argument("input must be (C, H, W)");
+              if (kernel < 1 || stride < 1 || padding < 0 || 2 * padding >= kernel + 1)
+                  throw std::invalid_argument("need kernel >= 1, stride >= 1, 0 <= padding <= kernel / 2");
+              const int c = static_cast<int>(x.shape(0)), h = static_cast<int>(x.shape(1)), w = static_cast<int>(x.shape(2));
+              const int oh = (h + 2 * padding - kernel) / stride + 1, ow = (w + 2 * padding - kernel) / stride + 1;
+              if (oh < 1 || ow < 1) throw std::invalid_argument("kernel larger than the padded input");
+              FArray out({c, oh, ow});
+              float* dst = out.mutable_data();
+              py::gil_scoped_release r;
+              jcw::ThreadPool pool(threads);
+              jcw::max_pool2d(x.data(), c, h, w, kernel, stride, padding, dst, pool);
+              return out;
+          }, py::arg("x"), py::arg("kernel"), py::arg("stride"), py::arg("padding") = 0, py::arg("threads") = 1);
+    m.def("global_avg_pool", [](FArray x) {
+              if (x.ndim() != 3) throw std::invalid_argument("input must be (C, H, W)");
+              FArray out(std::vector<py::ssize_t>{x.shape(0)});
+              float* dst = out.mutable_data();
+              py::gil_scoped_release r;
+              jcw::ThreadPool pool(1);
+              jcw::global_avg_pool(x.data(), static_cast<int>(x.shape(0)), static_cast<int>(x.shape(1) * x.shape(2)), dst, pool);
+              return out;
+          }, py::arg("x"));
+    m.def("add_act", [](FArray a, FArray b, const std::string& act) {
+              if (a.size() != b.size()) throw std::invalid_argument("a and b must have the same number of elements");
+              FArray out(std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim()));
+              const jcw::Act f = jcw::act_from_name(act);
+              float* dst = out.mutable_data();
+              py::gil_scoped_release r;
+              jcw::add_act(a.data(), b.data(), static_cast<size_t>(a.size()), f, dst);
+              return out;
+          }, py::arg("a"), py::arg("b"), py::arg("act") = "none");
+}
+
+}  // namespace
+// ===== end of the kernels section =====
+
 PYBIND11_MODULE(_kernels, m) {
     m.doc() = "jcw compiled kernels";
     m.def("conv2d_reference", &conv2d_reference, py::arg("input"), py::arg("weight"), py::arg("bias") = py::none(),
           py::arg("stride") = 1, py::arg("padding") = 0, py::arg("groups") = 1,
           "Reference direct convolution (NCHW, float32).");
     bind_executor(m);
+    bind_ops(m);
 }

@@ -35,6 +35,14 @@ int simd_lanes();
 void set_force_scalar(bool on);
 bool force_scalar();
 
+// "none" | "relu" | "relu6" and "auto" | "sparse" | "dense"; std::invalid_argument otherwise.
+Act act_from_name(const std::string& name);
+ConvMode mode_from_name(const std::string& name);
+
+// Measured single-thread FMA throughput of this core with the SIMD kernels' vector type, GFLOP/s
+// (2 flops per lane per FMA), timed over about `seconds`.
+double measure_fma_peak_gflops(double seconds = 0.2);
+
 // Persistent worker pool.  parallel_for(n, fn) calls fn(i) for every i in [0, n) across the
 // pool's threads (the caller is one of them) and returns when all calls are done.
 class ThreadPool {

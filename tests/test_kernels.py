@@ -1,0 +1,142 @@
+"""Parity of the compiled op kernels (jcw.kernels) against torch, and the C++/ARM harness."""
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from jcw import kernels
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CONV_CASES = [
+    # in_ch, out_ch, h, w, k, stride, pad, groups, density, act, residual, mode
+    (24, 36, 14, 14, 1, 1, 0, 1, 0.2, "relu", False, "auto"),
+    (17, 10, 9, 7, 1, 1, 0, 1, 1.0, "none", True, "auto"),
+    (30, 19, 21, 21, 1, 1, 0, 1, 0.1, "relu6", True, "sparse"),
+    (16, 22, 15, 15, 1, 2, 0, 1, 0.5, "relu", False, "auto"),
+    (13, 7, 10, 9, 3, 1, 1, 1, 1.0, "relu6", True, "dense"),
+    (9, 14, 11, 13, 3, 1, 1, 1, 0.3, "relu", False, "auto"),
+    (12, 18, 17, 17, 3, 2, 1, 1, 0.3, "none", False, "auto"),
+    (8, 9, 6, 6, 3, 1, 1, 1, 0.0, "relu", False, "auto"),
+    (3, 10, 23, 23, 7, 2, 3, 1, 1.0, "relu", False, "auto"),
+    (8, 12, 9, 9, 3, 1, 1, 2, 0.5, "none", False, "auto"),
+    (10, 10, 16, 16, 3, 1, 1, 10, 1.0, "relu6", False, "auto"),
+    (12, 12, 15, 13, 3, 2, 1, 12, 1.0, "relu", True, "auto"),
+    (6, 6, 3, 3, 3, 1, 1, 6, 1.0, "none", False, "auto"),
+    (6, 10, 2, 3, 3, 1, 1, 1, 0.6, "none", True, "auto"),
+]
+
+
+def block_pruned(rng, out_ch, in_per_group, k, density):
+    """Random OIHW weight with whole 4x1 blocks (4 output channels at one input position) zeroed."""
+    w = rng.standard_normal((out_ch, in_per_group, k, k)).astype(np.float32)
+    rows = -(-out_ch // 4)
+    keep = rng.random((rows, in_per_group, k, k)) < density
+    mask = np.repeat(keep, 4, axis=0)[:out_ch]
+    return w * mask
+
+
+def torch_conv(x, w, b, stride, pad, groups, act, residual):
+    y = F.conv2d(torch.from_numpy(x).double(), torch.from_numpy(w).double(), torch.from_numpy(b).double(),
+                 stride=stride, padding=pad, groups=groups)
+    if residual is not None:
+        y = y + torch.from_numpy(residual).double()
+    if act == "relu":
+        y = y.clamp(min=0)
+    elif act == "relu6":
+        y = y.clamp(0, 6)
+    return y.numpy()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("scalar", [False, True])
+@pytest.mark.parametrize("cin,cout,h,w,k,stride,pad,groups,density,act,res,mode", CONV_CASES)
+def test_conv_matches_torch(cin, cout, h, w, k, stride, pad, groups, density, act, res, mode, scalar, threads):
+    rng = np.random.default_rng(cin * 1000 + cout * 10 + k)
+    wt = block_pruned(rng, cout, cin // groups, k, density)
+    b = rng.standard_normal(cout).astype(np.float32)
+    x = rng.standard_normal((2, cin, h, w)).astype(np.float32)
+    conv = kernels.Conv2d(wt, b, stride=stride, padding=pad, groups=groups, act=act, mode=mode, threads=threads)
+    oh, ow = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
+    residual = rng.standard_normal((2, cout, oh, ow)).astype(np.float32) if res else None
+    kernels.set_force_scalar(scalar)
+    try:
+        got = conv.run(x, residual)
+    finally:
+        kernels.set_force_scalar(False)
+    want = torch_conv(x, wt, b, stride, pad, groups, act, residual)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_conv_dispatch_and_density():
+    rng = np.random.default_rng(7)
+    dense = rng.standard_normal((16, 8, 3, 3)).astype(np.float32)
+    assert not kernels.Conv2d(dense, padding=1).sparse
+    pruned = block_pruned(rng, 16, 8, 3, 0.3)
+    conv = kernels.Conv2d(pruned, padding=1)
+    rows = pruned.reshape(4, 4, 8 * 9)
+    want = np.any(rows != 0, axis=1).mean()
+    assert conv.sparse and conv.density == pytest.approx(want)
+    assert not kernels.Conv2d(pruned, padding=1, mode="dense").sparse
+    assert kernels.Conv2d(np.zeros((5, 3, 1, 1), np.float32)).density == 0.0
+    assert kernels.Conv2d(dense[:, :1], groups=16, padding=1).depthwise
+
+
+def test_conv_rejects_bad_input():
+    w = np.ones((4, 3, 3, 3), np.float32)
+    with pytest.raises(ValueError, match="act must be"):
+        kernels.Conv2d(w, act="gelu")
+    with pytest.raises(ValueError, match="mode must be"):
+        kernels.Conv2d(w, mode="fast")
+    with pytest.raises(ValueError, match="divisible by groups"):
+        kernels.Conv2d(w, groups=3)
+    conv = kernels.Conv2d(w)
+    with pytest.raises(ValueError, match="C = 3"):
+        conv.run(np.ones((4, 8, 8), np.float32))
+    with pytest.raises(ValueError, match="smaller than the kernel"):
+        conv.run(np.ones((3, 2, 2), np.float32))
+
+
+@pytest.mark.parametrize("density,mode", [(0.0, "auto"), (0.3, "auto"), (0.3, "dense"), (1.0, "auto"), (1.0, "sparse")])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_linear_matches_numpy(density, mode, threads):
+    rng = np.random.default_rng(11)
+    w = block_pruned(rng, 21, 37, 1, density)[:, :, 0, 0]
+    b = rng.standard_normal(21).astype(np.float32)
+    x = rng.standard_normal((3, 37)).astype(np.float32)
+    fc = kernels.Linear(w, b, act="relu", mode=mode, threads=threads)
+    want = np.maximum(x.astype(np.float64) @ w.T.astype(np.float64) + b, 0)
+    np.testing.assert_allclose(fc.run(x), want, rtol=1e-5, atol=1e-5)
+
+
+def test_pools_and_add_match_torch():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((5, 9, 11)).astype(np.float32)
+    want = F.max_pool2d(torch.from_numpy(x)[None], 3, 2, 1)[0].numpy()
+    np.testing.assert_array_equal(kernels.max_pool2d(x, 3, 2, 1, threads=2), want)
+    np.testing.assert_allclose(kernels.global_avg_pool(x), x.mean(axis=(1, 2)), rtol=1e-5, atol=1e-6)
+    y = rng.standard_normal(x.shape).astype(np.float32) * 4
+    np.testing.assert_allclose(kernels.add_act(x, y, "relu6"), np.clip(x + y, 0, 6), rtol=1e-6)
+
+
+def test_isa_is_reported():
+    assert kernels.isa() in {"avx512", "avx2", "sse2", "neon", "scalar"}
+    assert kernels.simd_lanes() in {1, 4, 8, 16}
+
+
+def test_arm_harness_under_qemu(tmp_path):
+    missing = [t for t in ("aarch64-linux-gnu-g++", "qemu-aarch64") if shutil.which(t) is None]
+    if missing:
+        pytest.skip(f"cross tools missing ({', '.join(missing)}): apt-get install -y g++-aarch64-linux-gnu qemu-user")
+    env = dict(os.environ, JCW_HARNESS_BUILD=str(tmp_path))
+    proc = subprocess.run(["bash", str(ROOT / "kernels/tests/run_harness.sh"), "arm"], capture_output=True, text=True,
+                          env=env, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "OK:" in proc.stdout and "isa=neon" in proc.stdout
