@@ -1,0 +1,526 @@
+"""LatencyTable: per-layer (out_ch, in_ch, density) latency grids, JSON schema 1, trilinear lookup."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from latency.netspec import OP_KINDS
+
+FORMAT = "jcw-latency-table"
+VERSION = 1
+PROVENANCE_KINDS = ("measured", "modelled")
+LAYER_KEYS = ("kind", "kernel", "stride", "in_res", "in_ch", "out_ch")
+OP_KEYS = ("kind", "kernel", "stride", "padding", "in_res", "channels")
+AXES = ("out_ch", "in_ch", "density")
+
+
+RATIOS = tuple(i / 10 for i in range(11))
+QUICK_RATIOS = (0.0, 0.3, 0.5, 0.7, 0.9, 1.0)
+DENSITIES = tuple(i / 10 for i in range(11))
+QUICK_DENSITIES = (0.0, 0.3, 0.5, 0.7, 1.0)
+
+
+class LatencyTableError(ValueError):
+    """A table that is malformed, does not cover a model, or is queried off its axes."""
+
+
+def layer_key(layer) -> tuple:
+    """Table key of a conv/fc layer (a LayerSpec): its signature."""
+    return tuple(layer.signature)
+
+
+def op_key(op) -> tuple:
+    """Table key of a non-conv op (an OpSpec): (kind, kernel, stride, padding, in_res, channels)."""
+    return (op.kind, op.kernel, op.stride, op.padding, op.in_res, op.channels)
+
+
+def space_channels(full: int, ratios=RATIOS) -> list[int]:
+    """Channel counts the search space produces: clamp(ceil(full / 4 * ratio) * 4, 4, full)."""
+    return sorted({min(max(math.ceil(full / 4 * r) * 4, 4), full) for r in ratios})
+
+
+def layer_axes(layer, quick: bool = False) -> dict:
+    """Default grid of a LayerSpec: channel counts and densities the search space can produce.
+
+    fc keeps its class count and is dense; the stem reads the image (fixed in_ch); a depthwise
+    conv has in_ch = out_ch and is never weight-pruned.
+    """
+    ratios = QUICK_RATIOS if quick else RATIOS
+    dens = list(QUICK_DENSITIES if quick else DENSITIES)
+    if layer.kind == "fc":
+        return {"out_ch": [layer.out_ch], "in_ch": space_channels(layer.in_ch, ratios), "density": None}
+    if layer.kind == "depthwise":
+        return {"out_ch": space_channels(layer.out_ch, ratios), "in_ch": None, "density": None}
+    in_ch = [layer.in_ch] if layer.kind == "stem" else space_channels(layer.in_ch, ratios)
+    return {"out_ch": space_channels(layer.out_ch, ratios), "in_ch": in_ch, "density": dens}
+
+
+def op_axes(op, quick: bool = False) -> dict:
+    """Default grid of an OpSpec: the channel counts its coupling group can take."""
+    return {"out_ch": space_channels(op.channels, QUICK_RATIOS if quick else RATIOS), "in_ch": None, "density": None}
+
+
+def describe_key(key: tuple) -> str:
+    """Human-readable key, e.g. ``pointwise k1 s1 @56 24->144`` or ``add @56 c24``."""
+    if key[0] not in OP_KINDS:
+        kind, kernel, stride, in_res, in_ch, out_ch = key
+        return f"{kind} k{kernel} s{stride} @{in_res} {in_ch}->{out_ch}"
+    kind, kernel, stride, padding, in_res, channels = key
+    window = f" k{kernel} s{stride} p{padding}" if kernel else ""
+    return f"{kind}{window} @{in_res} c{channels}"
+
+
+@dataclass
+class Entry:
+    """One grid: latency (ms) over up to three axes.
+
+    ``axes`` maps "out_ch", "in_ch", "density" to increasing value arrays, or None where the cost
+    does not depend on that coordinate (depthwise: in_ch is out_ch and density is 1; ops: only
+    channels, stored as "out_ch").  ``mean``/``std``/``count`` have shape
+    (len(out_ch), len(in_ch) or 1, len(density) or 1).
+    """
+
+    key: tuple
+    axes: dict
+    mean: np.ndarray
+    std: np.ndarray
+    count: np.ndarray
+
+    @classmethod
+    def build(cls, key: tuple, axes: dict, mean, std=None, count=None) -> "Entry":
+        """An entry from axis lists (None = not a coordinate) and arrays of matching size."""
+        axes = {a: None if axes.get(a) is None else np.asarray(axes[a], dtype=float if a == "density" else np.int64) for a in AXES}
+        e = cls(key=key, axes=axes, mean=None, std=None, count=None)
+        e.mean = np.asarray(mean, dtype=float).reshape(e.shape)
+        e.std = np.zeros(e.shape) if std is None else np.asarray(std, dtype=float).reshape(e.shape)
+        e.count = np.zeros(e.shape) if count is None else np.asarray(count, dtype=float).reshape(e.shape)
+        return e
+
+    @property
+    def shape(self) -> tuple:
+        return tuple(1 if self.axes[a] is None else len(self.axes[a]) for a in AXES)
+
+    def points(self) -> int:
+        return int(np.prod(self.shape))
+
+    def interpolate(self, out_ch, in_ch=None, density=None) -> np.ndarray:
+        """Trilinear latency (ms) at query points (1-D arrays of equal length)."""
+        out_ch = np.asarray(out_ch)
+        n = out_ch.shape[0]
+        cols = [np.asarray(v if v is not None else np.ones(n)).reshape(n, 1) for v in (out_ch, in_ch, density)]
+        return Grid([self], [describe_key(self.key)])(*cols)[:, 0]
+
+
+@dataclass
+class LatencyTable:
+    """Latency grids for layer signatures and ops of one device + thread count.
+
+    ``overhead`` is the fixed per-inference cost (ms) of running any network (engine entry,
+    input/output copies), added once to every prediction.
+    """
+
+    device: str
+    threads: int
+    provenance: dict
+    layers: dict = field(default_factory=dict)
+    ops: dict = field(default_factory=dict)
+    overhead: dict = field(default_factory=lambda: {"mean": 0.0, "std": 0.0, "count": 0})
+    models: list = field(default_factory=list)
+
+    @property
+    def kind(self) -> str:
+        """"measured" or "modelled"."""
+        return self.provenance["kind"]
+
+    def layer(self, layer) -> Entry:
+        """The grid of a LayerSpec (LatencyTableError naming the layer when absent)."""
+        key = layer_key(layer)
+        if key not in self.layers:
+            raise LatencyTableError(
+                f"latency table ({self.device}, {self.threads} thread(s)) has no entry for layer "
+                f"{layer.name!r} ({describe_key(key)}); profile this model with profile-latency"
+            )
+        return self.layers[key]
+
+    def op(self, op) -> Entry:
+        """The grid of an OpSpec (LatencyTableError naming the op when absent)."""
+        key = op_key(op)
+        if key not in self.ops:
+            raise LatencyTableError(
+                f"latency table ({self.device}, {self.threads} thread(s)) has no entry for op "
+                f"{describe_key(key)}; profile this model with profile-latency"
+            )
+        return self.ops[key]
+
+    def missing(self, spec) -> list[str]:
+        """Descriptions of the layers and ops of ``spec`` that have no entry."""
+        miss = [f"layer {x.name!r} ({describe_key(layer_key(x))})" for x in spec.layers if layer_key(x) not in self.layers]
+        miss += [f"op {describe_key(op_key(x))}" for x in spec.ops if op_key(x) not in self.ops]
+        return miss
+
+    def check_covers(self, spec) -> None:
+        """Raise LatencyTableError listing every layer/op of ``spec`` without an entry."""
+        miss = self.missing(spec)
+        if miss:
+            shown = "; ".join(miss[:5]) + (f"; ... ({len(miss)} in all)" if len(miss) > 5 else "")
+            raise LatencyTableError(
+                f"latency table ({self.device}, {self.threads} thread(s)) does not cover "
+                f"{spec.model} at {spec.resolution}: no entry for {shown}"
+            )
+
+    def merged(self, other: "LatencyTable") -> "LatencyTable":
+        """A table with the entries of both (``other`` wins on equal keys, provenance of ``other``)."""
+        models = list(dict.fromkeys([*self.models, *other.models]))
+        return LatencyTable(
+            device=other.device,
+            threads=other.threads,
+            provenance=other.provenance,
+            layers={**self.layers, **other.layers},
+            ops={**self.ops, **other.ops},
+            overhead=other.overhead,
+            models=models,
+        )
+
+    def to_dict(self) -> dict:
+        """JSON-able dict of schema version 1 (entries sorted by key)."""
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "device": self.device,
+            "threads": self.threads,
+            "provenance": self.provenance,
+            "models": list(self.models),
+            "overhead": {k: _num(v) for k, v in self.overhead.items()},
+            "layers": [_entry_dict(e, LAYER_KEYS) for _, e in sorted(self.layers.items())],
+            "ops": [_entry_dict(e, OP_KEYS) for _, e in sorted(self.ops.items())],
+        }
+
+    def to_json(self) -> str:
+        """Deterministic JSON text (same table -> same bytes), one line per entry."""
+        d = self.to_dict()
+        head = json.dumps({k: v for k, v in d.items() if k not in ("layers", "ops")}, indent=1)
+        parts = [head[:-2]]
+        for section in ("layers", "ops"):
+            rows = ",\n".join("  " + json.dumps(e, separators=(",", ":")) for e in d[section])
+            parts.append(f' "{section}": [\n{rows}\n ]' if rows else f' "{section}": []')
+        return ",\n".join(parts) + "\n}\n"
+
+    def save(self, path) -> Path:
+        """Write atomically (temp file + rename)."""
+        return atomic_write(path, self.to_json())
+
+    @classmethod
+    def from_dict(cls, d, source: str = "table") -> "LatencyTable":
+        """Validate a schema-1 dict (LatencyTableError naming the problem and ``source``)."""
+        return _parse(d, source)
+
+    @classmethod
+    def load(cls, path) -> "LatencyTable":
+        """Read and validate a table file."""
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as e:
+            raise LatencyTableError(f"cannot read latency table {path}: {e.strerror or e}") from None
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise LatencyTableError(f"latency table {path} is not valid JSON: {e}") from None
+        return _parse(d, str(path))
+
+
+class Grid:
+    """Many entries packed into flat arrays: trilinear lookup of (N, C) queries in one pass.
+
+    Column c of a query uses ``entries[c]``.  Channel coordinates must be integers (dense
+    per-column maps from channel count to fractional grid index); density uses a shifted,
+    concatenated axis so one ``np.interp`` serves every column.
+    """
+
+    CHUNK = 2048
+
+    def __init__(self, entries: list[Entry], names: list[str]):
+        self.names = list(names)
+        c = len(entries)
+        shapes = np.array([e.shape for e in entries], dtype=np.intp).reshape(c, 3)
+        sizes = shapes.prod(axis=1)
+        self.start = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.intp)
+        self.values = np.concatenate([e.mean.ravel() for e in entries]) if c else np.zeros(0)
+        strides = np.stack([shapes[:, 1] * shapes[:, 2], shapes[:, 2], np.ones(c, dtype=np.intp)], axis=1)
+        self.stride = np.where(shapes > 1, strides, 0)
+        self.cap = np.maximum(shapes - 2, 0)
+        self.lo = np.zeros((3, c))
+        self.hi = np.zeros((3, c))
+        self.used = np.zeros((3, c), dtype=bool)
+        self.cell = []
+        self.frac = []
+        self.map_off = []
+        for a, name in enumerate(AXES[:2]):
+            top = max([1] + [int(e.axes[name][-1]) for e in entries if e.axes[name] is not None])
+            cell = np.zeros((c, top + 1), dtype=np.intp)
+            frac = np.zeros((c, top + 1))
+            for j, e in enumerate(entries):
+                ax = e.axes[name]
+                if ax is None:
+                    continue
+                self.used[a, j] = True
+                self.lo[a, j], self.hi[a, j] = ax[0], ax[-1]
+                f = np.interp(np.arange(top + 1), ax, np.arange(len(ax), dtype=float))
+                i = np.minimum(f.astype(np.intp), self.cap[j, a])
+                cell[j] = i * self.stride[j, a]
+                frac[j] = f - i
+            self.cell.append(cell.ravel())
+            self.frac.append(frac.ravel())
+            self.map_off.append(np.arange(c, dtype=np.intp) * (top + 1))
+        groups = {}
+        for j, e in enumerate(entries):
+            ax = e.axes["density"]
+            if ax is None:
+                continue
+            self.used[2, j] = True
+            self.lo[2, j], self.hi[2, j] = ax[0], ax[-1]
+            groups.setdefault(tuple(float(x) for x in ax), []).append(j)
+        self.density_groups = [(np.array(cols, dtype=np.intp), np.array(ax)) for ax, cols in groups.items()]
+
+    def check(self, out_ch, in_ch, density, first: int = 0) -> None:
+        """Raise LatencyTableError naming the first column and value outside its axis.
+
+        ``first`` is the candidate number of row 0 (for the message).
+        """
+        for a, q in enumerate((out_ch, in_ch, density)):
+            tol = 1e-9 * np.maximum(1.0, np.abs(self.hi[a]))
+            bad = self.used[a] & ((q < self.lo[a] - tol) | (q > self.hi[a] + tol) | ~np.isfinite(q))
+            if a < 2:
+                bad |= self.used[a] & (q != np.round(q))
+            if bad.any():
+                n, j = np.argwhere(bad)[0]
+                lo, hi = self.lo[a, j], self.hi[a, j]
+                axis = f"[{_fmt(lo)}]" if lo == hi else f"[{_fmt(lo)}, {_fmt(hi)}]"
+                what = "an integer in " if a < 2 else ""
+                raise LatencyTableError(
+                    f"{self.names[j]}: {AXES[a]} {_fmt(q[n, j])} (candidate {first + n}) is outside the "
+                    f"table axis; accepted: {what}{axis}"
+                )
+
+    def _density_index(self, density: np.ndarray) -> np.ndarray:
+        frac = np.zeros(density.shape)
+        for cols, ax in self.density_groups:
+            frac[:, cols] = _fractional_index(density[:, cols], ax)
+        return frac
+
+    def __call__(self, out_ch, in_ch, density, first: int = 0) -> np.ndarray:
+        """(N, C) ms for (N, C) query arrays; raises LatencyTableError for off-axis queries."""
+        out_ch = np.asarray(out_ch, dtype=float)
+        in_ch = np.asarray(in_ch, dtype=float)
+        density = np.asarray(density, dtype=float)
+        self.check(out_ch, in_ch, density, first)
+        n, c = out_ch.shape
+        res = np.empty((n, c))
+        used = self.used[:2].astype(np.intp)
+        for s in range(0, n, self.CHUNK):
+            sl = slice(s, s + self.CHUNK)
+            base = self.start
+            t = []
+            for a, q in enumerate((out_ch[sl], in_ch[sl])):
+                idx = q.astype(np.intp) * used[a] + self.map_off[a]
+                base = base + self.cell[a][idx]
+                t.append(self.frac[a][idx])
+            fd = self._density_index(density[sl])
+            i = np.minimum(fd.astype(np.intp), self.cap[:, 2])
+            t.append(fd - i)
+            base = base + i * self.stride[:, 2]
+            so, si, sd = self.stride[:, 0], self.stride[:, 1], self.stride[:, 2]
+            v = self.values
+            c00 = _lerp(v[base], v[base + sd], t[2])
+            c01 = _lerp(v[base + si], v[base + si + sd], t[2])
+            c10 = _lerp(v[base + so], v[base + so + sd], t[2])
+            c11 = _lerp(v[base + so + si], v[base + so + si + sd], t[2])
+            res[sl] = _lerp(_lerp(c00, c01, t[1]), _lerp(c10, c11, t[1]), t[0])
+        return res
+
+
+def _fractional_index(q: np.ndarray, ax: np.ndarray) -> np.ndarray:
+    """Position of in-range values ``q`` on the increasing axis ``ax`` (0 .. len(ax) - 1)."""
+    if len(ax) == 1:
+        return np.zeros_like(q)
+    step = np.diff(ax)
+    if np.allclose(step, step[0], rtol=1e-9, atol=0):
+        return np.clip((q - ax[0]) / step[0], 0, len(ax) - 1)
+    return np.interp(q, ax, np.arange(len(ax), dtype=float))
+
+
+def _lerp(a, b, t):
+    return a + (b - a) * t
+
+
+def _fmt(x) -> str:
+    x = float(x)
+    return str(int(x)) if x == int(x) else f"{x:g}"
+
+
+def _num(v):
+    if isinstance(v, (int, np.integer)):
+        return int(v)
+    return float(f"{float(v):.6g}")
+
+
+def _entry_dict(e: Entry, keys: tuple) -> dict:
+    d = dict(zip(keys, e.key))
+    if keys is OP_KEYS:
+        d["axes"] = {"channels": [int(x) for x in e.axes["out_ch"]]}
+        shape = (e.shape[0],)
+    else:
+        d["axes"] = {
+            "out_ch": [int(x) for x in e.axes["out_ch"]],
+            "in_ch": None if e.axes["in_ch"] is None else [int(x) for x in e.axes["in_ch"]],
+            "density": None if e.axes["density"] is None else [_num(x) for x in e.axes["density"]],
+        }
+        shape = e.shape
+    d["mean"] = _nested(e.mean.reshape(shape), float)
+    d["std"] = _nested(e.std.reshape(shape), float)
+    d["count"] = _nested(e.count.reshape(shape), int)
+    return d
+
+
+def _nested(a: np.ndarray, kind) -> list:
+    if kind is int:
+        return a.astype(int).tolist()
+    return np.vectorize(lambda x: float(f"{x:.6g}"), otypes=[float])(a).tolist() if a.size else a.tolist()
+
+
+def atomic_write(path, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically (temp file in the same folder + os.replace)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _parse(d, source: str) -> LatencyTable:
+    def fail(msg):
+        raise LatencyTableError(f"latency table {source}: {msg}")
+
+    if not isinstance(d, dict):
+        fail(f"top level must be a JSON object, got {type(d).__name__}")
+    if d.get("format") != FORMAT:
+        fail(f"'format' must be {FORMAT!r}, got {d.get('format')!r}")
+    if d.get("version") != VERSION:
+        fail(f"unsupported schema version {d.get('version')!r}; this jcw reads version {VERSION}")
+    for name in ("device", "threads", "provenance", "layers", "ops"):
+        if name not in d:
+            fail(f"missing field {name!r}")
+    if not isinstance(d["device"], str) or not d["device"]:
+        fail("'device' must be a non-empty string")
+    if not isinstance(d["threads"], int) or d["threads"] < 1:
+        fail(f"'threads' must be a positive integer, got {d['threads']!r}")
+    prov = d["provenance"]
+    if not isinstance(prov, dict) or prov.get("kind") not in PROVENANCE_KINDS:
+        fail(f"'provenance.kind' must be one of {PROVENANCE_KINDS}, got {prov.get('kind') if isinstance(prov, dict) else prov!r}")
+    overhead = d.get("overhead", {"mean": 0.0, "std": 0.0, "count": 0})
+    if not isinstance(overhead, dict) or not all(k in overhead for k in ("mean", "std", "count")):
+        fail("'overhead' must be an object with mean, std, count")
+    for k in ("mean", "std", "count"):
+        v = overhead[k]
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
+            fail(f"'overhead.{k}' must be a finite number >= 0, got {v!r}")
+    models = d.get("models", [])
+    if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
+        fail("'models' must be a list of strings")
+    layers = _parse_entries(d["layers"], LAYER_KEYS, "layers", fail)
+    ops = _parse_entries(d["ops"], OP_KEYS, "ops", fail)
+    return LatencyTable(
+        device=d["device"], threads=d["threads"], provenance=prov, layers=layers, ops=ops,
+        overhead=dict(overhead), models=models,
+    )
+
+
+def _parse_entries(items, keys: tuple, section: str, fail) -> dict:
+    if not isinstance(items, list):
+        fail(f"'{section}' must be a list")
+    out = {}
+    for n, item in enumerate(items):
+        where = f"{section}[{n}]"
+        if not isinstance(item, dict):
+            fail(f"{where} must be an object")
+        for k in (*keys, "axes", "mean", "std", "count"):
+            if k not in item:
+                fail(f"{where} is missing field {k!r}")
+        if not isinstance(item["kind"], str):
+            fail(f"{where}.kind must be a string")
+        for k in keys[1:]:
+            if not isinstance(item[k], int) or isinstance(item[k], bool) or item[k] < 0:
+                fail(f"{where}.{k} must be an integer >= 0, got {item[k]!r}")
+        key = tuple(item[k] for k in keys)
+        where = f"{where} ({describe_key(key)})"
+        if key in out:
+            fail(f"{where} appears twice")
+        axes_in = item["axes"]
+        names = ("channels",) if keys is OP_KEYS else AXES
+        if not isinstance(axes_in, dict) or set(axes_in) != set(names):
+            fail(f"{where}.axes must have exactly the keys {list(names)}")
+        axes = {"out_ch": None, "in_ch": None, "density": None}
+        for name in names:
+            ax = axes_in[name]
+            if ax is None and name in ("in_ch", "density"):
+                continue
+            target = "out_ch" if name == "channels" else name
+            axes[target] = _axis(ax, f"{where}.axes.{name}", name != "density", fail)
+        entry = Entry(key=key, axes=axes, mean=None, std=None, count=None)
+        shape = entry.shape
+        want = shape[:1] if keys is OP_KEYS else shape
+        arrays = {}
+        for k in ("mean", "std", "count"):
+            try:
+                a = np.array(item[k], dtype=float)
+            except (TypeError, ValueError):
+                fail(f"{where}.{k} must be a nested list of numbers")
+            if a.shape != want:
+                fail(f"{where}.{k} has shape {a.shape}, expected {want} from the axes")
+            if not np.isfinite(a).all():
+                fail(f"{where}.{k} contains NaN or infinite values")
+            if (a < 0).any():
+                fail(f"{where}.{k} contains negative values")
+            arrays[k] = a.reshape(shape)
+        entry.mean, entry.std, entry.count = arrays["mean"], arrays["std"], arrays["count"]
+        out[key] = entry
+    return out
+
+
+def _axis(ax, where: str, integral: bool, fail) -> np.ndarray:
+    if not isinstance(ax, list) or not ax:
+        fail(f"{where} must be a non-empty list")
+    try:
+        a = np.array(ax, dtype=float)
+    except (TypeError, ValueError):
+        fail(f"{where} must contain numbers")
+    if a.ndim != 1 or not np.isfinite(a).all():
+        fail(f"{where} must be a flat list of finite numbers")
+    if (a < 0).any():
+        fail(f"{where} contains negative values")
+    if (np.diff(a) <= 0).any():
+        fail(f"{where} is not strictly increasing: {ax}")
+    if integral:
+        if (a != np.round(a)).any():
+            fail(f"{where} must contain integers: {ax}")
+        if a[0] < 1:
+            fail(f"{where} must start at >= 1 channel (no zero anchor): {ax}")
+        return a.astype(np.int64)
+    if a[-1] > 1:
+        fail(f"{where} (density, fraction of weights kept) must lie in [0, 1]: {ax}")
+    return a
