@@ -13,6 +13,11 @@ def project_blocks(weight: torch.Tensor, density: float) -> torch.Tensor:
     return weight * block_mask(weight, density).to(weight.dtype)
 
 
+def pattern_masks(params: dict[str, torch.Tensor], densities: dict[str, float]) -> dict[str, torch.Tensor]:
+    """The 4x1-block mask of every layer's current weights at its density."""
+    return {n: block_mask(p.detach(), densities[n]) for n, p in params.items()}
+
+
 def weight_layers(model: nn.Module, densities: dict[str, float]) -> dict[str, nn.Parameter]:
     """The weight parameter of every named layer in ``densities`` (module paths as in the Arch)."""
     modules = dict(model.named_modules())
@@ -84,7 +89,7 @@ class BlockADMM:
 
     def masks(self) -> dict[str, torch.Tensor]:
         """The 4x1-block masks of the current weights at each layer's density."""
-        return {n: block_mask(p.detach(), self.densities[n]) for n, p in self.params.items()}
+        return pattern_masks(self.params, self.densities)
 
     def state_dict(self) -> dict:
         return {"rho": self.rho, "densities": dict(self.densities), "z": dict(self.z), "u": dict(self.u)}

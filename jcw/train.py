@@ -1,0 +1,466 @@
+"""JCW step 2: dense training of a picked arch, ADMM toward its 4x1-block pattern, masked fine-tuning."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset, Subset
+from tqdm import tqdm
+
+from jcw.admm import BlockADMM, apply_masks, energy_outside, pattern_masks, weight_layers
+from jcw.distributed import DistContext, init_distributed, shutdown
+from jcw.training import atomic_torch_save, evaluate, gather, ordered_batches, sgd
+
+STAGES = ("dense", "admm", "finetune")
+CHECKPOINT = "last.pt"
+MODEL = "model.pt"
+CHECKPOINT_FORMAT = "jcw.train-checkpoint/1"
+MODEL_FORMAT = "jcw.trained-model/1"
+
+
+class TrainError(ValueError):
+    """A user mistake in what to train (arch file, pick, weights, flags)."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything one ``python -m jcw.train`` run needs."""
+
+    result: Path | None = None
+    pick: str | None = None
+    arch: Path | None = None
+    data: str = "digits"
+    weights: Path | None = None
+    from_scratch: bool = False
+    epochs_dense: int = 10
+    epochs_admm: int = 10
+    epochs_finetune: int = 10
+    rho: float = 0.01
+    lr: float = 0.05
+    batch_size: int = 64
+    train_on: str = "cpu"
+    out: Path = Path("runs/train")
+    resume: bool = False
+    seed: int = 0
+    quiet: bool = False
+
+    def epochs(self, stage: str) -> int:
+        return {"dense": self.epochs_dense, "admm": self.epochs_admm, "finetune": self.epochs_finetune}[stage]
+
+
+@dataclass
+class TrainResult:
+    """What a run produced: accuracies per stage, energy outside the mask after ADMM, the saved model."""
+
+    accuracy: dict[str, float]
+    energy_outside: float
+    densities: dict[str, float]
+    history: list[dict] = field(default_factory=list)
+    model_path: Path | None = None
+
+
+def parse_latency(text: str) -> float:
+    """``"35ms"`` or ``"35"`` -> 35.0 milliseconds."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(ms)?\s*", str(text))
+    if not m or float(m.group(1)) <= 0:
+        raise TrainError(f"--pick {text!r}: expected a positive latency in milliseconds, e.g. 35ms")
+    return float(m.group(1))
+
+
+def _read_json(path: Path, what: str) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise TrainError(f"{what} {path}: no such file") from None
+    except json.JSONDecodeError as e:
+        raise TrainError(f"{what} {path}: not valid JSON ({e})") from None
+
+
+def _arch_from(obj: dict, where: str):
+    from jcw.space import Arch
+
+    data = obj.get("arch", obj)
+    try:
+        return Arch.from_dict(data)
+    except (KeyError, TypeError, ValueError) as e:
+        raise TrainError(f"{where}: not an arch (expected the JSON of jcw.space.Arch): {e}") from None
+
+
+def select_arch(config: TrainConfig):
+    """The Arch to train: from ``--arch FILE`` or the most accurate candidate of ``--result`` within ``--pick``."""
+    if (config.arch is None) == (config.result is None):
+        raise TrainError("give exactly one of --arch ARCH.json or --result RUN_DIR/front.json --pick LATENCY")
+    if config.arch is not None:
+        if config.pick is not None:
+            raise TrainError("--pick goes with --result, not with --arch")
+        return _arch_from(_read_json(config.arch, "--arch"), str(config.arch))
+    if config.pick is None:
+        raise TrainError("--result needs --pick LATENCY (e.g. --pick 35ms)")
+    budget = parse_latency(config.pick)
+    front = _read_json(config.result, "--result")
+    candidates = front.get("front")
+    if not isinstance(candidates, list) or not candidates:
+        raise TrainError(f"--result {config.result}: no 'front' list of candidates (is it a front.json?)")
+    within = [c for c in candidates if float(c["latency_ms"]) <= budget]
+    if not within:
+        fastest = min(float(c["latency_ms"]) for c in candidates)
+        raise TrainError(f"--pick {config.pick}: no candidate within {budget:g} ms; the fastest takes {fastest:.2f} ms")
+    best = max(within, key=lambda c: (float(c["val_acc"]), -float(c["latency_ms"])))
+    return _arch_from(best, f"{config.result} candidate")
+
+
+def load_weights(model: nn.Module, path: Path, classifier: str) -> None:
+    """Load full-model weights (our zoo or torchvision keys); a ``classifier`` of another class count stays fresh."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise TrainError(f"--weights {path}: no such file") from None
+    except Exception as e:  # torch raises several unrelated types for a file that is not a checkpoint
+        raise TrainError(f"--weights {path}: not a torch state dict ({e})") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise TrainError(f"--weights {path}: keys do not match the model "
+                         f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
+    for key, value in state.items():
+        if value.shape != own[key].shape:
+            if key.rsplit(".", 1)[0] != classifier:
+                raise TrainError(f"--weights {path}: {key} has shape {tuple(value.shape)}, "
+                                 f"the model needs {tuple(own[key].shape)}")
+            state[key] = own[key]
+    model.load_state_dict(state)
+
+
+def build_model(arch, num_classes: int, weights: Path | None, seed: int) -> nn.Module:
+    """The dense channel-pruned model of ``arch``: channels ordered by L1 importance, the first k kept.
+
+    Unlike ``materialize`` no 4x1 masks are applied: the dense stage trains all kept weights.
+    """
+    from jcw.layers import describe
+    from jcw.materialize import order_channels, slice_model
+    from jcw.models import create_model
+
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        full = create_model(arch.model, num_classes=num_classes)
+    spec = describe(full, arch.resolution, name=arch.model)
+    if weights is not None:
+        load_weights(full, weights, classifier=spec.layers[-1].name)
+    order_channels(full, spec, "l1")
+    return slice_model(full, spec, arch)
+
+
+def rebuild_model(arch, num_classes: int) -> nn.Module:
+    """An uninitialised module with the layer shapes of ``arch`` (to load a trained state dict into)."""
+    from jcw.layers import describe
+    from jcw.materialize import slice_model
+    from jcw.models import create_model
+
+    full = create_model(arch.model, num_classes=num_classes)
+    return slice_model(full, describe(full, arch.resolution, name=arch.model), arch)
+
+
+def load_trained(path: Path) -> tuple[nn.Module, dict]:
+    """A saved model (``model.pt``) -> (eval-mode module with its masks applied, its record)."""
+    from jcw.space import Arch
+
+    try:
+        record = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise TrainError(f"{path}: no such file") from None
+    except Exception as e:  # torch raises several unrelated types for a file that is not a checkpoint
+        raise TrainError(f"{path}: not a trained model written by jcw.train ({e})") from None
+    if not isinstance(record, dict) or record.get("format") != MODEL_FORMAT:
+        raise TrainError(f"{path}: not a trained model written by jcw.train (expected format {MODEL_FORMAT})")
+    arch = Arch.from_dict(record["arch"])
+    model = rebuild_model(arch, record["num_classes"])
+    model.load_state_dict(record["state_dict"])
+    apply_masks(weight_layers(model, record["masks"]), record["masks"])
+    return model.eval(), record
+
+
+def _clone_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+
+
+class StagedTrainer:
+    """Runs dense -> ADMM -> masked fine-tuning on one process or as one rank of a DDP group."""
+
+    def __init__(self, model: nn.Module, densities: dict[str, float], train_set: Dataset, val_set: Dataset,
+                 config: TrainConfig, ctx: DistContext | None = None, out: Path | None = None, record: dict | None = None):
+        self.ctx = ctx or DistContext()
+        if config.batch_size % self.ctx.world_size:
+            raise TrainError(f"--batch-size {config.batch_size} must be a multiple of the {self.ctx.world_size} processes")
+        self.config = config
+        self.module = model.to(self.ctx.device)
+        self.model = self.ctx.wrap(self.module)
+        self.densities = {n: float(d) for n, d in densities.items() if d < 1.0}
+        self.params = weight_layers(self.module, self.densities)
+        self.train_set = train_set
+        self.sampler = self.ctx.train_sampler(train_set, seed=config.seed)
+        self.rank_batch = config.batch_size // self.ctx.world_size
+        self.steps_per_epoch = -(-len(self.sampler) // self.rank_batch)
+        self.val_batches = ordered_batches(Subset(val_set, self.ctx.shard(len(val_set))), 256, device=self.ctx.device)
+        self.out = out
+        self.record = record or {}
+        self.masks: dict[str, torch.Tensor] = {}
+        self.admm: BlockADMM | None = None
+        self.accuracy: dict[str, float] = {}
+        self.energy = 0.0
+        self.history: list[dict] = []
+        self.best_acc = -1.0
+        self.best_state: dict[str, torch.Tensor] | None = None
+
+    # -- one epoch ---------------------------------------------------------------------------
+
+    def _train_epoch(self, stage: str, epoch: int, optimizer, scheduler) -> float:
+        """One pass over this rank's shard; ADMM penalty after backward, masks re-applied after each step.
+
+        Returns the mean training loss over all ranks.
+        """
+        self.model.train()
+        self.sampler.set_epoch(STAGES.index(stage) * 100_000 + epoch)
+        order = torch.tensor(list(self.sampler))
+        total, count = 0.0, 0
+        bar = tqdm(range(self.steps_per_epoch), desc=f"{stage} {epoch + 1}/{self.config.epochs(stage)}",
+                   leave=False, disable=self.config.quiet or not self.ctx.is_main)
+        for step in bar:
+            x, y = gather(self.train_set, order[step * self.rank_batch:(step + 1) * self.rank_batch], self.ctx.device)
+            optimizer.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(self.model(x), y)
+            loss.backward()
+            if self.admm is not None:
+                self.admm.add_penalty_grad()
+            optimizer.step()
+            scheduler.step()
+            if self.masks:
+                apply_masks(self.params, self.masks)
+            total += float(loss.detach()) * len(y)
+            count += len(y)
+            bar.set_postfix(loss=f"{total / count:.3f}")
+        total, count = self.ctx.all_reduce_sum(torch.tensor([total, count], dtype=torch.float64)).tolist()
+        return total / max(count, 1)
+
+    def evaluate(self) -> tuple[float, float]:
+        """(mean loss, accuracy) on the whole validation set, summed over all ranks' shards."""
+        n = sum(len(y) for _, y in self.val_batches)
+        loss, acc = evaluate(self.module, self.val_batches) if n else (0.0, 0.0)
+        loss_sum, correct, total = self.ctx.all_reduce_sum(torch.tensor([loss * n, acc * n, n],
+                                                                        dtype=torch.float64)).tolist()
+        return loss_sum / total, correct / total
+
+    # -- stages ------------------------------------------------------------------------------
+
+    def _optimizer(self, stage: str):
+        optimizer = sgd(self.model.parameters(), self.config.lr)
+        steps = max(1, self.config.epochs(stage) * self.steps_per_epoch)
+        return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+
+    def _end(self, stage: str) -> None:
+        if stage == "dense":
+            if self.best_state is not None:
+                self.module.load_state_dict(self.best_state)
+            self.accuracy["dense"] = self.evaluate()[1]
+            self.best_acc, self.best_state = -1.0, None
+        elif stage == "admm":
+            self.masks = self._target_masks()
+            self.admm = None
+            self.energy = energy_outside(self.params, self.masks)
+            apply_masks(self.params, self.masks)
+            self.accuracy["pruned"] = self.evaluate()[1]
+            self.best_acc, self.best_state = self.accuracy["pruned"], _clone_state(self.module)
+            self._save_model()
+        else:
+            self.module.load_state_dict(self.best_state)
+            self.accuracy["finetuned"] = self.best_acc
+            self._save_model()
+
+    def _target_masks(self) -> dict[str, torch.Tensor]:
+        """The fixed masks once set, else the 4x1-block masks of the current weights at the target densities."""
+        if self.masks:
+            return self.masks
+        return pattern_masks(self.params, self.densities)
+
+    def run(self, resume: bool = False) -> TrainResult:
+        """Train all stages (continuing from ``out/last.pt`` when ``resume``); returns the result."""
+        start_stage, start_epoch = 0, 0
+        state = self._load_checkpoint() if resume else None
+        if state is not None:
+            start_stage, start_epoch = STAGES.index(state["stage"]), state["epoch"]
+            self._restore(state)
+        for si in range(start_stage, len(STAGES)):
+            stage = STAGES[si]
+            if stage == "admm" and self.densities:
+                self.admm = BlockADMM(self.params, self.densities, rho=self.config.rho)
+            optimizer, scheduler = self._optimizer(stage)
+            first = 0
+            if state is not None and si == start_stage:
+                first = start_epoch
+                self._restore_optimizer(state, optimizer, scheduler)
+            for epoch in range(first, self.config.epochs(stage)):
+                train_loss = self._train_epoch(stage, epoch, optimizer, scheduler)
+                val_loss, val_acc = self.evaluate()
+                if self.admm is not None:
+                    self.admm.update()
+                entry = {"stage": stage, "epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss,
+                         "val_acc": val_acc, "energy_outside": energy_outside(self.params, self._target_masks())}
+                self.history.append(entry)
+                if stage != "admm" and val_acc > self.best_acc:
+                    self.best_acc, self.best_state = val_acc, _clone_state(self.module)
+                    if stage == "finetune":
+                        self._save_model()
+                self._log(entry)
+                self._save_checkpoint(stage, epoch + 1, optimizer, scheduler)
+            self._end(stage)
+            if si + 1 < len(STAGES):
+                self._save_checkpoint(STAGES[si + 1], 0, None, None)
+        return TrainResult(accuracy=dict(self.accuracy), energy_outside=self.energy,
+                           densities=self._mask_densities(), history=list(self.history),
+                           model_path=self.out / MODEL if self.out is not None else None)
+
+    def _mask_densities(self) -> dict[str, float]:
+        return {n: float(m.float().mean()) for n, m in self.masks.items()}
+
+    # -- files -------------------------------------------------------------------------------
+
+    def _log(self, entry: dict) -> None:
+        if self.ctx.is_main and not self.config.quiet:
+            extra = f"  energy outside mask {entry['energy_outside']:.4f}" if "energy_outside" in entry else ""
+            print(f"{entry['stage']:>8} {entry['epoch']:3d}  train loss {entry['train_loss']:.4f}  "
+                  f"val loss {entry['val_loss']:.4f}  val acc {entry['val_acc']:.4f}{extra}", flush=True)
+
+    def _save_checkpoint(self, stage: str, epoch: int, optimizer, scheduler) -> None:
+        if self.out is not None and self.ctx.is_main:
+            atomic_torch_save({
+                "format": CHECKPOINT_FORMAT, "record": self.record, "stage": stage, "epoch": epoch,
+                "model": _clone_state(self.module),
+                "optimizer": optimizer.state_dict() if optimizer is not None else None,
+                "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                "admm": self.admm.state_dict() if self.admm is not None else None,
+                "masks": self.masks, "accuracy": self.accuracy, "energy_outside": self.energy,
+                "history": self.history, "best_acc": self.best_acc, "best_state": self.best_state,
+            }, self.out / CHECKPOINT)
+        self.ctx.barrier()
+
+    def _load_checkpoint(self) -> dict | None:
+        path = self.out / CHECKPOINT if self.out is not None else None
+        if path is None or not path.exists():
+            raise TrainError(f"--resume: no checkpoint {path} to continue from")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise TrainError(f"--resume: {path} is not a jcw.train checkpoint")
+        if state["record"].get("arch") != self.record.get("arch"):
+            raise TrainError(f"--resume: {path} trains another arch than the one given")
+        return state
+
+    def _restore(self, state: dict) -> None:
+        self.module.load_state_dict(state["model"])
+        self.masks = state["masks"]
+        self.accuracy = dict(state["accuracy"])
+        self.energy = state["energy_outside"]
+        self.history = list(state["history"])
+        self.best_acc, self.best_state = state["best_acc"], state["best_state"]
+
+    def _restore_optimizer(self, state: dict, optimizer, scheduler) -> None:
+        if state["optimizer"] is not None:
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+        if state["admm"] is not None:
+            self.admm.load_state_dict(state["admm"])
+
+    def _save_model(self) -> None:
+        if self.out is None or not self.ctx.is_main:
+            return
+        atomic_torch_save({
+            "format": MODEL_FORMAT, **self.record, "state_dict": self.best_state, "masks": self.masks,
+            "densities": self._mask_densities(), "accuracy": {**self.accuracy, "finetuned": self.best_acc},
+            "energy_outside": self.energy, "history": self.history,
+        }, self.out / MODEL)
+
+
+def train(config: TrainConfig, ctx: DistContext | None = None) -> TrainResult:
+    """Select the arch, load the data, materialize, and run all stages; rank 0 writes ``config.out``."""
+    from jcw.data import load_dataset
+
+    if (config.weights is None) == (not config.from_scratch):
+        raise TrainError("give exactly one of --weights FILE (full-model weights) or --from-scratch")
+    for stage in STAGES:
+        if config.epochs(stage) < 0:
+            raise TrainError(f"--epochs-{stage} must be >= 0, got {config.epochs(stage)}")
+    if config.lr <= 0 or config.rho <= 0 or config.batch_size < 1:
+        raise TrainError("--lr and --rho must be > 0 and --batch-size >= 1")
+    arch = select_arch(config)
+    data = load_dataset(config.data, resolution=arch.resolution, seed=config.seed)
+    model = build_model(arch, data.num_classes, config.weights, config.seed)
+    densities = {layer.name: layer.density for layer in arch.layers}
+    ctx = ctx or init_distributed(config.train_on)
+    if ctx.is_main:
+        config.out.mkdir(parents=True, exist_ok=True)
+    record = {"arch": arch.to_dict(), "num_classes": data.num_classes, "resolution": arch.resolution,
+              "data": data.name, "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()}}
+    trainer = StagedTrainer(model, densities, data.train, data.val, config, ctx=ctx, out=config.out, record=record)
+    return trainer.run(resume=config.resume)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m jcw.train", description=__doc__)
+    src = p.add_argument_group("what to train")
+    src.add_argument("--result", type=Path, help="a search's RUN_DIR/front.json (with --pick)")
+    src.add_argument("--pick", help="latency budget: the most accurate front candidate within it, e.g. 35ms")
+    src.add_argument("--arch", type=Path, help="an arch JSON (e.g. RUN_DIR/best.json) instead of --result/--pick")
+    src.add_argument("--data", default=TrainConfig.data, help="digits (embedded), cifar10:PATH, cifar100:PATH "
+                                                              "or an image-folder root (default: digits)")
+    init = src.add_mutually_exclusive_group()
+    init.add_argument("--weights", type=Path, help="full-model weights (zoo or torchvision keys), materialized")
+    init.add_argument("--from-scratch", action="store_true", help="start from random initialisation")
+    t = p.add_argument_group("training")
+    t.add_argument("--epochs-dense", type=int, default=TrainConfig.epochs_dense)
+    t.add_argument("--epochs-admm", type=int, default=TrainConfig.epochs_admm)
+    t.add_argument("--epochs-finetune", type=int, default=TrainConfig.epochs_finetune)
+    t.add_argument("--rho", type=float, default=TrainConfig.rho, help="ADMM penalty (default 0.01, constant)")
+    t.add_argument("--lr", type=float, default=TrainConfig.lr, help="initial SGD learning rate of every stage "
+                                                                   "(cosine to 0 within the stage)")
+    t.add_argument("--batch-size", type=int, default=TrainConfig.batch_size, help="global batch (all processes)")
+    t.add_argument("--train-on", choices=("cpu", "cuda"), default=TrainConfig.train_on)
+    t.add_argument("--seed", type=int, default=TrainConfig.seed)
+    o = p.add_argument_group("output")
+    o.add_argument("--out", type=Path, default=TrainConfig.out, help="run directory (last.pt, model.pt)")
+    o.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    o.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    config = TrainConfig(**{k: v for k, v in vars(args).items()})
+    try:
+        ctx = init_distributed(config.train_on)
+    except ValueError as e:
+        parser.exit(2, f"{parser.prog}: error: {e}\n")
+    try:
+        result = train(config, ctx)
+    except TrainError as e:
+        parser.exit(2, f"{parser.prog}: error: {e}\n")
+    finally:
+        shutdown(ctx)
+    if ctx.is_main:
+        acc = "  ".join(f"{k} {v:.4f}" for k, v in result.accuracy.items())
+        print(f"accuracy: {acc}\nenergy outside the mask after ADMM: {result.energy_outside:.4f}\n"
+              f"saved {result.model_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
