@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from latency.lut import Entry, LatencyTable, atomic_write, layer_axes, layer_key, op_axes, op_key
+from latency.lut import Entry, LatencyTable, atomic_write, layer_axes, layer_key, op_axes, op_key, table_ops
 from latency.netspec import load_shipped
 
 TABLE_DIR = Path(__file__).resolve().parent / "tables"
@@ -116,6 +116,8 @@ class CostModel:
         zero = np.zeros_like(c)
         if op.kind == "add":
             return zero, zero, 4.0 * 3 * c * area_in, 1.0
+        if op.kind == "input":
+            return zero, zero, 4.0 * c * area_in, 1.0
         if op.kind == "maxpool":
             return zero, c * op.kernel ** 2 * area_out, 4.0 * c * (area_in + area_out), 1.0
         return zero, c * area_in, 4.0 * c * (area_in + 1), 1.0
@@ -125,7 +127,7 @@ class CostModel:
         total = np.zeros(4)
         for layer in spec.layers:
             total += [float(np.sum(t)) for t in self._layer_terms(layer, layer.out_ch, layer.in_ch, 1.0)]
-        for op in spec.ops:
+        for op in table_ops(spec):
             total += [float(np.sum(t)) for t in self._op_terms(op, op.channels)]
         return total
 
@@ -187,7 +189,7 @@ def sparse_speedup(model: CostModel, density: float) -> float:
         d = density if layer.kind == "pointwise" else 1.0
         dense += float(model.layer_ms(layer, layer.out_ch, layer.in_ch, 1.0))
         sparse += float(model.layer_ms(layer, layer.out_ch, layer.in_ch, d))
-    ops = sum(float(model.op_ms(op, op.channels)) for op in spec.ops)
+    ops = sum(float(model.op_ms(op, op.channels)) for op in table_ops(spec))
     return (dense + ops) / (sparse + ops)
 
 
@@ -247,7 +249,7 @@ def build_table(device: str, threads: int, models=TABLE_MODELS) -> LatencyTable:
             d = np.ones(1) if axes["density"] is None else np.asarray(axes["density"])[None, None, :]
             mean = np.broadcast_to(f.model.layer_ms(layer, o, i, d), _shape(axes))
             layers[key] = Entry.build(key, axes, mean)
-        for op in spec.ops:
+        for op in table_ops(spec):
             key = op_key(op)
             if key not in ops:
                 axes = op_axes(op)

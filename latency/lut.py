@@ -31,6 +31,28 @@ class LatencyTableError(ValueError):
     """A table that is malformed, does not cover a model, or is queried off its axes."""
 
 
+@dataclass(frozen=True)
+class InputCost:
+    """The fixed work of one inference of a network (input copy, dispatch): a table op of kind "input"."""
+
+    in_res: int
+    channels: int
+    kind: str = "input"
+    kernel: int = 0
+    stride: int = 0
+    padding: int = 0
+    group: int = -1
+
+    @property
+    def out_res(self) -> int:
+        return self.in_res
+
+
+def table_ops(spec) -> list:
+    """The non-conv costs of ``spec`` a table must hold: its OpSpecs, then its InputCost."""
+    return [*spec.ops, InputCost(spec.resolution, spec.layers[0].in_ch)]
+
+
 def layer_key(layer) -> tuple:
     """Table key of a conv/fc layer (a LayerSpec): its signature."""
     return tuple(layer.signature)
@@ -63,13 +85,15 @@ def layer_axes(layer, quick: bool = False) -> dict:
 
 
 def op_axes(op, quick: bool = False) -> dict:
-    """Default grid of an OpSpec: the channel counts its coupling group can take."""
+    """Default grid of an OpSpec: the channel counts its coupling group can take (fixed for "input")."""
+    if op.kind == "input":
+        return {"out_ch": [op.channels], "in_ch": None, "density": None}
     return {"out_ch": space_channels(op.channels, QUICK_RATIOS if quick else RATIOS), "in_ch": None, "density": None}
 
 
 def describe_key(key: tuple) -> str:
     """Human-readable key, e.g. ``pointwise k1 s1 @56 24->144`` or ``add @56 c24``."""
-    if key[0] not in OP_KINDS:
+    if key[0] not in (*OP_KINDS, "input"):
         kind, kernel, stride, in_res, in_ch, out_ch = key
         return f"{kind} k{kernel} s{stride} @{in_res} {in_ch}->{out_ch}"
     kind, kernel, stride, padding, in_res, channels = key
@@ -120,18 +144,13 @@ class Entry:
 
 @dataclass
 class LatencyTable:
-    """Latency grids for layer signatures and ops of one device + thread count.
-
-    ``overhead`` is the fixed per-inference cost (ms) of running any network (engine entry,
-    input/output copies), added once to every prediction.
-    """
+    """Latency grids for layer signatures and ops of one device + thread count."""
 
     device: str
     threads: int
     provenance: dict
     layers: dict = field(default_factory=dict)
     ops: dict = field(default_factory=dict)
-    overhead: dict = field(default_factory=lambda: {"mean": 0.0, "std": 0.0, "count": 0})
     models: list = field(default_factory=list)
 
     @property
@@ -162,7 +181,7 @@ class LatencyTable:
     def missing(self, spec) -> list[str]:
         """Descriptions of the layers and ops of ``spec`` that have no entry."""
         miss = [f"layer {x.name!r} ({describe_key(layer_key(x))})" for x in spec.layers if layer_key(x) not in self.layers]
-        miss += [f"op {describe_key(op_key(x))}" for x in spec.ops if op_key(x) not in self.ops]
+        miss += [f"op {describe_key(op_key(x))}" for x in table_ops(spec) if op_key(x) not in self.ops]
         return miss
 
     def check_covers(self, spec) -> None:
@@ -184,7 +203,6 @@ class LatencyTable:
             provenance=other.provenance,
             layers={**self.layers, **other.layers},
             ops={**self.ops, **other.ops},
-            overhead=other.overhead,
             models=models,
         )
 
@@ -197,7 +215,6 @@ class LatencyTable:
             "threads": self.threads,
             "provenance": self.provenance,
             "models": list(self.models),
-            "overhead": {k: _num(v) for k, v in self.overhead.items()},
             "layers": [_entry_dict(e, LAYER_KEYS) for _, e in sorted(self.layers.items())],
             "ops": [_entry_dict(e, OP_KEYS) for _, e in sorted(self.ops.items())],
         }
@@ -432,13 +449,6 @@ def _parse(d, source: str) -> LatencyTable:
     prov = d["provenance"]
     if not isinstance(prov, dict) or prov.get("kind") not in PROVENANCE_KINDS:
         fail(f"'provenance.kind' must be one of {PROVENANCE_KINDS}, got {prov.get('kind') if isinstance(prov, dict) else prov!r}")
-    overhead = d.get("overhead", {"mean": 0.0, "std": 0.0, "count": 0})
-    if not isinstance(overhead, dict) or not all(k in overhead for k in ("mean", "std", "count")):
-        fail("'overhead' must be an object with mean, std, count")
-    for k in ("mean", "std", "count"):
-        v = overhead[k]
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
-            fail(f"'overhead.{k}' must be a finite number >= 0, got {v!r}")
     models = d.get("models", [])
     if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
         fail("'models' must be a list of strings")
@@ -446,7 +456,7 @@ def _parse(d, source: str) -> LatencyTable:
     ops = _parse_entries(d["ops"], OP_KEYS, "ops", fail)
     return LatencyTable(
         device=d["device"], threads=d["threads"], provenance=prov, layers=layers, ops=ops,
-        overhead=dict(overhead), models=models,
+        models=models,
     )
 
 

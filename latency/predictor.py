@@ -1,30 +1,33 @@
-"""Predictor: network latency = interpolated per-layer costs + op costs + per-inference overhead."""
+"""Predictor: network latency = interpolated per-layer costs + op costs + the per-inference input cost."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from latency.lut import Grid, LatencyTable, LatencyTableError, describe_key, op_key
+from latency.lut import Grid, LatencyTable, LatencyTableError, describe_key, op_key, table_ops
 
 
 class Predictor:
     """Vectorised latency of many pruned variants of one NetSpec under one LatencyTable.
 
-    Columns: every layer of ``spec`` (in order), then every op, whose channel count is the
-    out_ch of a layer of the op's coupling group.
+    Columns: every layer of ``spec`` (in order), then every op of ``table_ops(spec)``: an op's
+    channel count is the out_ch of a layer of its coupling group (the input cost's is fixed).
     """
 
     def __init__(self, table: LatencyTable, spec):
         table.check_covers(spec)
         self.table = table
         self.spec = spec
-        entries = [table.layer(x) for x in spec.layers] + [table.op(x) for x in spec.ops]
+        ops = table_ops(spec)
+        entries = [table.layer(x) for x in spec.layers] + [table.op(x) for x in ops]
         names = [f"layer {x.name!r} ({describe_key(e.key)})" for x, e in zip(spec.layers, entries)]
-        names += [f"op {i} {describe_key(op_key(x))}" for i, x in enumerate(spec.ops)]
+        names += [f"op {i} {describe_key(op_key(x))}" for i, x in enumerate(ops)]
         self.names = names
         self.grid = Grid(entries, names)
-        self.op_source = np.array([self._group_layer(x.group) for x in spec.ops], dtype=np.intp)
-        self.overhead = float(table.overhead["mean"])
+        source = [self._group_layer(x.group) if x.group >= 0 else -1 for x in ops]
+        self.op_fixed = np.array([s < 0 for s in source])
+        self.op_source = np.maximum(np.array(source, dtype=np.intp), 0)
+        self.op_channels = np.array([x.channels for x in ops], dtype=float)
 
     def _group_layer(self, group: int) -> int:
         for i, layer in enumerate(self.spec.layers):
@@ -50,7 +53,7 @@ class Predictor:
         out_ch, in_ch, density = self._validate(out_ch, in_ch, density)
         for s in range(0, out_ch.shape[0], self.CHUNK):
             o = out_ch[s:s + self.CHUNK]
-            ops = o[:, self.op_source]
+            ops = np.where(self.op_fixed, self.op_channels, o[:, self.op_source])
             ones = np.ones(ops.shape)
             yield self.grid(
                 np.concatenate([o, ops], axis=1),
@@ -60,12 +63,12 @@ class Predictor:
             )
 
     def layer_costs(self, out_ch, in_ch, density) -> np.ndarray:
-        """(N, L + K) ms: every layer of the spec, then every op (labels in ``names``)."""
+        """(N, L + K) ms: every layer of the spec, then every table op (labels in ``names``)."""
         return np.concatenate(list(self._chunks(out_ch, in_ch, density)), axis=0)
 
     def predict(self, out_ch, in_ch, density) -> np.ndarray:
         """(N,) ms for (N, L) arrays of output channels, input channels and densities."""
-        return np.concatenate([c.sum(axis=1) for c in self._chunks(out_ch, in_ch, density)]) + self.overhead
+        return np.concatenate([c.sum(axis=1) for c in self._chunks(out_ch, in_ch, density)])
 
     def full(self) -> float:
         """Latency (ms) of the unpruned network."""

@@ -21,9 +21,10 @@ def _table(rng, layer=None):
     entry = Entry.build(layer.signature, axes, mean, rng.uniform(0, 0.1, (3, 3, 3)), np.full((3, 3, 3), 7))
     op = OpSpec(kind="add", in_res=8, channels=64, group=1)
     op_entry = Entry.build(("add", 0, 0, 0, 8, 64), {"out_ch": [8, 64]}, [0.01, 0.05])
+    in_entry = Entry.build(("input", 0, 0, 0, 8, 32), {"out_ch": [32]}, [0.003])
     prov = {"kind": "measured", "cpu": "test"}
-    return LatencyTable("host", 1, prov, {entry.key: entry}, {op_entry.key: op_entry},
-                        {"mean": 0.02, "std": 0.0, "count": 5}, ["toy@8"]), layer, op
+    ops = {op_entry.key: op_entry, in_entry.key: in_entry}
+    return LatencyTable("host", 1, prov, {entry.key: entry}, ops, ["toy@8"]), layer, op
 
 
 def _reference_trilinear(axes, mean, o, i, d):

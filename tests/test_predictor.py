@@ -1,4 +1,4 @@
-"""Predictor: per-layer + op + overhead sum, vectorised, validated against a per-entry loop."""
+"""Predictor: per-layer + op + input cost sum, vectorised, validated against a per-entry loop."""
 
 import time
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from latency.devicemodel import table_path
-from latency.lut import LatencyTable, LatencyTableError, space_channels
+from latency.lut import LatencyTable, LatencyTableError, space_channels, table_ops
 from latency.netspec import load_shipped
 from latency.predictor import Predictor
 
@@ -34,16 +34,16 @@ def test_predict_equals_sum_of_entries(table, model):
     out, inn, dens = random_arrays(spec, 50, rng)
     got = pred.predict(out, inn, dens)
     for n in range(0, 50, 7):
-        want = table.overhead["mean"]
+        want = 0.0
         for j, layer in enumerate(spec.layers):
             e = table.layer(layer)
             want += e.interpolate([out[n, j]], [inn[n, j]], [dens[n, j]])[0]
-        for op in spec.ops:
-            group_layer = next(j for j, x in enumerate(spec.layers) if x.group == op.group)
-            want += table.op(op).interpolate([out[n, group_layer]])[0]
+        for op in table_ops(spec):
+            ch = op.channels if op.kind == "input" else out[n, next(j for j, x in enumerate(spec.layers) if x.group == op.group)]
+            want += table.op(op).interpolate([ch])[0]
         assert got[n] == pytest.approx(want, rel=1e-12)
     costs = pred.layer_costs(out, inn, dens)
-    assert costs.shape == (50, len(spec.layers) + len(spec.ops)) and (costs > 0).all()
+    assert costs.shape == (50, len(spec.layers) + len(spec.ops) + 1) and (costs > 0).all()
 
 
 def test_pruning_lowers_latency_and_full_is_largest(table):
