@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from tqdm import tqdm
 
 from jcw.admm import BlockADMM, apply_masks, energy_outside, pattern_masks, weight_layers
 from jcw.distributed import DistContext, init_distributed, shutdown
+from jcw.search import SearchError, parse_budget
 from jcw.training import atomic_torch_save, evaluate, gather, ordered_batches, sgd
 
 STAGES = ("dense", "admm", "finetune")
@@ -67,14 +67,6 @@ class TrainResult:
     model_path: Path | None = None
 
 
-def parse_latency(text: str) -> float:
-    """``"35ms"`` or ``"35"`` -> 35.0 milliseconds."""
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(ms)?\s*", str(text))
-    if not m or float(m.group(1)) <= 0:
-        raise TrainError(f"--pick {text!r}: expected a positive latency in milliseconds, e.g. 35ms")
-    return float(m.group(1))
-
-
 def _read_json(path: Path, what: str) -> dict:
     try:
         return json.loads(Path(path).read_text())
@@ -94,27 +86,40 @@ def _arch_from(obj: dict, where: str):
         raise TrainError(f"{where}: not an arch (expected the JSON of jcw.space.Arch): {e}") from None
 
 
-def select_arch(config: TrainConfig):
-    """The Arch to train: from ``--arch FILE`` or the most accurate candidate of ``--result`` within ``--pick``."""
+def select_arch(config: TrainConfig) -> tuple:
+    """(Arch, train resolution or None) from ``--arch FILE`` or the most accurate ``--result`` candidate within ``--pick``.
+
+    The train resolution is the one the search trained at (``train_resolution`` in its JSON), None when
+    the file does not say (the dataset's own resolution is used then).
+    """
     if (config.arch is None) == (config.result is None):
         raise TrainError("give exactly one of --arch ARCH.json or --result RUN_DIR/front.json --pick LATENCY")
     if config.arch is not None:
         if config.pick is not None:
             raise TrainError("--pick goes with --result, not with --arch")
-        return _arch_from(_read_json(config.arch, "--arch"), str(config.arch))
+        obj = _read_json(config.arch, "--arch")
+        return _arch_from(obj, str(config.arch)), obj.get("train_resolution")
     if config.pick is None:
         raise TrainError("--result needs --pick LATENCY (e.g. --pick 35ms)")
-    budget = parse_latency(config.pick)
+    try:
+        budget = parse_budget(config.pick)
+    except SearchError as e:
+        raise TrainError(f"--pick: {e}") from None
     front = _read_json(config.result, "--result")
-    candidates = front.get("front")
+    candidates = front.get("candidates")
     if not isinstance(candidates, list) or not candidates:
-        raise TrainError(f"--result {config.result}: no 'front' list of candidates (is it a front.json?)")
-    within = [c for c in candidates if float(c["latency_ms"]) <= budget]
+        raise TrainError(f"--result {config.result}: no 'candidates' list (is it a search's front.json?)")
+    try:
+        latency = [float(c["latency_ms"]) for c in candidates]
+        accuracy = [float(c["val_acc"]) for c in candidates]
+    except (KeyError, TypeError, ValueError):
+        raise TrainError(f"--result {config.result}: every candidate needs numeric latency_ms and val_acc") from None
+    within = [i for i, t in enumerate(latency) if t <= budget]
     if not within:
-        fastest = min(float(c["latency_ms"]) for c in candidates)
+        fastest = min(latency)
         raise TrainError(f"--pick {config.pick}: no candidate within {budget:g} ms; the fastest takes {fastest:.2f} ms")
-    best = max(within, key=lambda c: (float(c["val_acc"]), -float(c["latency_ms"])))
-    return _arch_from(best, f"{config.result} candidate")
+    best = max(within, key=lambda i: (accuracy[i], -latency[i]))
+    return _arch_from(candidates[best], f"{config.result} candidate {best}"), front.get("train_resolution")
 
 
 def load_weights(model: nn.Module, path: Path, classifier: str) -> None:
@@ -127,19 +132,22 @@ def load_weights(model: nn.Module, path: Path, classifier: str) -> None:
         raise TrainError(f"--weights {path}: not a torch state dict ({e})") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise TrainError(f"--weights {path}: expected a state dict of tensors")
+    state = {k.removeprefix("module."): v for k, v in state.items()}
     own = model.state_dict()
-    missing = sorted(set(own) - set(state))
+    missing = sorted(k for k in set(own) - set(state) if not k.endswith("num_batches_tracked"))
     unexpected = sorted(set(state) - set(own))
     if missing or unexpected:
-        raise TrainError(f"--weights {path}: keys do not match the model "
+        raise TrainError(f"--weights {path}: keys do not match {model.__class__.__name__} "
                          f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
-    for key, value in state.items():
+    for key, value in list(state.items()):
         if value.shape != own[key].shape:
             if key.rsplit(".", 1)[0] != classifier:
                 raise TrainError(f"--weights {path}: {key} has shape {tuple(value.shape)}, "
                                  f"the model needs {tuple(own[key].shape)}")
             state[key] = own[key]
-    model.load_state_dict(state)
+    model.load_state_dict(state, strict=False)
 
 
 def build_model(arch, num_classes: int, weights: Path | None, seed: int) -> nn.Module:
@@ -391,7 +399,7 @@ class StagedTrainer:
 
 def train(config: TrainConfig, ctx: DistContext | None = None) -> TrainResult:
     """Select the arch, load the data, materialize, and run all stages; rank 0 writes ``config.out``."""
-    from jcw.data import load_dataset
+    from jcw.data import DataError, load_dataset
 
     if (config.weights is None) == (not config.from_scratch):
         raise TrainError("give exactly one of --weights FILE (full-model weights) or --from-scratch")
@@ -400,14 +408,17 @@ def train(config: TrainConfig, ctx: DistContext | None = None) -> TrainResult:
             raise TrainError(f"--epochs-{stage} must be >= 0, got {config.epochs(stage)}")
     if config.lr <= 0 or config.rho <= 0 or config.batch_size < 1:
         raise TrainError("--lr and --rho must be > 0 and --batch-size >= 1")
-    arch = select_arch(config)
-    data = load_dataset(config.data, resolution=arch.resolution, seed=config.seed)
+    arch, train_resolution = select_arch(config)
+    try:
+        data = load_dataset(config.data, resolution=train_resolution, seed=config.seed)
+    except DataError as e:
+        raise TrainError(str(e)) from None
     model = build_model(arch, data.num_classes, config.weights, config.seed)
     densities = {layer.name: layer.density for layer in arch.layers}
     ctx = ctx or init_distributed(config.train_on)
     if ctx.is_main:
         config.out.mkdir(parents=True, exist_ok=True)
-    record = {"arch": arch.to_dict(), "num_classes": data.num_classes, "resolution": arch.resolution,
+    record = {"arch": arch.to_dict(), "num_classes": data.num_classes, "train_resolution": data.resolution,
               "data": data.name, "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()}}
     trainer = StagedTrainer(model, densities, data.train, data.val, config, ctx=ctx, out=config.out, record=record)
     return trainer.run(resume=config.resume)
