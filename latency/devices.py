@@ -1,0 +1,90 @@
+"""Device registry: which LatencyTable a --device name means (shipped a53/a72, cached host, or a file)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+from pathlib import Path
+
+from latency.devicemodel import DEVICES, THREADS, table_path
+from latency.lut import LatencyTable, LatencyTableError
+from latency.netspec import load_shipped
+
+SHIPPED = tuple(sorted(DEVICES))
+
+
+def cache_dir() -> Path:
+    """Where host tables are cached: $JCW_CACHE_DIR, else $XDG_CACHE_HOME/jcw, else ~/.cache/jcw."""
+    if os.environ.get("JCW_CACHE_DIR"):
+        return Path(os.environ["JCW_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "jcw"
+
+
+def host_table_path(threads: int) -> Path:
+    """The cached table of this CPU + engine version + thread count."""
+    from jcw.engine import ENGINE_VERSION
+    from latency.profile import machine_info
+
+    cpu = machine_info(threads)[0]["cpu"]
+    tag = hashlib.sha256(f"{cpu}|{platform.machine()}|{platform.node()}".encode()).hexdigest()[:10]
+    return cache_dir() / f"host-{tag}-{ENGINE_VERSION}-{threads}t.json"
+
+
+def _spec(model: str, resolution: int | None):
+    try:
+        spec = load_shipped(model)
+        return spec if resolution is None else spec.at_resolution(resolution)
+    except ValueError as e:
+        raise LatencyTableError(str(e)) from None
+
+
+def _covering(table: LatencyTable, spec, what: str, remedy: str) -> LatencyTable:
+    try:
+        table.check_covers(spec)
+    except LatencyTableError as e:
+        raise LatencyTableError(f"{what}: {e}; {remedy}") from None
+    return table
+
+
+def resolve_table(device: str, model: str, threads: int = 1, resolution: int | None = None,
+                  progress: bool = True) -> LatencyTable:
+    """The table for ``device`` covering ``model`` at ``resolution`` (None: the model's default).
+
+    ``device``: "a53" / "a72" (shipped modelled tables, 1 or 4 threads), "host" (measured on this
+    machine with the quick grid on first use, then cached per CPU + engine version + threads), or a
+    path to a table JSON.  Raises LatencyTableError saying what is accepted.
+    """
+    spec = _spec(model, resolution)
+    if not isinstance(threads, int) or threads < 1:
+        raise LatencyTableError(f"threads must be a positive integer, got {threads!r}")
+    if device in SHIPPED:
+        if threads not in THREADS:
+            raise LatencyTableError(
+                f"the shipped {device} tables are for {' and '.join(map(str, THREADS))} thread(s), not {threads}; "
+                f"measure one on the board: profile-latency --device {device} --threads {threads} --out {device}.json"
+            )
+        table = LatencyTable.load(table_path(device, threads))
+        return _covering(table, spec, f"shipped {device} table",
+                         f"measure on the board: profile-latency --device {device} --threads {threads} "
+                         f"--model {model} --resolution {spec.resolution} --out {device}.json, then pass that file")
+    if device == "host":
+        from latency.profile import ProfileConfig, profile
+
+        path = host_table_path(threads)
+        if path.exists():
+            table = LatencyTable.load(path)
+            if not table.missing(spec):
+                return table
+        config = ProfileConfig(models=(model,), resolution=spec.resolution, device="host", threads=threads,
+                               out=path, quick=True, command=f"resolve_table('host', {model!r}, {threads}, {spec.resolution})")
+        return profile(config, progress=progress)
+    path = Path(device)
+    if path.suffix == ".json" or path.exists():
+        return _covering(LatencyTable.load(path), spec, str(path),
+                         f"profile it: profile-latency --model {model} --resolution {spec.resolution} --out {path}")
+    raise LatencyTableError(
+        f"unknown device {device!r}; accepted: {', '.join(SHIPPED)} (shipped modelled tables), host (measured "
+        f"here, cached in {cache_dir()}), or a path to a table .json written by profile-latency"
+    )
