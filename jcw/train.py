@@ -399,8 +399,6 @@ class StagedTrainer:
 
 def train(config: TrainConfig, ctx: DistContext | None = None) -> TrainResult:
     """Select the arch, load the data, materialize, and run all stages; rank 0 writes ``config.out``."""
-    from jcw.data import DataError, load_dataset
-
     if (config.weights is None) == (not config.from_scratch):
         raise TrainError("give exactly one of --weights FILE (full-model weights) or --from-scratch")
     for stage in STAGES:
@@ -409,11 +407,16 @@ def train(config: TrainConfig, ctx: DistContext | None = None) -> TrainResult:
     if config.lr <= 0 or config.rho <= 0 or config.batch_size < 1:
         raise TrainError("--lr and --rho must be > 0 and --batch-size >= 1")
     arch, train_resolution = select_arch(config)
+    from jcw.data import DataError, load_dataset
+
     try:
         data = load_dataset(config.data, resolution=train_resolution, seed=config.seed)
     except DataError as e:
         raise TrainError(str(e)) from None
-    model = build_model(arch, data.num_classes, config.weights, config.seed)
+    try:
+        model = build_model(arch, data.num_classes, config.weights, config.seed)
+    except ValueError as e:  # the arch does not fit the model (layers, channels, classes)
+        raise TrainError(f"{config.arch or config.result}: {e}") from None
     densities = {layer.name: layer.density for layer in arch.layers}
     ctx = ctx or init_distributed(config.train_on)
     if ctx.is_main:
