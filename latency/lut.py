@@ -64,8 +64,11 @@ def op_key(op) -> tuple:
 
 
 def space_channels(full: int, ratios=RATIOS) -> list[int]:
-    """Channel counts the search space produces: clamp(ceil(full / 4 * ratio) * 4, 4, full)."""
-    return sorted({min(max(math.ceil(full / 4 * r) * 4, 4), full) for r in ratios})
+    """Channel counts the search space produces: clamp(ceil(full / 4 * ratio) * 4, 4, full).
+
+    Same float tolerance as jcw.space.kept_channels (which this must equal; a test checks it).
+    """
+    return sorted({min(max(math.ceil(full / 4 * r - 1e-9) * 4, 4), full) for r in ratios})
 
 
 def layer_axes(layer, quick: bool = False) -> dict:

@@ -21,7 +21,6 @@ from latency.lut import (
 from latency.netspec import load_shipped
 
 IMAGENET_ZOO = ("resnet18", "mobilenet_v1", "mobilenet_v2")
-MIN_TIMED_MS = 20.0
 MAX_REPEAT_FACTOR = 20
 
 
@@ -36,6 +35,7 @@ class ProfileConfig:
     out: Path = Path("host-1t.json")
     repeats: int = 15
     warmup: int = 3
+    min_time_ms: float = 20.0         # fast points get more repeats, up to 20x, until this much is timed
     quick: bool = False
     fresh: bool = False
     seed: int = 0
@@ -126,13 +126,13 @@ def _onnx(nodes, inits, in_shape, out_shape):
 class Timer:
     """Times layers and ops with the engine: warm-up, repeats (more for fast ones), all samples kept."""
 
-    def __init__(self, threads: int, repeats: int, warmup: int):
-        self.threads, self.repeats, self.warmup = threads, repeats, warmup
+    def __init__(self, threads: int, repeats: int, warmup: int, min_time_ms: float):
+        self.threads, self.repeats, self.warmup, self.min_time_ms = threads, repeats, warmup, min_time_ms
 
     def _extend(self, run) -> np.ndarray:
         samples = np.asarray(run(self.repeats, self.warmup), dtype=float)
         med = max(float(np.median(samples)), 1e-4)
-        extra = min(int(MIN_TIMED_MS / med) - self.repeats, (MAX_REPEAT_FACTOR - 1) * self.repeats)
+        extra = min(int(self.min_time_ms / med) - self.repeats, (MAX_REPEAT_FACTOR - 1) * self.repeats)
         if extra > 0:
             samples = np.concatenate([samples, np.asarray(run(extra, 0), dtype=float)])
         return samples
@@ -285,7 +285,7 @@ def profile(config: ProfileConfig, progress: bool = True, log=print) -> LatencyT
                 seen.add(key)
                 todo.append((item, key, axes))
     total = sum(int(np.prod([1 if v is None else len(v) for v in axes.values()])) for _, _, axes in todo)
-    timer = Timer(config.threads, config.repeats, config.warmup)
+    timer = Timer(config.threads, config.repeats, config.warmup, config.min_time_ms)
     from tqdm import tqdm
 
     with tqdm(total=total, disable=not progress, unit="pt", desc=f"profile {config.device}") as bar:
@@ -313,6 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="table file (default DEVICE-THREADSt.json); continued if present")
     p.add_argument("--repeats", type=int, default=15, help="timed runs per grid point, more for fast layers (default 15)")
     p.add_argument("--warmup", type=int, default=3, help="untimed runs before timing (default 3)")
+    p.add_argument("--min-time", type=float, default=20.0, metavar="MS",
+                   help="time fast grid points for at least this many ms in all, up to 20x --repeats (default 20)")
     p.add_argument("--quick", action="store_true", help="coarse grid (about 10x fewer points) for a fast first table")
     p.add_argument("--fresh", action="store_true", help="start over instead of continuing an existing --out")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs (default 0)")
@@ -327,13 +329,14 @@ def main(argv=None) -> int:
     models = tuple(m.strip() for m in args.model.split(",") if m.strip())
     if not models:
         parser.error("--model needs at least one model name")
-    if args.threads < 1 or args.repeats < 1 or args.warmup < 0:
-        parser.error("need --threads >= 1, --repeats >= 1 and --warmup >= 0")
+    if args.threads < 1 or args.repeats < 1 or args.warmup < 0 or args.min_time < 0:
+        parser.error("need --threads >= 1, --repeats >= 1, --warmup >= 0 and --min-time >= 0")
     if args.resolution is not None and args.resolution < 1:
         parser.error(f"--resolution must be a positive integer, got {args.resolution}")
     config = ProfileConfig(
         models=models, resolution=args.resolution, device=args.device, threads=args.threads,
         out=args.out or Path(f"{args.device}-{args.threads}t.json"), repeats=args.repeats, warmup=args.warmup,
+        min_time_ms=args.min_time,
         quick=args.quick, fresh=args.fresh, seed=args.seed,
         command="profile-latency " + " ".join(sys.argv[1:] if argv is None else argv),
     )

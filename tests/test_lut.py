@@ -145,3 +145,10 @@ def test_off_axis_query_names_layer_axis_and_value():
         e.interpolate([24], [2], [0.5])
     with pytest.raises(LatencyTableError, match=r"in_ch 7.5 .*integer"):
         e.interpolate([24], [7.5], [0.5])
+
+
+def test_space_channels_equal_the_search_space():
+    from jcw.space import default_grid, kept_channels
+
+    for full in (3, 10, 16, 24, 40, 96, 144, 320, 960, 1000, 1280, 2048):
+        assert space_channels(full) == sorted(set(kept_channels(full, default_grid()).tolist()))

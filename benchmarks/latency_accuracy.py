@@ -1,0 +1,138 @@
+"""Latency prediction accuracy: random joint-pruned archs, materialized, exported, timed on the engine."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class AccuracyConfig:
+    model: str
+    archs: int = 100
+    lut: Path | None = None       # None: the cached host table (profiled on first use)
+    json: Path | None = None
+    resolution: int | None = None
+    threads: int = 1
+    repeats: int = 20
+    warmup: int = 3
+    seed: int = 0
+    quiet: bool = False
+
+
+def random_genomes(space, n: int, rng: np.random.Generator) -> np.ndarray:
+    """n genomes drawn uniformly between every gene's lower and upper bound, snapped to the grid."""
+    return space.snap(rng.uniform(space.lower, space.upper, (n, space.n_genes)))
+
+
+def summarize(predicted: np.ndarray, measured: np.ndarray) -> dict:
+    """median |error|, p95 |error|, fraction within +-5% / +-10%, RMSPE (errors relative to measured)."""
+    err = predicted / measured - 1
+    return {
+        "median_abs_err": float(np.median(np.abs(err))),
+        "p95_abs_err": float(np.percentile(np.abs(err), 95)),
+        "within_5": float(np.mean(np.abs(err) <= 0.05)),
+        "within_10": float(np.mean(np.abs(err) <= 0.10)),
+        "rmspe": float(np.sqrt(np.mean(err ** 2))),
+        "mean_err": float(np.mean(err)),
+    }
+
+
+def run(config: AccuracyConfig) -> dict:
+    """Predict and measure ``config.archs`` random archs; returns the summary with one row per arch."""
+    import torch
+    from tqdm import tqdm
+
+    from jcw.engine import Engine
+    from jcw.export import export_onnx
+    from jcw.materialize import materialize
+    from jcw.models import create_model
+    from jcw.space import SearchSpace
+    from latency.devices import resolve_table
+    from latency.lut import LatencyTable
+    from latency.predictor import Predictor
+
+    space = SearchSpace.for_model(config.model, config.resolution)
+    spec = space.spec
+    table = LatencyTable.load(config.lut) if config.lut else resolve_table(
+        "host", config.model, config.threads, spec.resolution, progress=not config.quiet)
+    predictor = Predictor(table, spec)
+    rng = np.random.default_rng(config.seed)
+    genomes = random_genomes(space, config.archs, rng)
+    predicted = predictor.predict(*space.decode_arrays(genomes))
+    base = create_model(config.model)
+    base.eval()
+    x = rng.standard_normal((1, 3, spec.resolution, spec.resolution), dtype=np.float32)
+    gen = torch.Generator().manual_seed(config.seed)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in tqdm(range(config.archs), disable=config.quiet, desc=f"{config.model} archs"):
+            arch = space.decode(genomes[n])
+            small, _ = materialize(base, arch, spec=spec, generator=gen)
+            path = export_onnx(small, Path(tmp) / "arch.onnx", spec.resolution)
+            engine = Engine(path, threads=config.threads)
+            measured = float(np.median(engine.benchmark(x, repeats=config.repeats, warmup=config.warmup)))
+            rows.append({"arch": n, "predicted_ms": float(predicted[n]), "measured_ms": measured,
+                         "error": float(predicted[n] / measured - 1), "genes": genomes[n].tolist()})
+    result = summarize(np.array([r["predicted_ms"] for r in rows]), np.array([r["measured_ms"] for r in rows]))
+    result.update(model=config.model, resolution=spec.resolution, threads=config.threads, archs=config.archs,
+                  seed=config.seed, table=str(config.lut) if config.lut else "host (cached)",
+                  table_provenance=table.provenance, rows=rows)
+    return result
+
+
+def report(result: dict, worst: int = 5) -> str:
+    """Human-readable summary and the worst archs."""
+    lines = [
+        f"{result['model']} @ {result['resolution']}, {result['threads']} thread(s), {result['archs']} random archs "
+        f"(seed {result['seed']}), table: {result['table']}",
+        f"median |error| {result['median_abs_err']:.2%}   p95 |error| {result['p95_abs_err']:.2%}   "
+        f"within +-5% {result['within_5']:.0%}   within +-10% {result['within_10']:.0%}   "
+        f"RMSPE {result['rmspe']:.2%}   mean error {result['mean_err']:+.2%}",
+        "worst archs:",
+    ]
+    for r in sorted(result["rows"], key=lambda r: -abs(r["error"]))[:worst]:
+        lines.append(f"  arch {r['arch']:>3}: predicted {r['predicted_ms']:.3f} ms, measured {r['measured_ms']:.3f} ms "
+                     f"({r['error']:+.2%})")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--model", required=True, help="zoo model, e.g. mobilenet_v2")
+    p.add_argument("--archs", type=int, default=100, help="random archs to measure (default 100)")
+    p.add_argument("--lut", type=Path, default=None, help="table JSON (default: the cached host table)")
+    p.add_argument("--json", type=Path, default=None, help="write the summary and per-arch rows here")
+    p.add_argument("--resolution", type=int, default=None, help="input size (default: the model's)")
+    p.add_argument("--threads", type=int, default=1, help="engine threads (default 1)")
+    p.add_argument("--repeats", type=int, default=20, help="timed runs per arch (default 20)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed runs per arch (default 3)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the archs and inputs (default 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = p.parse_args(argv)
+    if args.archs < 1 or args.threads < 1 or args.repeats < 1 or args.warmup < 0:
+        p.error("need --archs >= 1, --threads >= 1, --repeats >= 1, --warmup >= 0")
+    config = AccuracyConfig(**vars(args))
+    from latency.lut import LatencyTableError
+
+    try:
+        result = run(config)
+    except (LatencyTableError, ValueError) as e:
+        print(f"latency_accuracy: error: {e}", file=sys.stderr)
+        return 2
+    print(report(result))
+    if config.json:
+        from latency.lut import atomic_write
+
+        atomic_write(config.json, json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""resolve_table: shipped modelled tables, cached host tables, paths, and clear errors."""
+
+import os
+
+import pytest
+
+from latency.devicemodel import TABLE_MODELS
+from latency.devices import cache_dir, host_table_path, resolve_table
+from latency.lut import LatencyTableError
+from latency.profile import ProfileConfig, profile
+
+
+@pytest.mark.parametrize("device", ["a53", "a72"])
+@pytest.mark.parametrize("threads", [1, 4])
+def test_shipped_tables_cover_the_zoo(device, threads):
+    for model in TABLE_MODELS:
+        table = resolve_table(device, model, threads)
+        assert table.kind == "modelled" and table.threads == threads and table.device == device
+
+
+@pytest.mark.parametrize("args, message", [
+    (("pi5", "resnet18", 1), "unknown device 'pi5'; accepted: a53, a72"),
+    (("a53", "resnet18", 2), "shipped a53 tables are for 1 and 4 thread(s), not 2"),
+    (("a72", "resnet18", 1, 160), "does not cover resnet18 at 160: no entry for layer 'conv1'"),
+    (("a53", "resnet99", 1), "no shipped spec for model 'resnet99'"),
+    (("missing.json", "resnet18", 1), "cannot read latency table missing.json"),
+])
+def test_errors_say_what_is_accepted(args, message):
+    with pytest.raises(LatencyTableError) as e:
+        resolve_table(*args)
+    assert message in str(e.value)
+
+
+def test_cache_dir_honours_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("JCW_CACHE_DIR", str(tmp_path))
+    assert cache_dir() == tmp_path
+    monkeypatch.delenv("JCW_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
+    assert cache_dir() == tmp_path / "x" / "jcw"
+
+
+def test_host_table_is_cached_and_path_tables_load(monkeypatch, tmp_path):
+    monkeypatch.setenv("JCW_CACHE_DIR", str(tmp_path))
+    path = host_table_path(1)
+    assert path.parent == tmp_path and "-1t.json" in path.name
+    config = ProfileConfig(models=("resnet20",), resolution=8, out=path, quick=True, warmup=0, min_time_ms=0.0)
+    profile(config, progress=False)
+    before = os.stat(path).st_mtime_ns
+    table = resolve_table("host", "resnet20", 1, 8, progress=False)
+    assert table.kind == "measured" and os.stat(path).st_mtime_ns == before
+    assert resolve_table(str(path), "resnet20", 1, 8).to_json() == table.to_json()
+    with pytest.raises(LatencyTableError, match=r"does not cover vgg16 at 32.*profile-latency --model vgg16"):
+        resolve_table(str(path), "vgg16", 1)
+
+
+@pytest.mark.slow
+def test_host_profiles_on_first_use(monkeypatch, tmp_path):
+    monkeypatch.setenv("JCW_CACHE_DIR", str(tmp_path))
+    table = resolve_table("host", "resnet20", 1, 8, progress=False)
+    assert table.provenance["grid"] == "quick" and host_table_path(1).exists()

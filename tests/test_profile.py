@@ -1,0 +1,96 @@
+"""profile-latency: 4x1 block pruning, real engine timings, resume, provenance, CLI errors."""
+
+import json
+
+import numpy as np
+import pytest
+
+from latency.lut import LatencyTable
+from latency.netspec import load_shipped
+from latency.predictor import Predictor
+from latency.profile import ProfileConfig, ProfileError, block_pruned, main, profile
+
+
+def _config(out, **kw):
+    base = dict(models=("resnet20",), resolution=8, out=out, repeats=3, warmup=1, min_time_ms=0.0, quick=True)
+    return ProfileConfig(**{**base, **kw})
+
+
+def test_block_pruned_keeps_exact_4x1_blocks():
+    rng = np.random.default_rng(0)
+    w = block_pruned((10, 6, 3, 3), 0.3, rng)
+    rows = np.zeros((12, 54), dtype=np.float32)
+    rows[:10] = w.reshape(10, 54)
+    blocks = rows.reshape(3, 4, 54)
+    nonzero = (blocks != 0).any(axis=1)
+    assert nonzero.sum() == round(0.3 * 3 * 54)
+    assert ((blocks != 0).all(axis=1) | ~nonzero)[:2].all()   # a kept block is whole (last row is padded)
+    assert (block_pruned((8, 4, 1, 1), 0.0, rng) == 0).all()
+    assert (block_pruned((8, 4, 1, 1), 1.0, rng) != 0).all()
+
+
+@pytest.fixture(scope="module")
+def measured(tmp_path_factory):
+    out = tmp_path_factory.mktemp("prof") / "t.json"
+    return profile(_config(out), progress=False), out
+
+
+def test_profile_covers_the_model_with_sane_timings(measured):
+    table, out = measured
+    spec = load_shipped("resnet20").at_resolution(8)
+    table.check_covers(spec)
+    prov = table.provenance
+    assert prov["kind"] == "measured" and prov["complete"] and prov["threads"] == 1
+    for k in ("cpu", "engine_version", "date", "host", "governor", "grid"):
+        assert k in prov
+    for e in table.layers.values():
+        assert (e.mean > 0).all() and (e.count >= 3).all()
+    big = table.layer(spec.layer("layer3.2.conv2"))
+    assert big.mean[-1, -1, -1] > big.mean[0, 0, 0]
+    assert Predictor(table, spec).full() > 0
+    assert LatencyTable.load(out).to_json() == table.to_json()
+
+
+def test_rerun_continues_where_it_stopped(measured, tmp_path):
+    table, out = measured
+    d = json.loads(out.read_text())
+    kept = d["layers"][:3]
+    d["layers"] = kept
+    d["provenance"]["complete"] = False
+    partial = tmp_path / "partial.json"
+    partial.write_text(json.dumps(d))
+    again = profile(_config(partial), progress=False)
+    assert again.provenance["complete"] and set(again.layers) == set(table.layers)
+    for e in kept:
+        key = tuple(e[k] for k in ("kind", "kernel", "stride", "in_res", "in_ch", "out_ch"))
+        np.testing.assert_allclose(again.layers[key].mean, np.array(e["mean"]))
+
+
+def test_incompatible_out_is_refused(measured, tmp_path):
+    _, out = measured
+    with pytest.raises(ProfileError, match="measured differently: threads 1 .now 2."):
+        profile(_config(out, threads=2), progress=False)
+    with pytest.raises(ProfileError, match="grid 'quick' .now 'full'"):
+        profile(_config(out, quick=False), progress=False)
+
+
+def test_cli_usage_errors_exit_2(tmp_path, capsys):
+    assert main(["--model", "resnet99", "--out", str(tmp_path / "x.json"), "--quiet"]) == 2
+    assert "no shipped spec for model 'resnet99'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["--threads", "0"])
+    assert e.value.code == 2
+    bad = tmp_path / "y.json"
+    bad.write_text("{}")
+    assert main(["--model", "resnet20", "--out", str(bad), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "'format' must be 'jcw-latency-table'" in err and "pass --fresh" in err
+
+
+@pytest.mark.slow
+def test_cli_writes_a_table(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    assert main(["--model", "resnet20", "--resolution", "8", "--quick", "--repeats", "3", "--min-time", "0",
+                 "--out", str(out), "--quiet"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    assert LatencyTable.load(out).provenance["command"].startswith("profile-latency --model resnet20")
