@@ -130,6 +130,7 @@ class Engine:
         rows = [f"{'layer':<40} {'op':<10} {'kernel':<7} {'density':>7}  {'act':<5} {'res':<3} out"]
         for p in self.plan:
             dens = f"{p.density:.3f}" if p.density is not None else ""
-            rows.append(f"{p.name[:40]:<40} {p.op:<10} {p.kernel or '':<7} {dens:>7}  {p.act:<5} "
+            name = p.name if len(p.name) <= 40 else "..." + p.name[-37:]
+            rows.append(f"{name:<40} {p.op:<10} {p.kernel or '':<7} {dens:>7}  {p.act:<5} "
                         f"{'yes' if p.residual else '':<3} {'x'.join(map(str, p.shape))}")
         return "\n".join(rows)
