@@ -78,6 +78,13 @@ class Conv2d {
     int in_ch() const { return in_ch_; }
 
  private:
+    int row_split(int i, int n) const;
+    // Pre-scaled input offsets (floats) of every packed block for one input size, built on the
+    // first run at that size and shared by copies of this op (thread-safe).
+    std::shared_ptr<const std::vector<int32_t>> offsets(int in_h, int in_w) const;
+    struct OffsetCache;
+    std::shared_ptr<OffsetCache> offset_cache_;
+
     int out_ch_, in_ch_, kh_, kw_, stride_, pad_, groups_;
     Act act_;
     bool sparse_ = false, depthwise_ = false;

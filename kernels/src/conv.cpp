@@ -1,6 +1,7 @@
 // Conv2d: 4x1-block packing, input re-layout into padded phase planes, register-tiled kernels.
 #include <algorithm>
 #include <cstring>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -36,7 +37,10 @@ inline void tile_rows(const Geometry& g, int q, int first, int r0, int r1, const
     float tmp[4][W];
     // Segments of this tile that map to valid output pixels: (tile lane, output index, length).
     int seg_j[W], seg_o[W], seg_n[W], nseg = 0;
-    for (int j = first; j < W;) {
+    if (g.wv == g.wo) {  // no discarded columns: the tile is one run of outputs
+        seg_j[0] = first, seg_o[0] = q + first, seg_n[0] = W - first, nseg = 1;
+    }
+    for (int j = nseg ? W : first; j < W;) {
         const int qq = q + j, y = qq / g.wv, x = qq - y * g.wv;
         if (x >= g.wo) {
             j += g.wv - x;
@@ -62,6 +66,17 @@ inline void tile_rows(const Geometry& g, int q, int first, int r0, int r1, const
                 for (int v = 0; v < NV; ++v) acc[i][v] += w[i] * x[v];
         }
         const int nrow = std::min(4, out_ch - 4 * r);
+        if (nseg == 1 && seg_n[0] == W) {  // whole tile is one contiguous run of outputs: store from registers
+            for (int i = 0; i < nrow; ++i) {
+                const size_t o = (4 * static_cast<size_t>(r) + i) * hw + seg_o[0];
+                for (int v = 0; v < NV; ++v) {
+                    vec<L> y = acc[i][v];
+                    if (residual) y += simd::load<L>(residual + o + v * L);
+                    simd::store<L>(out + o + v * L, simd::activate<L>(y, act));
+                }
+            }
+            continue;
+        }
         for (int i = 0; i < nrow; ++i) {
             for (int v = 0; v < NV; ++v) simd::store<L>(tmp[i] + v * L, acc[i][v]);
             const size_t oc = 4 * static_cast<size_t>(r) + i;
@@ -73,10 +88,23 @@ inline void tile_rows(const Geometry& g, int q, int first, int r0, int r1, const
     }
 }
 
-// All tiles of virtual range [q0, q1) for block rows [r0, r1); needs g.qend >= L.
+// All tiles of virtual range [q0, q1) for block rows [r0, r1); needs g.qend >= L.  rows_outer:
+// finish one block row over all tiles before the next (weights stay in cache: small images);
+// else run all rows per tile (the input tile stays in cache: large images).
 template <int L>
-void conv_range(const Geometry& g, int q0, int q1, int r0, int r1, const float* packed, const int32_t* row_start,
-                const int32_t* off, int out_ch, float* out, const float* residual, Act act) {
+void conv_range(const Geometry& g, int q0, int q1, int r0, int r1, bool rows_outer, const float* packed,
+                const int32_t* row_start, const int32_t* off, int out_ch, float* out, const float* residual,
+                Act act) {
+    if (rows_outer) {  // chunks of block rows whose weights fit in L1, all tiles per chunk
+        constexpr int32_t kChunkBlocks = 1536;  // 1536 * (16 + 4) bytes = 30 KiB
+        for (int r = r0; r < r1;) {
+            int e = r + 1;
+            while (e < r1 && row_start[e + 1] - row_start[r] <= kChunkBlocks) ++e;
+            conv_range<L>(g, q0, q1, r, e, false, packed, row_start, off, out_ch, out, residual, act);
+            r = e;
+        }
+        return;
+    }
     constexpr int NV = JCW_TILE_VECS;
     int q = q0;
     for (; q + NV * L <= q1; q += NV * L)
@@ -199,7 +227,8 @@ int pick_lanes(int qend) {
 
 Conv2d::Conv2d(const float* weight, const float* bias, int out_ch, int in_ch, int kh, int kw, int stride, int pad,
                int groups, Act act, ConvMode mode)
-    : out_ch_(out_ch), in_ch_(in_ch), kh_(kh), kw_(kw), stride_(stride), pad_(pad), groups_(groups), act_(act) {
+    : offset_cache_(std::make_shared<OffsetCache>()),
+      out_ch_(out_ch), in_ch_(in_ch), kh_(kh), kw_(kw), stride_(stride), pad_(pad), groups_(groups), act_(act) {
     if (!weight) throw std::invalid_argument("Conv2d: weight is null");
     if (out_ch < 1 || in_ch < 1 || kh < 1 || kw < 1 || stride < 1 || pad < 0 || groups < 1)
         throw std::invalid_argument("Conv2d: need out_ch, in_ch, kh, kw, stride, groups >= 1 and pad >= 0");
@@ -251,6 +280,38 @@ Conv2d::Conv2d(const float* weight, const float* bias, int out_ch, int in_ch, in
     if (!sparse_) density_ = 1.0;
 }
 
+// First block row of part i of n, balancing per-row work (blocks + a fixed per-row cost).
+int Conv2d::row_split(int i, int n) const {
+    if (i <= 0) return 0;
+    if (i >= n) return rows_;
+    const double per_row = 8.0;
+    const double total = row_start_[rows_] + per_row * rows_, goal = total * i / n;
+    int r = 0;
+    while (r < rows_ && row_start_[r + 1] + per_row * (r + 1) <= goal) ++r;
+    return r;
+}
+
+struct Conv2d::OffsetCache {
+    std::mutex m;
+    int h = -1, w = -1;
+    std::shared_ptr<const std::vector<int32_t>> off;
+};
+
+std::shared_ptr<const std::vector<int32_t>> Conv2d::offsets(int in_h, int in_w) const {
+    std::lock_guard<std::mutex> lk(offset_cache_->m);
+    OffsetCache& c = *offset_cache_;
+    if (c.off && c.h == in_h && c.w == in_w) return c.off;
+    const PlaneLayout p = plane_layout(out_h(in_h), out_w(in_w), kh_, kw_, stride_, pad_);
+    const int taps = kh_ * kw_;
+    std::vector<int32_t> tap(taps);
+    for (int t = 0; t < taps; ++t) tap[t] = p.direct ? 0 : tap_offset(p, stride_, 0, t / kw_, t % kw_);
+    const int32_t channel = p.direct ? in_h * in_w : tap_offset(p, stride_, 1, 0, 0);
+    auto off = std::make_shared<std::vector<int32_t>>(codes_.size());
+    for (size_t b = 0; b < codes_.size(); ++b) (*off)[b] = (codes_[b] / taps) * channel + tap[codes_[b] % taps];
+    c.h = in_h, c.w = in_w, c.off = off;
+    return c.off;
+}
+
 int Conv2d::out_h(int in_h) const { return (in_h + 2 * pad_ - kh_) / stride_ + 1; }
 int Conv2d::out_w(int in_w) const { return (in_w + 2 * pad_ - kw_) / stride_ + 1; }
 int Conv2d::out_size(int in) const { return out_h(in); }
@@ -261,8 +322,7 @@ double Conv2d::density() const { return density_; }
 size_t Conv2d::scratch_floats(int in_h, int in_w) const {
     const PlaneLayout p = plane_layout(out_h(in_h), out_w(in_w), kh_, kw_, stride_, pad_);
     const size_t planes = p.direct ? 0 : round16(static_cast<size_t>(in_ch_) * p.pk_h * p.pk_w * p.hq * p.wq);
-    const size_t offsets = depthwise_ ? static_cast<size_t>(kh_) * kw_ : codes_.size();
-    return planes + round16(offsets);
+    return planes + (depthwise_ ? round16(static_cast<size_t>(kh_) * kw_) : 0);
 }
 
 void Conv2d::run(const float* in, int in_h, int in_w, float* out, const float* residual, float* scratch,
@@ -316,14 +376,16 @@ void Conv2d::run(const float* in, int in_h, int in_w, float* out, const float* r
         return;
     }
 
-    const int taps = kh_ * kw_;
-    for (size_t b = 0; b < codes_.size(); ++b) {
-        const int c = codes_[b], ic = c / taps, t = c % taps;
-        off[b] = p.direct ? ic * in_h * in_w : tap_offset(p, stride_, ic, t / kw_, t % kw_);
-    }
-    // Split virtual pixels across threads when there are enough, else block rows.
+    const auto offsets_now = offsets(in_h, in_w);
+    const int32_t* boff = offsets_now->data();
+    // Loop order: weights bigger than the input planes -> block rows outer.
+    const size_t weight_bytes = sizeof(float) * packed_.size() + sizeof(int32_t) * codes_.size();
+    const size_t input_bytes = sizeof(float) * (p.direct ? static_cast<size_t>(in_ch_) * in_h * in_w : plane_floats_all);
+    const bool rows_outer = weight_bytes > input_bytes;
+    // Threads split virtual pixels when the input dominates and there are enough tiles, else
+    // block rows balanced by their block counts.
     const int tile = lanes * JCW_TILE_VECS;
-    const bool split_q = g.qend >= threads * 2 * tile || rows_ < threads;
+    const bool split_q = (!rows_outer && g.qend >= threads * 2 * tile) || rows_ < threads;
     const int parts = threads;
     auto body = [&](int i) {
         int q0 = 0, q1 = g.qend, r0 = 0, r1 = rows_;
@@ -332,17 +394,17 @@ void Conv2d::run(const float* in, int in_h, int in_w, float* out, const float* r
             q0 = std::min(g.qend, tiles * i / parts * tile);
             q1 = std::min(g.qend, tiles * (i + 1) / parts * tile);
         } else {
-            r0 = rows_ * i / parts;
-            r1 = rows_ * (i + 1) / parts;
+            r0 = row_split(i, parts);
+            r1 = row_split(i + 1, parts);
         }
         if (q0 >= q1 || r0 >= r1) return;
         switch (lanes) {
-            case JCW_LANES: conv_range<JCW_LANES>(g, q0, q1, r0, r1, packed_.data(), row_start_.data(), off, out_ch_, out, residual, act_); break;
+            case JCW_LANES: conv_range<JCW_LANES>(g, q0, q1, r0, r1, rows_outer, packed_.data(), row_start_.data(), boff, out_ch_, out, residual, act_); break;
 #if JCW_LANES != 4
-            case 4: conv_range<4>(g, q0, q1, r0, r1, packed_.data(), row_start_.data(), off, out_ch_, out, residual, act_); break;
+            case 4: conv_range<4>(g, q0, q1, r0, r1, rows_outer, packed_.data(), row_start_.data(), boff, out_ch_, out, residual, act_); break;
 #endif
 #if JCW_LANES != 1
-            default: conv_range<1>(g, q0, q1, r0, r1, packed_.data(), row_start_.data(), off, out_ch_, out, residual, act_); break;
+            default: conv_range<1>(g, q0, q1, r0, r1, rows_outer, packed_.data(), row_start_.data(), boff, out_ch_, out, residual, act_); break;
 #endif
         }
     };

@@ -163,6 +163,8 @@ int main() {
         {12, 12, 15, 13, 3, 2, 1, 12, 1.0, Act::Relu, true, M::Auto},
         {5, 5, 3, 3, 3, 1, 1, 5, 1.0, Act::None, false, M::Auto},
         {6, 10, 2, 3, 3, 1, 1, 1, 0.6, Act::None, true, M::Auto},
+        {96, 22, 5, 6, 3, 1, 1, 1, 0.7, Act::Relu, true, M::Auto},
+        {300, 30, 6, 5, 1, 1, 0, 1, 0.9, Act::Relu6, false, M::Auto},
     };
     int failures = 0, total = 0;
     for (int threads : {1, 2}) {

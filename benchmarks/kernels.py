@@ -1,0 +1,163 @@
+"""Layer benchmark: jcw sparse/dense conv kernels vs onnxruntime and torch on zoo layer shapes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+import torch.nn.functional as F
+from onnx import TensorProto, helper, numpy_helper
+from tqdm import tqdm
+
+from jcw import kernels
+
+# (kernel, in_ch, out_ch, input hw, stride, source layer) at 224.
+SHAPES = [
+    (1, 24, 144, 56, 1, "mobilenet_v2 block expand"),
+    (1, 96, 576, 14, 1, "mobilenet_v2 block expand"),
+    (1, 384, 64, 14, 1, "mobilenet_v2 block project"),
+    (1, 960, 160, 7, 1, "mobilenet_v2 block project"),
+    (1, 320, 1280, 7, 1, "mobilenet_v2 last conv"),
+    (1, 512, 512, 14, 1, "mobilenet_v1 pointwise"),
+    (3, 64, 64, 56, 1, "resnet18 layer1"),
+    (3, 128, 128, 28, 1, "resnet18 layer2"),
+    (3, 256, 256, 14, 1, "resnet18 layer3"),
+    (3, 512, 512, 7, 1, "resnet18 layer4"),
+    (3, 64, 128, 56, 2, "resnet18 layer2.0.conv1"),
+    (1, 64, 128, 56, 2, "resnet18 layer2.0.downsample"),
+]
+DENSITIES = (1.0, 0.5, 0.3, 0.2, 0.1)
+
+
+@dataclass
+class BenchConfig:
+    threads: int = 1
+    repeats: int = 30
+    warmup: int = 5
+    seed: int = 0
+    json_path: str | None = None
+    quiet: bool = False
+
+
+def block_pruned_weight(rng: np.random.Generator, out_ch: int, in_ch: int, k: int, density: float) -> np.ndarray:
+    """Random OIHW weight keeping round(density * blocks) random 4x1 blocks (4 out channels, one input position)."""
+    w = rng.standard_normal((out_ch, in_ch, k, k)).astype(np.float32) * np.float32((2.0 / (in_ch * k * k)) ** 0.5)
+    rows = -(-out_ch // 4)
+    n = rows * in_ch * k * k
+    keep = np.zeros(n, bool)
+    keep[rng.choice(n, size=int(round(density * n)), replace=False)] = True
+    mask = np.repeat(keep.reshape(rows, in_ch, k, k), 4, axis=0)[:out_ch]
+    return w * mask
+
+
+def ort_session(w: np.ndarray, b: np.ndarray, stride: int, pad: int, hw: int, threads: int) -> ort.InferenceSession:
+    """onnxruntime session of a single Conv (+Relu) with the weights stored densely."""
+    k = w.shape[2]
+    node = helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[k, k], strides=[stride, stride],
+                            pads=[pad] * 4)
+    relu = helper.make_node("Relu", ["c"], ["y"])
+    graph = helper.make_graph([node, relu], "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, w.shape[1], hw, hw])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
+def time_calls(fn, repeats: int, warmup: int) -> float:
+    """Median milliseconds of fn() over `repeats` timed calls."""
+    for _ in range(warmup):
+        fn()
+    ms = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        ms.append((time.perf_counter() - t0) * 1e3)
+    return float(np.median(ms))
+
+
+def bench_layer(cfg: BenchConfig, rng: np.random.Generator, k: int, cin: int, cout: int, hw: int, stride: int,
+                density: float) -> dict:
+    pad = k // 2
+    w = block_pruned_weight(rng, cout, cin, k, density)
+    b = rng.standard_normal(cout).astype(np.float32) * np.float32(0.1)
+    x = rng.standard_normal((cin, hw, hw)).astype(np.float32)
+    conv = kernels.Conv2d(w, b, stride=stride, padding=pad, act="relu", threads=cfg.threads)
+    engine = conv.benchmark(x, repeats=cfg.repeats, warmup=cfg.warmup)
+    sess = ort_session(w, b, stride, pad, hw, cfg.threads)
+    feed = {"x": x[None]}
+    ort_ms = time_calls(lambda: sess.run(None, feed), cfg.repeats, cfg.warmup)
+    xt, wt, bt = torch.from_numpy(x[None]), torch.from_numpy(w), torch.from_numpy(b)
+    with torch.no_grad():
+        torch_ms = time_calls(lambda: F.relu(F.conv2d(xt, wt, bt, stride=stride, padding=pad)), cfg.repeats, cfg.warmup)
+    ho = (hw + 2 * pad - k) // stride + 1
+    got = conv.run(x)
+    want = sess.run(None, feed)[0][0]
+    if not np.allclose(got, want, rtol=1e-3, atol=1e-3):
+        raise RuntimeError(f"engine and onnxruntime disagree on {k}x{k} {cin}->{cout} @{hw} density {density}")
+    engine_ms = float(np.median(engine))
+    return {
+        "kernel": k, "in_ch": cin, "out_ch": cout, "hw": hw, "stride": stride, "density": density,
+        "engine_ms": engine_ms, "ort_ms": ort_ms, "torch_ms": torch_ms,
+        "_sparse": conv.sparse,
+        "_gflops": 2.0 * np.count_nonzero(w) * ho * ho / (engine_ms * 1e-3) * 1e-9,
+    }
+
+
+def run_benchmark(cfg: BenchConfig) -> list[dict]:
+    """Times every (shape, density); prints the table; returns the JSON rows."""
+    torch.set_num_threads(cfg.threads)
+    rng = np.random.default_rng(cfg.seed)
+    peak = kernels.fma_peak_gflops(0.3)
+    print(f"isa={kernels.isa()} lanes={kernels.simd_lanes()} threads={cfg.threads} "
+          f"measured single-thread FMA peak {peak:.1f} GFLOP/s")
+    jobs = [(s, d) for s in SHAPES for d in DENSITIES]
+    rows = []
+    header = (f"{'layer':<24} {'s':>1} {'dens':>4} {'path':>6} {'engine ms':>9} {'ort ms':>8} {'torch ms':>8} "
+              f"{'vs ort':>6} {'GFLOP/s':>7} {'%peak':>5}")
+    lines = [header, "-" * len(header)]
+    for (k, cin, cout, hw, stride, _), density in tqdm(jobs, disable=cfg.quiet, file=sys.stderr):
+        r = bench_layer(cfg, rng, k, cin, cout, hw, stride, density)
+        rows.append(r)
+        name = f"{k}x{k} {cin}->{cout} @{hw}"
+        lines.append(f"{name:<24} {stride:>1} {density:>4.1f} {'sparse' if r['_sparse'] else 'dense':>6} "
+                     f"{r['engine_ms']:>9.3f} {r['ort_ms']:>8.3f} {r['torch_ms']:>8.3f} "
+                     f"{r['ort_ms'] / r['engine_ms']:>5.2f}x {r['_gflops']:>7.1f} {100 * r['_gflops'] / peak:>4.0f}%")
+    print("\n".join(lines))
+    out = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
+    if cfg.json_path:
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(cfg.json_path)), suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            json.dump(out, f, indent=1)
+        os.replace(tmp, cfg.json_path)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--json", dest="json_path", metavar="PATH", help="also write the rows as a JSON list")
+    p.add_argument("--threads", type=int, default=1, help="threads for every engine (default 1)")
+    p.add_argument("--repeats", type=int, default=30, help="timed calls per layer, median reported (default 30)")
+    p.add_argument("--seed", type=int, default=0, help="weight/input seed (default 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    a = p.parse_args(argv)
+    if a.threads < 1 or a.repeats < 1:
+        p.error("--threads and --repeats must be >= 1")
+    run_benchmark(BenchConfig(threads=a.threads, repeats=a.repeats, seed=a.seed, json_path=a.json_path, quiet=a.quiet))
+
+
+if __name__ == "__main__":
+    main()
