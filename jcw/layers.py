@@ -80,22 +80,40 @@ def _check_conv(name: str, conv: nn.Conv2d) -> None:
         raise ValueError(f"conv {name!r}: grouped convs other than depthwise are not supported")
 
 
+def _norms(gm: fx.GraphModule) -> dict[str, str]:
+    modules = dict(gm.named_modules())
+    norms = {}
+    for node in gm.graph.nodes:
+        if node.op == "call_module" and isinstance(modules[node.target], nn.BatchNorm2d):
+            src = node.args[0]
+            if (isinstance(src, fx.Node) and src.op == "call_module" and len(src.users) == 1
+                    and isinstance(modules[src.target], nn.Conv2d)):
+                norms[src.target] = node.target
+    return norms
+
+
+def norm_layers(model: nn.Module) -> dict[str, str]:
+    """{conv name: name of the BatchNorm2d that alone reads its output} (no forward pass needed)."""
+    return _norms(fx.symbolic_trace(model))
+
+
 def trace(model: nn.Module, resolution: int, name: str | None = None) -> Trace:
     """Trace ``model`` on a (1, 3, resolution, resolution) input and describe it (see ``describe``)."""
     gm = fx.symbolic_trace(model)
     modules = dict(gm.named_modules())
-    was_training = gm.training
+    modes = {m: m.training for m in gm.modules()}
     gm.eval()
+    param = next(model.parameters(), None)
+    kw = {} if param is None else {"dtype": param.dtype, "device": param.device}
     with torch.no_grad():
-        ShapeProp(gm).propagate(torch.zeros(1, 3, resolution, resolution))
-    gm.train(was_training)
+        ShapeProp(gm).propagate(torch.zeros(1, 3, resolution, resolution, **kw))
+    for m, training in modes.items():
+        m.training = training
 
     uf = _UnionFind()
     owner: dict[fx.Node, int] = {}  # node -> union-find id of its channels (or _IMAGE / _FC)
     raw_layers: list[tuple[str, nn.Module, int, int, fx.Node]] = []  # name, module, in id, out id, node
     raw_ops: list[tuple[str, fx.Node, int, dict]] = []
-    norms: dict[str, str] = {}
-    conv_of: dict[fx.Node, str] = {}  # conv output node -> conv name
 
     def src(node: fx.Node) -> fx.Node:
         arg = node.args[0]
@@ -119,14 +137,11 @@ def trace(model: nn.Module, resolution: int, name: str | None = None) -> Trace:
                     out = uf.new()
                 raw_layers.append((node.target, mod, owner[inp], out, node))
                 owner[node] = out
-                conv_of[node] = node.target
             elif isinstance(mod, nn.Linear):
                 raw_layers.append((node.target, mod, owner[inp], _FC, node))
                 owner[node] = _FC
             elif isinstance(mod, _PASS_MODULES):
                 owner[node] = owner[inp]
-                if isinstance(mod, nn.BatchNorm2d) and inp in conv_of and len(inp.users) == 1:
-                    norms[conv_of[inp]] = node.target
             elif isinstance(mod, nn.MaxPool2d):
                 owner[node] = owner[inp]
                 k, s, p = (mod.kernel_size, mod.stride, mod.padding)
@@ -151,6 +166,7 @@ def trace(model: nn.Module, resolution: int, name: str | None = None) -> Trace:
         else:
             raise ValueError(f"unsupported operation {node.format_node()} in {type(model).__name__}")
 
+    norms = _norms(gm)
     convs = [x for x in raw_layers if isinstance(x[1], nn.Conv2d)]
     fcs = [x for x in raw_layers if isinstance(x[1], nn.Linear)]
     if not convs or len(fcs) != 1 or raw_layers[-1] is not fcs[0]:
