@@ -287,3 +287,23 @@ def test_import_engine_does_not_import_torch(tmp_path):
         assert "torch" not in [m for m in sys.modules if sys.modules[m] is not None]
     """)
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_batchnorm_that_cannot_fold_runs_as_a_per_channel_conv():
+    rng = np.random.default_rng(14)
+    inits = {"w": block_sparse(rng, (6, 5, 3, 3), 1.0)}
+    inits.update(bn_inits(rng, 5, "bnx"))
+    inits.update(bn_inits(rng, 6, "bnc"))
+    # bnx normalizes the network input (no conv before it); conv output feeds both bnc and the add
+    model = make_model([bn_node("bnx", "x", "n"), conv_node("c", "n", "h", "w", None, 1, 1),
+                        bn_node("bnc", "h", "hb"), helper.make_node("Add", ["h", "hb"], ["y"], name="add")],
+                       inits, (5, 7, 6))
+    engine = check_parity(model, rng.standard_normal((2, 5, 7, 6)).astype(np.float32))
+    # the add fuses into the per-channel conv of bnc as its residual
+    assert [(p.op, p.residual) for p in engine.plan] == [("depthwise", False), ("conv", False), ("depthwise", True)]
+
+
+def test_identity_network_returns_its_input():
+    model = make_model([helper.make_node("Identity", ["x"], ["y"], name="id")], {}, (2, 3, 3))
+    x = np.random.default_rng(15).standard_normal((2, 2, 3, 3)).astype(np.float32)
+    np.testing.assert_array_equal(Engine(model).run(x), x)

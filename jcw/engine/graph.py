@@ -207,9 +207,13 @@ class _Builder:
         mul = scale / np.sqrt(var + eps)
         add = shift - mean * mul
         prod = self.producer(x)
-        if prod is None or prod.op != "conv" or prod.act != "none" or prod.residual or self.uses(x) > 1:
-            raise EngineError(f"{_where(node)}: BatchNormalization is supported only directly after a Conv "
-                              f"whose output feeds nothing else (it is folded into that Conv)")
+        if prod is None or prod.op != "conv" or prod.act != "none" or self.uses(x) > 1:
+            if len(self.shapes[x]) != 3 or mul.shape != (self.shapes[x][0],):
+                raise EngineError(f"{_where(node)}: needs an NCHW input with {mul.shape[0]} channels")
+            c = mul.shape[0]
+            self.emit(node, "conv", [x], self.shapes[x], weight=mul.astype(np.float32).reshape(c, 1, 1, 1),
+                      bias=add.astype(np.float32), kernel=1, groups=c)
+            return
         if mul.shape != (prod.weight.shape[0],):
             raise EngineError(f"{_where(node)}: {mul.shape[0]} channels, conv has {prod.weight.shape[0]}")
         prod.weight = (prod.weight.astype(np.float64) * mul[:, None, None, None]).astype(np.float32)
