@@ -16,6 +16,7 @@ from jcw.engine.graph import load_model
 
 AGREE_REL = 1e-4  # max |engine - onnxruntime| / max |onnxruntime| accepted as agreement
 PREDICTED_KEY = "jcw.predicted_ms"
+PREDICTED_THREADS_KEY = "jcw.predicted_threads"
 
 
 @dataclass
@@ -64,6 +65,14 @@ def predicted_ms(metadata: dict[str, str], device: str) -> tuple[float | None, s
         return None, f"'{PREDICTED_KEY}' is not a JSON object of device -> ms"
 
 
+def predicted_threads(metadata: dict[str, str], device: str) -> int | None:
+    """Threads the prediction for `device` assumed, when the metadata says."""
+    try:
+        return int(json.loads(metadata[PREDICTED_THREADS_KEY])[device])
+    except (KeyError, ValueError, TypeError):
+        return None
+
+
 def _stats(ms: np.ndarray) -> str:
     p10, p50, p90 = np.percentile(ms, [10, 50, 90])
     return f"median {p50:.3f} ms  p10 {p10:.3f}  p90 {p90:.3f}  ({ms.size} runs)"
@@ -93,8 +102,10 @@ def run(config: RunConfig, out=sys.stdout) -> int:
             print(f"predicted ({config.device}): {why}", file=out)
         else:
             med = float(np.median(ms))
+            threads = predicted_threads(engine.metadata, config.device)
+            note = f" (the prediction is for {threads} threads)" if threads not in (None, config.threads) else ""
             print(f"predicted ({config.device}) {pred:.3f} ms, measured {med:.3f} ms, "
-                  f"error {100 * (med - pred) / pred:+.1f}%", file=out)
+                  f"error {100 * (med - pred) / pred:+.1f}%{note}", file=out)
     if not config.compare_ort:
         return 0
     session = ort_session(model, config.threads)

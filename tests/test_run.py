@@ -40,7 +40,8 @@ def model_path(tmp_path_factory):
     torch.onnx.export(net, (torch.zeros(1, 3, 20, 20),), str(path), input_names=["input"], output_names=["logits"],
                       dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}}, dynamo=False)
     model = onnx.load(str(path))
-    onnx.helper.set_model_props(model, {"jcw.predicted_ms": json.dumps({"host": 0.5, "a72": 3.0})})
+    onnx.helper.set_model_props(model, {"jcw.predicted_ms": json.dumps({"host": 0.5, "a72": 3.0}),
+                                        "jcw.predicted_threads": json.dumps({"host": 1, "a72": 4})})
     onnx.save(model, str(path))
     return path
 
@@ -66,7 +67,8 @@ def test_bench_and_compare_ort(model_path):
 
 
 def test_predicted_latency_for_another_device(model_path):
-    assert "predicted (a72) 3.000 ms" in run_cli(model_path, "--bench", "--repeats", 2, "--device", "a72").stdout
+    out = run_cli(model_path, "--bench", "--repeats", 2, "--device", "a72").stdout
+    assert "predicted (a72) 3.000 ms" in out and "the prediction is for 4 threads" in out
     res = run_cli(model_path, "--bench", "--repeats", 2, "--device", "a53")
     assert res.returncode == 0 and "no prediction for device 'a53'" in res.stdout
 
