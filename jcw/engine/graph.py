@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +38,6 @@ class Step:
     pad: int = 0
     groups: int = 1
     residual: str | None = None   # conv only: value added before the activation
-    extra: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -166,7 +165,7 @@ class _Builder:
         if len(self.shapes[x]) != 3:
             raise EngineError(f"{_where(node)}: input must be a 4-D NCHW tensor")
         c, h, w = self.shapes[x]
-        weight = self.const(node, 0 + 1, "weight").astype(np.float32)
+        weight = self.const(node, 1, "weight").astype(np.float32)
         bias = self.const(node, 2, "bias").astype(np.float32) if len(node.input) > 2 and node.input[2] else None
         if weight.ndim != 4:
             raise EngineError(f"{_where(node)}: only 2-D convolution (4-D OIHW weight) is supported")
@@ -384,7 +383,6 @@ def _fuse(steps: list[Step], output: str) -> list[Step]:
             conv = steps[pos[conv_name]]
             conv.residual = add.inputs[1] if add.inputs[0] == conv_name else add.inputs[0]
             conv.output, conv.shape = add.output, add.shape
-            conv.extra["fused"] = conv.extra.get("fused", []) + [add.name]
             steps[i] = conv
             del steps[pos[conv_name]]
             changed = True
@@ -397,7 +395,6 @@ def _fuse(steps: list[Step], output: str) -> list[Step]:
                     and consumers(prod.output) == 1:
                 prod.act = s.act
                 prod.output = s.output
-                prod.extra["fused"] = prod.extra.get("fused", []) + [s.name]
                 continue
         out.append(s)
     return out
@@ -415,6 +412,10 @@ def build_graph(model: onnx.ModelProto) -> Graph:
     if out not in b.shapes:
         raise EngineError(f"output '{model.graph.output[0].name}' is not computed from the input")
     steps = _fuse(b.steps, out)
+    seen: dict[str, int] = {}
     for s in steps:
         s.inputs = [b.value(v) for v in s.inputs]
+        seen[s.name] = seen.get(s.name, 0) + 1
+        if seen[s.name] > 1:
+            s.name = f"{s.name}#{seen[s.name]}"
     return Graph(input_name=input_name, input_shape=input_shape, output_name=out, steps=steps)
