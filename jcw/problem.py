@@ -21,10 +21,14 @@ class JointPruningProblem(Problem):
         estimator: scores a whole set of candidates at once, ``genes (N, G) -> (loss, acc)``; the
             set passed to one call is exactly the set the supernet is rebuilt for.
         budget_ms: latency budget, or None for an unconstrained search.
+        latency_space: the space whose decoding the predictor reads (default ``space``); differs
+            only when the table prices the classifier at another number of classes.
     """
 
-    def __init__(self, space, predictor, estimator: Estimator, budget_ms: float | None = None):
+    def __init__(self, space, predictor, estimator: Estimator, budget_ms: float | None = None,
+                 latency_space=None):
         self.space = space
+        self.latency_space = latency_space if latency_space is not None else space
         self.predictor = predictor
         self.estimator = estimator
         self.budget_ms = budget_ms
@@ -38,7 +42,7 @@ class JointPruningProblem(Problem):
 
     def latency(self, genes: np.ndarray) -> np.ndarray:
         """Predicted latency in ms of each row of genes."""
-        out_ch, in_ch, density = self.space.decode_arrays(np.atleast_2d(genes))
+        out_ch, in_ch, density = self.latency_space.decode_arrays(np.atleast_2d(genes))
         return np.asarray(self.predictor.predict(out_ch, in_ch, density), dtype=float)
 
     def _evaluate(self, x, out, *args, **kwargs):

@@ -218,6 +218,7 @@ class Setup:
 
     spec: object
     space: object
+    latency_space: object
     table: object
     predictor: object
     data: object
@@ -240,7 +241,7 @@ def prepare(config: SearchConfig, pretrain: bool = True) -> Setup:
     from jcw.space import SearchSpace
     from jcw.training import ordered_batches, pretrain as pretrain_model
     from latency.devices import resolve_table
-    from latency.lut import LatencyTable, LatencyTableError
+    from latency.lut import LatencyTable, LatencyTableError, describe_key, layer_key
     from latency.predictor import Predictor
 
     if config.model not in list_models():
@@ -258,11 +259,15 @@ def prepare(config: SearchConfig, pretrain: bool = True) -> Setup:
             table = LatencyTable.load(config.lut)
         else:
             table = resolve_table(config.device, config.model, threads, resolution)
-        predictor = Predictor(table, spec)
+        latency_spec = spec
+        if table.missing(spec) == [f"layer {spec.layers[-1].name!r} ({describe_key(layer_key(spec.layers[-1]))})"]:
+            latency_spec = describe(create_model(config.model), resolution, name=config.model)
+        predictor = Predictor(table, latency_spec)
     except (LatencyTableError, ValueError, KeyError) as e:
         raise SearchError(str(e).strip("'\"")) from None
     space = SearchSpace(spec, mode=config.space)
-    out_ch, in_ch, density = space.decode_arrays(np.stack([space.minimal(), space.full()]))
+    latency_space = space if latency_spec is spec else SearchSpace(latency_spec, mode=config.space)
+    out_ch, in_ch, density = latency_space.decode_arrays(np.stack([space.minimal(), space.full()]))
     latency_min, latency_full = (float(v) for v in predictor.predict(out_ch, in_ch, density))
     if config.budget_ms is not None and config.budget_ms < latency_min:
         raise SearchError(
@@ -281,7 +286,8 @@ def prepare(config: SearchConfig, pretrain: bool = True) -> Setup:
                                 config.train_on)
         order_channels(model, spec, config.criterion, batches=calib)
     model.to(config.train_on)
-    return Setup(spec, space, table, predictor, data, model, latency_min, latency_full, _device_name(config))
+    return Setup(spec, space, latency_space, table, predictor, data, model, latency_min, latency_full,
+                 _device_name(config))
 
 
 def _load_weights(model, path: str, classifier: str) -> None:
@@ -399,7 +405,7 @@ def run_search(config: SearchConfig) -> Path:
         steps = math.ceil(config.supernet_epochs * len(setup.data.train) / config.batch_size / config.generations)
     estimator = SupernetEstimator(supernet, setup.space, RandomBatches(setup.data.train, config.batch_size, generator, device),
                                   calib, val, steps, config.supernet_lr, generator, quiet=config.quiet)
-    problem = JointPruningProblem(setup.space, setup.predictor, estimator, config.budget_ms)
+    problem = JointPruningProblem(setup.space, setup.predictor, estimator, config.budget_ms, setup.latency_space)
     latency_max = config.budget_ms if config.budget_ms is not None else setup.latency_full
     strategy = STRATEGIES[config.strategy](problem, config, (setup.latency_min, latency_max))
     reference = (math.log(setup.data.num_classes), latency_max)
@@ -482,6 +488,9 @@ def _print_header(config: SearchConfig, setup: Setup, out: Path) -> None:
           f"{setup.table.kind} latency table), budget {budget}; fastest arch {setup.latency_min:.2f} ms, "
           f"unpruned {setup.latency_full:.2f} ms; space {config.space}, {config.strategy}, "
           f"population {config.population} x {config.generations} generations -> {out}")
+    if setup.latency_space is not setup.space:
+        print(f"note: the table prices {config.model}'s classifier at {setup.latency_space.spec.num_classes} "
+              f"classes (it has no entry for {setup.spec.num_classes}); the other layers are exact")
 
 
 def final_table(best: dict | None, unpruned: dict, table, config: SearchConfig) -> str:
