@@ -24,7 +24,7 @@ constexpr double kAutoSparseBelow = 1.0;
 // over planes of width wv; columns x >= wo of a virtual row are computed and discarded.
 struct Geometry {
     int ho, wo, wv;
-    int qend;            // (ho - 1) * wv + wo
+    int qend;            // (ho - 1) * wv + wo: positions past it are computed and discarded
     const float* base;   // plane data (the input itself for 1x1 stride 1 without padding)
 };
 
@@ -38,10 +38,11 @@ inline void tile_rows(const Geometry& g, int q, int first, int r0, int r1, const
     // Segments of this tile that map to valid output pixels: (tile lane, output index, length).
     int seg_j[W], seg_o[W], seg_n[W], nseg = 0;
     if (g.wv == g.wo) {  // no discarded columns: the tile is one run of outputs
-        seg_j[0] = first, seg_o[0] = q + first, seg_n[0] = W - first, nseg = 1;
+        seg_j[0] = first, seg_o[0] = q + first, seg_n[0] = std::max(0, std::min(W, g.qend - q) - first), nseg = 1;
     }
     for (int j = nseg ? W : first; j < W;) {
         const int qq = q + j, y = qq / g.wv, x = qq - y * g.wv;
+        if (y >= g.ho) break;
         if (x >= g.wo) {
             j += g.wv - x;
             continue;
@@ -158,9 +159,11 @@ void depthwise_range(const Geometry& g, int c0, int c1, int plane_floats, const 
 }
 
 struct PlaneLayout {
-    bool direct;   // 1x1, stride 1, no padding: read the input in place
-    int hq, wq;    // plane size
+    bool direct;     // 1x1, stride 1, no padding, big enough image: read the input in place
+    int hq, wq;      // plane rows and columns
     int pk_h, pk_w;  // phases used along h / w: min(stride, k)
+    int plane;       // floats from one plane to the next (>= hq * wq)
+    int qrun;        // virtual positions the kernel runs: qend, or one whole tile when qend is smaller
 };
 
 PlaneLayout plane_layout(int ho, int wo, int kh, int kw, int stride, int pad) {
@@ -170,6 +173,16 @@ PlaneLayout plane_layout(int ho, int wo, int kh, int kw, int stride, int pad) {
     p.wq = wo + (kw - 1) / stride;
     p.pk_h = std::min(stride, kh);
     p.pk_w = std::min(stride, kw);
+    // Small images (e.g. 7x7): one full register tile over zero-padded planes beats a cascade of
+    // narrow tiles (fewer loads per FMA), at the price of discarded lanes.
+    constexpr int kTile = JCW_LANES * JCW_TILE_VECS;
+    const int qend = (ho - 1) * p.wq + wo;
+    p.qrun = qend;
+    if (JCW_LANES > 1 && qend < kTile) {
+        p.qrun = kTile;
+        p.direct = false;
+    }
+    p.plane = std::max(p.hq * p.wq, p.qrun + (kh - 1) / stride * p.wq + (kw - 1) / stride);
     return p;
 }
 
@@ -179,12 +192,17 @@ inline size_t round16(size_t n) { return (n + 15) & ~size_t(15); }
 // in[c][s*Y + a - pad][s*X + b - pad] (0 outside the input).
 void make_planes(const float* in, int h, int w, const PlaneLayout& p, int stride, int pad, int c0, int c1,
                  float* planes) {
-    const size_t plane = static_cast<size_t>(p.hq) * p.wq;
+    const size_t plane = p.plane;
     for (int c = c0; c < c1; ++c) {
         const float* src = in + static_cast<size_t>(c) * h * w;
         for (int a = 0; a < p.pk_h; ++a)
             for (int b = 0; b < p.pk_w; ++b) {
                 float* dst = planes + (static_cast<size_t>(c) * p.pk_h * p.pk_w + a * p.pk_w + b) * plane;
+                std::memset(dst + static_cast<size_t>(p.hq) * p.wq, 0, sizeof(float) * (plane - static_cast<size_t>(p.hq) * p.wq));
+                if (stride == 1 && pad == 0 && p.wq == w && p.hq <= h) {  // plain copy (1x1 on small images)
+                    std::memcpy(dst, src, sizeof(float) * p.hq * p.wq);
+                    continue;
+                }
                 for (int Y = 0; Y < p.hq; ++Y) {
                     float* d = dst + static_cast<size_t>(Y) * p.wq;
                     const int iy = stride * Y + a - pad;
@@ -212,7 +230,7 @@ void make_planes(const float* in, int h, int w, const PlaneLayout& p, int stride
 // Offset (floats) of tap (c, ky, kx) relative to the virtual output position.
 inline int32_t tap_offset(const PlaneLayout& p, int stride, int c, int ky, int kx) {
     const int phase = (ky % stride) * p.pk_w + (kx % stride);
-    const size_t plane = static_cast<size_t>(p.hq) * p.wq;
+    const size_t plane = p.plane;
     return static_cast<int32_t>((static_cast<size_t>(c) * p.pk_h * p.pk_w + phase) * plane +
                                 static_cast<size_t>(ky / stride) * p.wq + kx / stride);
 }
@@ -321,7 +339,7 @@ double Conv2d::density() const { return density_; }
 
 size_t Conv2d::scratch_floats(int in_h, int in_w) const {
     const PlaneLayout p = plane_layout(out_h(in_h), out_w(in_w), kh_, kw_, stride_, pad_);
-    const size_t planes = p.direct ? 0 : round16(static_cast<size_t>(in_ch_) * p.pk_h * p.pk_w * p.hq * p.wq);
+    const size_t planes = p.direct ? 0 : round16(static_cast<size_t>(in_ch_) * p.pk_h * p.pk_w * p.plane);
     return planes + (depthwise_ ? round16(static_cast<size_t>(kh_) * kw_) : 0);
 }
 
@@ -343,7 +361,7 @@ void Conv2d::run(const float* in, int in_h, int in_w, float* out, const float* r
     } else {
         g.wv = p.wq;
         g.base = planes;
-        plane_floats_all = round16(static_cast<size_t>(in_ch_) * p.pk_h * p.pk_w * p.hq * p.wq);
+        plane_floats_all = round16(static_cast<size_t>(in_ch_) * p.pk_h * p.pk_w * p.plane);
         const int chunks = std::min(in_ch_, threads * 4);
         pool.parallel_for(chunks, [&](int i) {
             make_planes(in, in_h, in_w, p, stride_, pad_, static_cast<int>(static_cast<int64_t>(in_ch_) * i / chunks),
@@ -352,13 +370,13 @@ void Conv2d::run(const float* in, int in_h, int in_w, float* out, const float* r
     }
     g.qend = (ho - 1) * g.wv + wo;
     int32_t* off = reinterpret_cast<int32_t*>(scratch + plane_floats_all);
-    const int lanes = pick_lanes(g.qend);
+    const int lanes = pick_lanes(depthwise_ ? g.qend : p.qrun);
 
     if (depthwise_) {
         const int taps = kh_ * kw_;
         for (int ky = 0; ky < kh_; ++ky)
             for (int kx = 0; kx < kw_; ++kx) off[ky * kw_ + kx] = p.direct ? 0 : tap_offset(p, stride_, 0, ky, kx);
-        const int plane_floats = p.direct ? in_h * in_w : p.pk_h * p.pk_w * p.hq * p.wq;
+        const int plane_floats = p.direct ? in_h * in_w : p.pk_h * p.pk_w * p.plane;
         const int chunks = std::min(in_ch_, threads * 4);
         pool.parallel_for(chunks, [&](int i) {
             const int c0 = static_cast<int>(static_cast<int64_t>(in_ch_) * i / chunks);
@@ -385,14 +403,15 @@ void Conv2d::run(const float* in, int in_h, int in_w, float* out, const float* r
     // Threads split virtual pixels when the input dominates and there are enough tiles, else
     // block rows balanced by their block counts.
     const int tile = lanes * JCW_TILE_VECS;
-    const bool split_q = (!rows_outer && g.qend >= threads * 2 * tile) || rows_ < threads;
+    const int qrun = p.direct ? g.qend : p.qrun;
+    const bool split_q = (!rows_outer && qrun >= threads * 2 * tile) || rows_ < threads;
     const int parts = threads;
     auto body = [&](int i) {
-        int q0 = 0, q1 = g.qend, r0 = 0, r1 = rows_;
+        int q0 = 0, q1 = qrun, r0 = 0, r1 = rows_;
         if (split_q) {
-            const int tiles = (g.qend + tile - 1) / tile;
-            q0 = std::min(g.qend, tiles * i / parts * tile);
-            q1 = std::min(g.qend, tiles * (i + 1) / parts * tile);
+            const int tiles = (qrun + tile - 1) / tile;
+            q0 = std::min(qrun, tiles * i / parts * tile);
+            q1 = std::min(qrun, tiles * (i + 1) / parts * tile);
         } else {
             r0 = row_split(i, parts);
             r1 = row_split(i + 1, parts);
