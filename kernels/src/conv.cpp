@@ -404,8 +404,9 @@ void Conv2d::run(const float* in, int in_h, int in_w, float* out, const float* r
     // block rows balanced by their block counts.
     const int tile = lanes * JCW_TILE_VECS;
     const int qrun = p.direct ? g.qend : p.qrun;
-    const bool split_q = (!rows_outer && qrun >= threads * 2 * tile) || rows_ < threads;
-    const int parts = threads;
+    const bool split_q = (!rows_outer && qrun >= threads * 4 * tile) || rows_ < threads * 4;
+    // Several parts per thread: a thread that gets descheduled leaves its parts to the others.
+    const int parts = threads == 1 ? 1 : threads * 4;
     auto body = [&](int i) {
         int q0 = 0, q1 = qrun, r0 = 0, r1 = rows_;
         if (split_q) {
