@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset, Subset, TensorDataset
 from tqdm import tqdm
 
 from jcw.admm import BlockADMM, apply_masks, energy_outside, pattern_masks, weight_layers
@@ -24,6 +24,7 @@ CHECKPOINT = "last.pt"
 MODEL = "model.pt"
 CHECKPOINT_FORMAT = "jcw.train-checkpoint/1"
 MODEL_FORMAT = "jcw.trained-model/1"
+IN_MEMORY_BYTES = 1 << 30
 
 
 class TrainError(ValueError):
@@ -397,6 +398,15 @@ class StagedTrainer:
         }, self.out / MODEL)
 
 
+def _in_memory(dataset: Dataset) -> Dataset:
+    """A small in-memory dataset (``tensors()``, under IN_MEMORY_BYTES) as one TensorDataset: fast batches."""
+    if hasattr(dataset, "tensors") and callable(dataset.tensors):
+        c, h, w = dataset[0][0].shape
+        if len(dataset) * c * h * w * 4 <= IN_MEMORY_BYTES:
+            return TensorDataset(*dataset.tensors())
+    return dataset
+
+
 def train(config: TrainConfig, ctx: DistContext | None = None) -> TrainResult:
     """Select the arch, load the data, materialize, and run all stages; rank 0 writes ``config.out``."""
     if (config.weights is None) == (not config.from_scratch):
@@ -423,7 +433,8 @@ def train(config: TrainConfig, ctx: DistContext | None = None) -> TrainResult:
         config.out.mkdir(parents=True, exist_ok=True)
     record = {"arch": arch.to_dict(), "num_classes": data.num_classes, "train_resolution": data.resolution,
               "data": data.name, "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()}}
-    trainer = StagedTrainer(model, densities, data.train, data.val, config, ctx=ctx, out=config.out, record=record)
+    trainer = StagedTrainer(model, densities, _in_memory(data.train), _in_memory(data.val), config, ctx=ctx,
+                            out=config.out, record=record)
     return trainer.run(resume=config.resume)
 
 
