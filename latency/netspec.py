@@ -145,6 +145,8 @@ class NetSpec:
     def at_resolution(self, resolution: int) -> "NetSpec":
         """The same network at another square input size (every in_res recomputed exactly)."""
         resolution = int(resolution)
+        if resolution < 1:
+            raise ValueError(f"resolution must be a positive integer, got {resolution}")
         if resolution == self.resolution:
             return self
         # Map each resolution of the traced net to its new value, walking from large to small:

@@ -109,4 +109,6 @@ def test_write_specs_roundtrip(tmp_path):
 
 def test_at_resolution_too_small():
     with pytest.raises(ValueError, match="too small"):
+        load_shipped("vgg16").at_resolution(16)
+    with pytest.raises(ValueError, match="positive"):
         load_shipped("resnet18").at_resolution(0)

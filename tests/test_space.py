@@ -1,5 +1,9 @@
 """SearchSpace: gene counts, JCW lower bounds, snapping, decode/encode, Arch JSON, MACs and params."""
 
+import json
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -128,3 +132,43 @@ def test_other_resolution():
     space = SearchSpace.for_model("mobilenet_v2", resolution=96)
     assert space.spec.resolution == 96 and space.spec == load_shipped("mobilenet_v2").at_resolution(96)
     assert space.macs(space.full())[0] < SearchSpace.for_model("mobilenet_v2").macs(space.full())[0]
+
+
+def test_cli_json_and_tables(capsys):
+    from jcw.space import main
+
+    assert main(["--model", "mobilenet_v2", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert {"model", "params", "macs", "channel_genes", "density_genes", "layers"} <= set(report)
+    assert report["params"] == 3_504_872 and abs(report["macs"] / 0.30e9 - 1) < 0.02
+    assert (len(report["channel_genes"]), len(report["density_genes"])) == (25, 35)
+    layer = report["layers"][0]
+    assert {k: layer[k] for k in ("name", "kind", "kernel", "stride", "in_res", "in_ch", "out_ch", "group")} == {
+        "name": "features.0.0", "kind": "stem", "kernel": 3, "stride": 2, "in_res": 224, "in_ch": 3,
+        "out_ch": 32, "group": 0}
+    assert main(["--model", "resnet20", "--resolution", "64"]) == 0
+    text = capsys.readouterr().out
+    assert "resnet20 at 64x64" in text and "channel genes (12)" in text and "layer3.2.conv2" in text
+
+
+def test_cli_usage_errors(capsys):
+    from jcw.space import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--model", "resnet1000"])
+    assert e.value.code == 2
+    assert "known models: mobilenet_v1, mobilenet_v2, resnet18, resnet20, resnet56, vgg16" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["--model", "vgg16", "--resolution", "16"])
+    assert e.value.code == 2 and "too small" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["--model", "resnet18", "--resolution", "0"])
+    assert e.value.code == 2 and "positive integer" in capsys.readouterr().err
+
+
+def test_cli_runs_as_module_without_torch():
+    code = ("import sys; sys.modules['torch'] = None; from jcw.space import main; "
+            "sys.exit(main(['--model', 'resnet18', '--json']))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["params"] == 11_689_512
