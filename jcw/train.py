@@ -16,7 +16,6 @@ from tqdm import tqdm
 
 from jcw.admm import BlockADMM, apply_masks, energy_outside, pattern_masks, weight_layers
 from jcw.distributed import DistContext, init_distributed, shutdown
-from jcw.search import SearchError, parse_budget
 from jcw.training import atomic_torch_save, evaluate, gather, ordered_batches, sgd
 
 STAGES = ("dense", "admm", "finetune")
@@ -102,6 +101,8 @@ def select_arch(config: TrainConfig) -> tuple:
         return _arch_from(obj, str(config.arch)), obj.get("train_resolution")
     if config.pick is None:
         raise TrainError("--result needs --pick LATENCY (e.g. --pick 35ms)")
+    from jcw.search import SearchError, parse_budget
+
     try:
         budget = parse_budget(config.pick)
     except SearchError as e:
