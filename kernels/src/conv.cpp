@@ -118,43 +118,33 @@ void conv_range(const Geometry& g, int q0, int q1, int r0, int r1, bool rows_out
         tile_rows<L, 1>(g, q1 - L, q - (q1 - L), r0, r1, packed, row_start, off, out_ch, out, residual, act);
 }
 
-// Depthwise: channel c reads its own plane(s) with per-tap offsets.
-template <int L>
-void depthwise_range(const Geometry& g, int c0, int c1, int plane_floats, const int32_t* tap_off, int taps,
+// Depthwise: output row by output row, vectors of L pixels read straight from the channel's
+// plane(s) at per-tap offsets and stored straight to the output.  A row's partial last vector
+// is computed overlapping the previous one before the row's other stores and stored after them,
+// so an in-place residual (residual == out) stays correct.  TAPS > 0 fixes the tap count at
+// compile time (3x3); 0 reads it at run time.  Needs g.wo >= L.
+template <int L, int TAPS>
+void depthwise_range(const Geometry& g, int c0, int c1, int plane_floats, const int32_t* tap_off, int taps_rt,
                      const float* dw, const float* bias, float* out, const float* residual, Act act) {
-    constexpr int NV = JCW_TILE_VECS;
+    const int taps = TAPS > 0 ? TAPS : taps_rt;
     const int hw = g.ho * g.wo;
     for (int c = c0; c < c1; ++c) {
         const float* base = g.base + static_cast<size_t>(c) * plane_floats;
         const float* w = dw + static_cast<size_t>(c) * taps;
-        float* o = out + static_cast<size_t>(c) * hw;
-        const float* res = residual ? residual + static_cast<size_t>(c) * hw : nullptr;
-        auto tile = [&](auto nv_tag, int q, int first) {
-            constexpr int NVt = decltype(nv_tag)::value;
-            constexpr int W = L * NVt;
-            vec<L> acc[NVt];
-            for (int v = 0; v < NVt; ++v) acc[v] = simd::splat<L>(bias[c]);
-            for (int t = 0; t < taps; ++t) {
-                const float* p = base + q + tap_off[t];
-                for (int v = 0; v < NVt; ++v) acc[v] += w[t] * simd::load<L>(p + v * L);
-            }
-            float tmp[W];
-            for (int v = 0; v < NVt; ++v) simd::store<L>(tmp + v * L, acc[v]);
-            for (int j = first; j < W;) {
-                const int qq = q + j, y = qq / g.wv, x = qq - y * g.wv;
-                if (x >= g.wo) {
-                    j += g.wv - x;
-                    continue;
-                }
-                const int n = std::min(W - j, g.wo - x), oi = y * g.wo + x;
-                simd::emit<L>(tmp + j, res ? res + oi : nullptr, o + oi, n, act);
-                j += n;
-            }
+        auto pixels = [&](const float* in, int x, const float* res) {
+            vec<L> acc = simd::splat<L>(bias[c]);
+            for (int t = 0; t < taps; ++t) acc += w[t] * simd::load<L>(in + x + tap_off[t]);
+            if (res) acc += simd::load<L>(res + x);
+            return simd::activate<L>(acc, act);
         };
-        int q = 0;
-        for (; q + NV * L <= g.qend; q += NV * L) tile(std::integral_constant<int, NV>{}, q, 0);
-        for (; q + L <= g.qend; q += L) tile(std::integral_constant<int, 1>{}, q, 0);
-        if (q < g.qend) tile(std::integral_constant<int, 1>{}, g.qend - L, q - (g.qend - L));
+        for (int y = 0; y < g.ho; ++y) {
+            const float* in = base + static_cast<size_t>(y) * g.wv;
+            const size_t o = static_cast<size_t>(c) * hw + static_cast<size_t>(y) * g.wo;
+            const float* res = residual ? residual + o : nullptr;
+            const vec<L> last = pixels(in, g.wo - L, res);
+            for (int x = 0; x + L < g.wo; x += L) simd::store<L>(out + o + x, pixels(in, x, res));
+            simd::store<L>(out + o + g.wo - L, last);
+        }
     }
 }
 
@@ -211,17 +201,16 @@ void make_planes(const float* in, int h, int w, const PlaneLayout& p, int stride
                         continue;
                     }
                     const float* s = src + static_cast<size_t>(iy) * w;
-                    if (stride == 1) {
-                        const int x0 = std::clamp(pad - b, 0, p.wq), x1 = std::clamp(w + pad - b, x0, p.wq);
-                        std::memset(d, 0, sizeof(float) * x0);
-                        std::memcpy(d + x0, s + x0 + b - pad, sizeof(float) * (x1 - x0));
-                        std::memset(d + x1, 0, sizeof(float) * (p.wq - x1));
-                    } else {
-                        for (int X = 0; X < p.wq; ++X) {
-                            const int ix = stride * X + b - pad;
-                            d[X] = (ix >= 0 && ix < w) ? s[ix] : 0.f;
-                        }
-                    }
+                    // Columns X with 0 <= stride * X + b - pad < w are copied, the rest zeroed.
+                    const int x0 = std::clamp((pad - b + stride - 1) / stride, 0, p.wq);
+                    const int x1 = std::clamp((w + pad - b + stride - 1) / stride, x0, p.wq);
+                    for (int X = 0; X < x0; ++X) d[X] = 0.f;
+                    const int shift = b - pad;
+                    if (stride == 1)
+                        simd::emit<JCW_LANES>(s + x0 + shift, nullptr, d + x0, x1 - x0, Act::None);
+                    else
+                        for (int X = x0; X < x1; ++X) d[X] = s[stride * X + shift];
+                    for (int X = x1; X < p.wq; ++X) d[X] = 0.f;
                 }
             }
     }
@@ -370,25 +359,40 @@ void Conv2d::run(const float* in, int in_h, int in_w, float* out, const float* r
     }
     g.qend = (ho - 1) * g.wv + wo;
     int32_t* off = reinterpret_cast<int32_t*>(scratch + plane_floats_all);
-    const int lanes = pick_lanes(depthwise_ ? g.qend : p.qrun);
+    const int lanes = pick_lanes(p.qrun);
 
     if (depthwise_) {
         const int taps = kh_ * kw_;
         for (int ky = 0; ky < kh_; ++ky)
             for (int kx = 0; kx < kw_; ++kx) off[ky * kw_ + kx] = p.direct ? 0 : tap_offset(p, stride_, 0, ky, kx);
         const int plane_floats = p.direct ? in_h * in_w : p.pk_h * p.pk_w * p.plane;
+        int row_lanes = 1;  // widest vector that fits an output row
+        if (!force_scalar())
+            for (int l : {JCW_LANES, 8, 4})
+                if (l <= JCW_LANES && l <= wo) {
+                    row_lanes = l;
+                    break;
+                }
         const int chunks = std::min(in_ch_, threads * 4);
         pool.parallel_for(chunks, [&](int i) {
             const int c0 = static_cast<int>(static_cast<int64_t>(in_ch_) * i / chunks);
             const int c1 = static_cast<int>(static_cast<int64_t>(in_ch_) * (i + 1) / chunks);
-            switch (lanes) {
-                case JCW_LANES: depthwise_range<JCW_LANES>(g, c0, c1, plane_floats, off, taps, dw_.data(), bias_.data(), out, residual, act_); break;
-#if JCW_LANES != 4
-                case 4: depthwise_range<4>(g, c0, c1, plane_floats, off, taps, dw_.data(), bias_.data(), out, residual, act_); break;
+            const bool k3 = taps == 9;
+            switch (row_lanes * 2 + k3) {
+#define JCW_DW(LN)                                                                                                   \
+    case 2 * (LN): depthwise_range<LN, 0>(g, c0, c1, plane_floats, off, taps, dw_.data(), bias_.data(), out, residual, act_); break; \
+    case 2 * (LN) + 1: depthwise_range<LN, 9>(g, c0, c1, plane_floats, off, taps, dw_.data(), bias_.data(), out, residual, act_); break;
+                JCW_DW(JCW_LANES)
+#if JCW_LANES > 8
+                JCW_DW(8)
+#endif
+#if JCW_LANES > 4
+                JCW_DW(4)
 #endif
 #if JCW_LANES != 1
-                default: depthwise_range<1>(g, c0, c1, plane_floats, off, taps, dw_.data(), bias_.data(), out, residual, act_); break;
+                JCW_DW(1)
 #endif
+#undef JCW_DW
             }
         });
         return;
