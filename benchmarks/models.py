@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from jcw.engine import ENGINE_VERSION, Engine
 from jcw.engine.compare import ort_session, timed_pair
+from jcw.export import export_onnx
 from jcw.materialize import materialize
 from jcw.models import create_model, default_resolution, list_models
 from jcw.space import Bounds, SearchSpace
@@ -45,16 +46,13 @@ def joint_arch(model_name: str, channels: float, density: float):
 
 
 def build_onnx(model_name: str, arch_label: str, seed: int, path: Path) -> onnx.ModelProto:
-    """Materialize the zoo model at the labelled arch (channel slicing + 4x1 block masks) and export it."""
+    """Materialize the zoo model at the labelled arch (channel slicing + 4x1 block masks), export it with jcw.export."""
     channels, density = ARCHS[arch_label]
     space, arch = joint_arch(model_name, channels, density)
     torch_gen = torch.Generator().manual_seed(seed)
     model = create_model(model_name).eval()
     small, _ = materialize(model, arch, spec=space.spec, generator=torch_gen)
-    resolution = space.spec.resolution
-    torch.onnx.export(small.eval(), (torch.zeros(1, 3, resolution, resolution),), str(path), input_names=["input"],
-                      output_names=["logits"], dynamo=False)
-    return onnx.load(str(path))
+    return onnx.load(str(export_onnx(small, path, space.spec.resolution)))
 
 
 def bench(config: ModelsBenchConfig) -> list[dict]:
@@ -70,7 +68,7 @@ def bench(config: ModelsBenchConfig) -> list[dict]:
             x = np.random.default_rng(config.seed).standard_normal(shape, dtype=np.float32)
             engine_ms, ort_ms = timed_pair(engine, session, x, config.repeats, config.warmup)
             sparse = sum(p.kernel == "sparse" for p in engine.plan)
-            rows.append({"model": model_name, "arch": arch_label, "engine_ms": float(np.median(engine_ms)),
+            rows.append({"model": model_name, "arch": arch_label, "resolution": engine.input_shape[1], "engine_ms": float(np.median(engine_ms)),
                          "ort_ms": float(np.median(ort_ms)), "speedup": float(np.median(ort_ms) / np.median(engine_ms)),
                          "engine_min_ms": float(engine_ms.min()), "ort_min_ms": float(ort_ms.min()),
                          "sparse_layers": sparse, "threads": config.threads, "engine_version": ENGINE_VERSION})
@@ -79,11 +77,11 @@ def bench(config: ModelsBenchConfig) -> list[dict]:
 
 def table(rows: list[dict]) -> str:
     """Rows as a markdown table."""
-    lines = ["| model | arch | engine ms | onnxruntime ms | speedup | engine min ms | onnxruntime min ms | "
-             "speedup of mins | sparse layers |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
-    lines += [f"| {r['model']} | {r['arch']} | {r['engine_ms']:.2f} | {r['ort_ms']:.2f} | {r['speedup']:.2f}x | "
-              f"{r['engine_min_ms']:.2f} | {r['ort_min_ms']:.2f} | {r['ort_min_ms'] / r['engine_min_ms']:.2f}x | "
-              f"{r['sparse_layers']} |" for r in rows]
+    lines = ["| model | arch | input | engine ms | onnxruntime ms | speedup | engine min ms | onnxruntime min ms | "
+             "speedup of mins | sparse layers |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['model']} | {r['arch']} | {r['resolution']} | {r['engine_ms']:.2f} | {r['ort_ms']:.2f} | "
+              f"{r['speedup']:.2f}x | {r['engine_min_ms']:.2f} | {r['ort_min_ms']:.2f} | "
+              f"{r['ort_min_ms'] / r['engine_min_ms']:.2f}x | {r['sparse_layers']} |" for r in rows]
     return "\n".join(lines)
 
 
@@ -120,8 +118,8 @@ def parse_args(argv=None) -> ModelsBenchConfig:
 def main(argv=None) -> int:
     config = parse_args(argv)
     rows = bench(config)
-    print(f"engine {ENGINE_VERSION}, {config.threads} thread(s), median of {config.repeats} interleaved runs, "
-          f"224x224, batch 1")
+    print(f"engine {ENGINE_VERSION}, {config.threads} thread(s), median and min of {config.repeats} interleaved "
+          f"runs, batch 1")
     print(table(rows))
     if config.json_path:
         write_json(rows, config.json_path)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from jcw.engine import Engine
+from jcw.export import export_onnx
 from jcw.materialize import materialize
 from jcw.models import create_model, default_resolution, list_models
 from jcw.space import SearchSpace
@@ -32,20 +33,13 @@ def random_arch(space: SearchSpace, rng: np.random.Generator):
     return space.decode(genes)
 
 
-def export(model: torch.nn.Module, path, resolution: int) -> onnx.ModelProto:
-    x = torch.zeros(1, 3, resolution, resolution)
-    torch.onnx.export(model.eval(), (x,), str(path), input_names=["input"], output_names=["logits"],
-                      dynamo=False)
-    return onnx.load(str(path))
-
-
 def check_pruned_model(name: str, resolution: int, seed: int, tmp_path) -> None:
     rng = np.random.default_rng(seed)
     space = SearchSpace.for_model(name, resolution=resolution)
     model = perturb_batchnorm(create_model(name), seed=int(rng.integers(1 << 30))).eval()
     arch = random_arch(space, rng)
     small, _ = materialize(model, arch, spec=space.spec)
-    proto = export(small, tmp_path / f"{name}.onnx", resolution)
+    proto = onnx.load(str(export_onnx(small, tmp_path / f"{name}.onnx", resolution)))
     x = rng.standard_normal((2, 3, resolution, resolution), dtype=np.float32)
     engine = Engine(proto)
     got = engine.run(x)
