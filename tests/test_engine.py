@@ -273,7 +273,7 @@ def test_engine_version_names_the_compiled_kernels():
     assert version and len(digest) == 12 and int(digest, 16) >= 0
 
 
-def test_import_engine_does_not_import_torch(tmp_path):
+def test_engine_and_run_work_without_torch(tmp_path):
     rng = np.random.default_rng(13)
     path = tmp_path / "m.onnx"
     onnx.save(residual_block(rng, 4, 6), str(path))
@@ -282,6 +282,7 @@ def test_import_engine_does_not_import_torch(tmp_path):
         sys.modules["torch"] = None
         import numpy as np
         import jcw.engine
+        import jcw.run
         y = jcw.engine.Engine({str(path)!r}).run(np.ones((1, 4, 6, 6), np.float32))
         assert y.shape == (1, 4, 6, 6)
         assert "torch" not in [m for m in sys.modules if sys.modules[m] is not None]
