@@ -47,6 +47,7 @@ def test_materialized_model_exports_and_matches_onnxruntime(name, tmp_path):
     assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max()
 
 
+@pytest.mark.slow
 def test_export_rejects_other_pools(tmp_path):
     model = create_model("resnet20")
     model.avgpool = torch.nn.AdaptiveAvgPool2d(2)
