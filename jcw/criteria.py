@@ -82,7 +82,7 @@ def l2(model: nn.Module, spec: NetSpec, batches=None, generator=None) -> dict[in
 
 
 @register_criterion("random")
-def random(model: nn.Module, spec: NetSpec, batches=None, generator=None) -> dict[int, Tensor]:
+def random_scores(model: nn.Module, spec: NetSpec, batches=None, generator=None) -> dict[int, Tensor]:
     """Uniform random scores (the neutral order), drawn from ``generator``."""
     return {g.id: torch.rand(g.channels, generator=generator, dtype=torch.float64) for g in spec.groups}
 
@@ -323,7 +323,8 @@ def score_channels(model: nn.Module, spec: NetSpec, criterion: str = "l1", batch
                    generator: torch.Generator | None = None) -> dict[int, Tensor]:
     """Importance of every channel of every coupling group: {group id: Tensor(channels)}, higher = keep.
 
-    ``generator`` seeds random criteria (default: a generator seeded with 0).
+    ``batches``: iterable of (images, labels) for data-driven criteria; ``generator`` seeds random
+    criteria (default: a generator seeded with 0).
     """
     crit = get_criterion(criterion)
     if crit.needs_data and batches is None:
