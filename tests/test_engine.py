@@ -308,3 +308,24 @@ def test_identity_network_returns_its_input():
     model = make_model([helper.make_node("Identity", ["x"], ["y"], name="id")], {}, (2, 3, 3))
     x = np.random.default_rng(15).standard_normal((2, 2, 3, 3)).astype(np.float32)
     np.testing.assert_array_equal(Engine(model).run(x), x)
+
+
+def test_forward_pass_releases_the_gil():
+    import threading
+    import time
+
+    rng = np.random.default_rng(16)
+    engine = Engine(residual_block(rng, 16, 24))
+    x = rng.standard_normal((1, 16, 24, 24)).astype(np.float32)
+    per_run = float(np.median(engine.benchmark(x, repeats=3, warmup=1)))
+    repeats = max(3, int(500 / max(per_run, 1e-3)))  # about 0.5 s inside one C++ call
+    worker = threading.Thread(target=engine.benchmark, args=(x, repeats, 0))
+    start = last = time.perf_counter()
+    longest_pause = 0.0
+    worker.start()
+    while worker.is_alive():
+        now = time.perf_counter()
+        longest_pause, last = max(longest_pause, now - last), now
+    worker.join()
+    # with the GIL held, this loop would stall for the whole call
+    assert longest_pause < 0.5 * (time.perf_counter() - start)
