@@ -84,6 +84,7 @@ def plot_runs(run_dirs, out: Path, pending: dict | None = None) -> Path:
     os.close(fd)
     try:
         fig.savefig(tmp, format="png")
+        os.chmod(tmp, 0o644)
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

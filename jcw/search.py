@@ -80,6 +80,7 @@ class SearchConfig:
     resolution: int | None = None
     train_resolution: int | None = None
     train_on: str = "cpu"
+    torch_threads: int | None = 1
     seed: int = 0
     out: str | None = None
     resume: bool = False
@@ -201,6 +202,7 @@ def _atomic_text(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -239,7 +241,7 @@ def prepare(config: SearchConfig, pretrain: bool = True) -> Setup:
     from jcw.materialize import order_channels
     from jcw.models import create_model, default_resolution, list_models
     from jcw.space import SearchSpace
-    from jcw.training import ordered_batches, pretrain as pretrain_model
+    from jcw.training import in_memory, ordered_batches, pretrain as pretrain_model
     from latency.devices import resolve_table
     from latency.lut import LatencyTable, LatencyTableError, describe_key, layer_key
     from latency.predictor import Predictor
@@ -250,6 +252,7 @@ def prepare(config: SearchConfig, pretrain: bool = True) -> Setup:
         data = load_dataset(config.data, resolution=config.train_resolution, seed=config.seed)
     except DataError as e:
         raise SearchError(str(e)) from None
+    data = dataclasses.replace(data, train=in_memory(data.train), val=in_memory(data.val))
     resolution = config.resolution or default_resolution(config.model)
     model = create_model(config.model, num_classes=data.num_classes)
     spec = describe(model, resolution, name=config.model)
@@ -388,6 +391,8 @@ def run_search(config: SearchConfig) -> Path:
         if (out / "checkpoint.pt").is_file():
             checkpoint = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=False)
 
+    if config.torch_threads is not None:
+        torch.set_num_threads(config.torch_threads)
     setup = prepare(config, pretrain=checkpoint is None)
     out = Path(config.out) if config.out else _default_out(config, setup.device_name)
     if not config.resume and (out / "config.json").exists():
@@ -404,7 +409,7 @@ def run_search(config: SearchConfig) -> Path:
     if config.supernet_epochs is not None:
         steps = math.ceil(config.supernet_epochs * len(setup.data.train) / config.batch_size / config.generations)
     estimator = SupernetEstimator(supernet, setup.space, RandomBatches(setup.data.train, config.batch_size, generator, device),
-                                  calib, val, steps, config.supernet_lr, generator, quiet=config.quiet)
+                                  calib, val, steps, config.supernet_lr, generator)
     problem = JointPruningProblem(setup.space, setup.predictor, estimator, config.budget_ms, setup.latency_space)
     latency_max = config.budget_ms if config.budget_ms is not None else setup.latency_full
     strategy = STRATEGIES[config.strategy](problem, config, (setup.latency_min, latency_max))
@@ -505,8 +510,8 @@ def final_table(best: dict | None, unpruned: dict, table, config: SearchConfig) 
     if best is None:
         lines.append("no candidate met the budget")
     prov = table.provenance
-    detail = ", ".join(f"{k}={v}" for k, v in prov.items() if k != "kind" and isinstance(v, (str, int, float)))
-    lines.append(f"latency table: {table.device}, {table.threads} thread(s), {prov['kind']}" + (f" ({detail})" if detail else ""))
+    where = prov.get("device") or prov.get("cpu")
+    lines.append(f"latency table: {table.device}, {table.threads} thread(s), {prov['kind']}" + (f" ({where})" if where else ""))
     return "\n".join(lines)
 
 
@@ -531,6 +536,7 @@ def parse_args(argv=None) -> tuple[SearchConfig, argparse.ArgumentParser]:
     add("--resolution", type=int, help="deployment resolution the latency table is queried at (model default)")
     add("--train-resolution", type=int, help="input size of the accuracy proxy (dataset default)")
     add("--train-on", choices=["cpu", "cuda"], help="where the supernet trains (default cpu)")
+    add("--torch-threads", type=int, help="CPU threads torch trains with (default 1: fastest on a shared machine)")
     add("--seed", type=int, help="seed of everything random (default 0)")
     add("--out", metavar="DIR", help="run directory (default runs/<model>-<device>-<budget>-<time>/)")
     add("--resume", action="store_true", default=None, help="continue the run in --out from its checkpoint")

@@ -16,6 +16,17 @@ from tqdm.auto import tqdm
 Batch = tuple[Tensor, Tensor]
 
 
+IN_MEMORY_BYTES = 1 << 30
+
+
+def in_memory(dataset: Dataset) -> Dataset:
+    """A small dataset offering ``tensors()`` (all items at once) as one TensorDataset, for fast batches."""
+    if isinstance(dataset, TensorDataset) or not callable(getattr(dataset, "tensors", None)):
+        return dataset
+    c, h, w = dataset[0][0].shape
+    return TensorDataset(*dataset.tensors()) if len(dataset) * c * h * w * 4 <= IN_MEMORY_BYTES else dataset
+
+
 def gather(dataset: Dataset, index: Tensor, device: str | torch.device = "cpu") -> Batch:
     """The samples ``index`` of a dataset as one (images, labels) batch on ``device``."""
     if isinstance(dataset, TensorDataset):
@@ -105,6 +116,7 @@ def atomic_torch_save(obj, path: Path) -> None:
     os.close(fd)
     try:
         torch.save(obj, tmp)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
