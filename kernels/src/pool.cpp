@@ -1,28 +1,41 @@
 // Pooling and elementwise ops.
 #include <algorithm>
 #include <limits>
+#include <vector>
 
 #include "ops.h"
 #include "simd.h"
 
 namespace jcw {
 
+// Per output row: the column-wise max of its kernel rows into a -inf padded row buffer
+// (contiguous, vectorised), then the max over each output's kernel columns.
 void max_pool2d(const float* in, int c, int h, int w, int k, int stride, int pad, float* out, ThreadPool& pool) {
     const int oh = (h + 2 * pad - k) / stride + 1, ow = (w + 2 * pad - k) / stride + 1;
+    const int wp = std::max(w + 2 * pad, (ow - 1) * stride + k);
     const int chunks = std::min(c, pool.size() * 4);
+    constexpr float kLow = -std::numeric_limits<float>::infinity();
     pool.parallel_for(chunks, [&](int i) {
+        std::vector<float> row(wp, kLow);
         for (int ch = c * i / chunks; ch < c * (i + 1) / chunks; ++ch) {
             const float* src = in + static_cast<size_t>(ch) * h * w;
             float* dst = out + static_cast<size_t>(ch) * oh * ow;
             for (int y = 0; y < oh; ++y) {
                 const int y0 = std::max(0, y * stride - pad), y1 = std::min(h, y * stride - pad + k);
-                for (int x = 0; x < ow; ++x) {
-                    const int x0 = std::max(0, x * stride - pad), x1 = std::min(w, x * stride - pad + k);
-                    float m = -std::numeric_limits<float>::infinity();
-                    for (int yy = y0; yy < y1; ++yy)
-                        for (int xx = x0; xx < x1; ++xx) m = std::max(m, src[yy * w + xx]);
-                    dst[y * ow + x] = m;
+                float* r = row.data() + pad;
+                const float* s0 = src + static_cast<size_t>(y0) * w;
+                for (int x = 0; x < w; ++x) r[x] = y0 < y1 ? s0[x] : kLow;
+                for (int yy = y0 + 1; yy < y1; ++yy) {
+                    const float* sr = src + static_cast<size_t>(yy) * w;
+                    for (int x = 0; x < w; ++x) r[x] = r[x] > sr[x] ? r[x] : sr[x];
                 }
+                float* d = dst + static_cast<size_t>(y) * ow;
+                for (int x = 0; x < ow; ++x) d[x] = row[static_cast<size_t>(x) * stride];
+                for (int kx = 1; kx < k; ++kx)
+                    for (int x = 0; x < ow; ++x) {
+                        const float v = row[static_cast<size_t>(x) * stride + kx];
+                        d[x] = d[x] > v ? d[x] : v;
+                    }
             }
         }
     });
