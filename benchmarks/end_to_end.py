@@ -30,6 +30,7 @@ class EndToEndConfig:
 
     model: str = "resnet20"
     budget_fraction: float = 0.5
+    train_resolution: int = 16
     epochs_dense: int = 3
     epochs_admm: int = 6
     epochs_finetune: int = 3
@@ -57,6 +58,7 @@ def _time_files(paths: dict[str, Path], threads: int, repeats: int, seed: int) -
 
 def run(config: EndToEndConfig) -> dict:
     """Runs the four steps in ``config.out``; returns every number the report prints."""
+    torch.set_num_threads(config.threads)  # training too: the timed runs below use this many threads
     resolution = default_resolution(config.model)
     table = resolve_table("host", config.model, config.threads, resolution, progress=not config.quiet)
     full_ms = Predictor(table, describe(create_model(config.model), resolution, name=config.model)).full()
@@ -64,8 +66,8 @@ def run(config: EndToEndConfig) -> dict:
 
     search_dir = run_search(build_config({
         "model": config.model, "device": "host", "threads": config.threads, "budget_ms": budget, "preset": "quick",
-        "seed": config.seed, "out": str(config.out / "search"), "quiet": config.quiet,
-        "command": "benchmarks/end_to_end.py"}))
+        "train_resolution": config.train_resolution, "seed": config.seed, "out": str(config.out / "search"),
+        "quiet": config.quiet, "command": "benchmarks/end_to_end.py"}))
     front = json.loads((search_dir / "front.json").read_text())
     weights = pretrained_path(config.model, front["data"], front["train_resolution"], config.seed,
                               build_config({}).pretrain_epochs)
@@ -139,12 +141,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default=d.model, help=f"zoo model (default {d.model})")
     p.add_argument("--budget-fraction", type=float, default=d.budget_fraction,
                    help="latency budget as a fraction of the unpruned model's predicted host latency")
+    p.add_argument("--train-resolution", type=int, default=d.train_resolution,
+                   help="image size the search and training use (the digits are 8x8; latency is at the model's own)")
     p.add_argument("--epochs-dense", type=int, default=d.epochs_dense)
     p.add_argument("--epochs-admm", type=int, default=d.epochs_admm)
     p.add_argument("--epochs-finetune", type=int, default=d.epochs_finetune)
     p.add_argument("--rho", type=float, default=d.rho)
     p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--threads", type=int, default=d.threads, help="engine, onnxruntime and table threads")
+    p.add_argument("--threads", type=int, default=d.threads, help="threads of torch, the engine, onnxruntime and the table")
     p.add_argument("--repeats", type=int, default=d.repeats, help="timed runs per file")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--out", type=Path, default=d.out, help="working directory (search run, training, .onnx files)")

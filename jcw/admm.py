@@ -92,12 +92,14 @@ class BlockADMM:
         return pattern_masks(self.params, self.densities)
 
     def state_dict(self) -> dict:
-        return {"rho": self.rho, "densities": dict(self.densities), "z": dict(self.z), "u": dict(self.u)}
+        """rho, densities, Z and U (on the CPU)."""
+        return {"rho": self.rho, "densities": dict(self.densities),
+                "z": {n: t.cpu() for n, t in self.z.items()}, "u": {n: t.cpu() for n, t in self.u.items()}}
 
     def load_state_dict(self, state: dict) -> None:
         if set(state["z"]) != set(self.params):
             raise ValueError("ADMM state does not match the constrained layers")
         self.rho = float(state["rho"])
         self.densities = dict(state["densities"])
-        self.z = {n: t.clone() for n, t in state["z"].items()}
-        self.u = {n: t.clone() for n, t in state["u"].items()}
+        self.z = {n: t.to(self.params[n].device, copy=True) for n, t in state["z"].items()}
+        self.u = {n: t.to(self.params[n].device, copy=True) for n, t in state["u"].items()}

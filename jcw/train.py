@@ -193,15 +193,21 @@ def load_trained(path: Path) -> tuple[nn.Module, dict]:
         raise TrainError(f"{path}: not a trained model written by jcw.train ({e})") from None
     if not isinstance(record, dict) or record.get("format") != MODEL_FORMAT:
         raise TrainError(f"{path}: not a trained model written by jcw.train (expected format {MODEL_FORMAT})")
-    arch = Arch.from_dict(record["arch"])
-    model = rebuild_model(arch, record["num_classes"])
-    model.load_state_dict(record["state_dict"])
-    apply_masks(weight_layers(model, record["masks"]), record["masks"])
+    try:
+        model = rebuild_model(Arch.from_dict(record["arch"]), record["num_classes"])
+        model.load_state_dict(record["state_dict"])
+        apply_masks(weight_layers(model, record["masks"]), record["masks"])
+    except (KeyError, ValueError, RuntimeError) as e:
+        raise TrainError(f"{path}: a damaged trained model ({e})") from None
     return model.eval(), record
 
 
 def _clone_state(module: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+    return _cpu(module.state_dict())
+
+
+def _cpu(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in tensors.items()}
 
 
 class StagedTrainer:
@@ -358,7 +364,7 @@ class StagedTrainer:
                 "optimizer": optimizer.state_dict() if optimizer is not None else None,
                 "scheduler": scheduler.state_dict() if scheduler is not None else None,
                 "admm": self.admm.state_dict() if self.admm is not None else None,
-                "masks": self.masks, "accuracy": self.accuracy, "energy_outside": self.energy,
+                "masks": _cpu(self.masks), "accuracy": self.accuracy, "energy_outside": self.energy,
                 "history": self.history, "best_acc": self.best_acc, "best_state": self.best_state,
             }, self.out / CHECKPOINT)
         self.ctx.barrier()
@@ -376,7 +382,7 @@ class StagedTrainer:
 
     def _restore(self, state: dict) -> None:
         self.module.load_state_dict(state["model"])
-        self.masks = state["masks"]
+        self.masks = {n: m.to(self.ctx.device) for n, m in state["masks"].items()}
         self.accuracy = dict(state["accuracy"])
         self.energy = state["energy_outside"]
         self.history = list(state["history"])
@@ -393,7 +399,7 @@ class StagedTrainer:
         if self.out is None or not self.ctx.is_main:
             return
         atomic_torch_save({
-            "format": MODEL_FORMAT, **self.record, "state_dict": self.best_state, "masks": self.masks,
+            "format": MODEL_FORMAT, **self.record, "state_dict": self.best_state, "masks": _cpu(self.masks),
             "densities": self._mask_densities(), "accuracy": {**self.accuracy, "finetuned": self.best_acc},
             "energy_outside": self.energy, "history": self.history,
         }, self.out / MODEL)
