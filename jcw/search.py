@@ -30,7 +30,7 @@ from jcw.problem import JointPruningProblem, hypervolume, non_dominated
 from jcw.survival import UniformTargetSurvival
 
 PRESETS = {
-    "quick": {"population": 12, "generations": 6, "supernet_steps": 30, "pretrain_epochs": 12},
+    "quick": {"population": 8, "generations": 4, "supernet_steps": 10, "pretrain_epochs": 3},
     "paper": {"population": 64, "generations": 128, "supernet_epochs": 30.0, "batch_size": 256},
 }
 UNIFORM_WIDTHS = (0.75, 0.5)
@@ -67,15 +67,15 @@ class SearchConfig:
     strategy: str = "nsga2"
     threads: int | None = None
     preset: str = "quick"
-    population: int = 12
-    generations: int = 6
-    supernet_steps: int = 30
+    population: int = 8
+    generations: int = 4
+    supernet_steps: int = 10
     supernet_epochs: float | None = None
     supernet_lr: float = 0.01
     batch_size: int = 64
-    calib_batches: int = 2
-    val_samples: int | None = 2048
-    pretrain_epochs: int = 12
+    calib_batches: int = 1
+    val_samples: int | None = 256
+    pretrain_epochs: int = 3
     pretrain_lr: float = 0.05
     resolution: int | None = None
     train_resolution: int | None = None
@@ -243,6 +243,7 @@ def prepare(config: SearchConfig, pretrain: bool = True) -> Setup:
     from jcw.space import SearchSpace
     from jcw.training import in_memory, ordered_batches, pretrain as pretrain_model
     from latency.devices import resolve_table
+    from latency.netspec import load_shipped
     from latency.lut import LatencyTable, LatencyTableError, describe_key, layer_key
     from latency.predictor import Predictor
 
@@ -264,7 +265,7 @@ def prepare(config: SearchConfig, pretrain: bool = True) -> Setup:
             table = resolve_table(config.device, config.model, threads, resolution)
         latency_spec = spec
         if table.missing(spec) == [f"layer {spec.layers[-1].name!r} ({describe_key(layer_key(spec.layers[-1]))})"]:
-            latency_spec = describe(create_model(config.model), resolution, name=config.model)
+            latency_spec = load_shipped(config.model).at_resolution(resolution)
         predictor = Predictor(table, latency_spec)
     except (LatencyTableError, ValueError, KeyError) as e:
         raise SearchError(str(e).strip("'\"")) from None
@@ -529,9 +530,9 @@ def parse_args(argv=None) -> tuple[SearchConfig, argparse.ArgumentParser]:
     add("--space", choices=["joint", "channel", "weight"], help="joint (default), channel-only, weight-only")
     add("--strategy", help=f"search strategy (default nsga2; registered: {', '.join(STRATEGIES)})")
     add("--threads", type=int, help="which table of the device: default 4 for a53/a72, 1 for host")
-    add("--population", type=int, help="population size (quick 12, paper 64)")
-    add("--generations", type=int, help="generations (quick 6, paper 128)")
-    add("--supernet-steps", type=int, help="supernet training steps per generation (quick 30)")
+    add("--population", type=int, help="population size (quick 8, paper 64)")
+    add("--generations", type=int, help="generations (quick 4, paper 128)")
+    add("--supernet-steps", type=int, help="supernet training steps per generation (quick 10)")
     add("--preset", choices=list(PRESETS), help="quick (default) | paper (64 x 128, JCW schedule)")
     add("--resolution", type=int, help="deployment resolution the latency table is queried at (model default)")
     add("--train-resolution", type=int, help="input size of the accuracy proxy (dataset default)")
