@@ -1,10 +1,11 @@
-"""Shared test helpers: randomised (non-trivial) weights and BatchNorm statistics."""
+"""Shared test fixtures: a helper giving models random (non-trivial) weights and BatchNorm statistics."""
 
+import pytest
 import torch
 from torch import nn
 
 
-def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
+def _randomize(model: nn.Module, seed: int = 0) -> nn.Module:
     """Give every conv/linear weight and bias and every BatchNorm parameter and statistic random values."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -21,6 +22,12 @@ def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
                 m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
                 m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
     return model
+
+
+@pytest.fixture
+def randomize():
+    """``randomize(model, seed=0) -> model`` with random weights and BN statistics (in place)."""
+    return _randomize
 
 
 # One intra-op thread: the test machine's 2 cores are shared, and oversubscribed torch thread

@@ -5,7 +5,6 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from conftest import randomize
 
 from jcw.export import ENGINE_OPS, export_onnx, read_metadata
 from jcw.layers import describe
@@ -19,7 +18,7 @@ DEFAULT = ("resnet20", "mobilenet_v2")
 
 
 @pytest.mark.parametrize("name", [n if n in DEFAULT else pytest.param(n, marks=pytest.mark.slow) for n in list_models()])
-def test_materialized_model_exports_and_matches_onnxruntime(name, tmp_path):
+def test_materialized_model_exports_and_matches_onnxruntime(name, tmp_path, randomize):
     res = 32 if default_resolution(name) == 224 else default_resolution(name)
     model = randomize(create_model(name), seed=3).eval()
     spec = describe(model, res, name)

@@ -5,9 +5,9 @@ import copy
 import numpy as np
 import pytest
 import torch
-from conftest import randomize
 from torch import nn
 
+from jcw import criteria
 from jcw.criteria import get_criterion, list_criteria, register_criterion, score_channels
 from jcw.layers import describe, norm_layers
 from jcw.materialize import block_mask, materialize, order_channels, slice_model
@@ -15,17 +15,17 @@ from jcw.models import create_model, default_resolution, list_models
 from jcw.space import SearchSpace
 
 
-def _setup(name, seed=0):
+def _setup(randomize, name, seed=0):
     res = 32 if default_resolution(name) == 224 else default_resolution(name)
     model = randomize(create_model(name, num_classes=10), seed).double().eval()
     return model, describe(model, res, name), res
 
 
-def test_registry_and_l1_sums_coupled_layers():
+def test_registry_and_l1_sums_coupled_layers(randomize):
     assert {"l1", "l2", "random"} <= set(list_criteria())
     with pytest.raises(ValueError, match="known: .*l1"):
         get_criterion("nope")
-    model, spec, _ = _setup("resnet20")
+    model, spec, _ = _setup(randomize, "resnet20")
     scores = score_channels(model, spec, "l1")
     assert set(scores) == {g.id for g in spec.groups}
     g0 = spec.groups[0]
@@ -39,13 +39,18 @@ def test_registry_and_l1_sums_coupled_layers():
     assert all(torch.equal(r1[g], r2[g]) for g in r1)
 
 
-def test_data_criterion_requires_batches():
+def test_data_criterion_requires_batches(randomize):
     register_criterion("_needs_data_test", lambda m, s, b, g: {}, needs_data=True)
-    model, spec, _ = _setup("resnet20")
-    with pytest.raises(ValueError, match="needs calibration batches"):
-        score_channels(model, spec, "_needs_data_test")
-    with pytest.raises(ValueError, match="no .* scores"):
-        score_channels(model, spec, "_needs_data_test", batches=[])
+    try:
+        model, spec, _ = _setup(randomize, "resnet20")
+        with pytest.raises(ValueError, match="needs calibration batches"):
+            score_channels(model, spec, "_needs_data_test")
+        with pytest.raises(ValueError, match="no .* scores"):
+            score_channels(model, spec, "_needs_data_test", batches=[])
+        with pytest.raises(ValueError, match="already registered"):
+            register_criterion("_needs_data_test", lambda m, s, b, g: {})
+    finally:
+        criteria._CRITERIA.pop("_needs_data_test")
 
 
 def test_block_mask():
@@ -64,8 +69,8 @@ def test_block_mask():
 
 
 @pytest.mark.parametrize("name", ["resnet20", "mobilenet_v2"])
-def test_order_channels_preserves_function(name):
-    model, spec, res = _setup(name, seed=1)
+def test_order_channels_preserves_function(name, randomize):
+    model, spec, res = _setup(randomize, name, seed=1)
     x = torch.randn(2, 3, res, res, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     before = model(x)
     perms = order_channels(model, spec, "l1")
@@ -99,8 +104,8 @@ def _zeroed_reference(model, spec, arch, masks, criterion, seed):
 
 
 @pytest.mark.parametrize("name", list_models())
-def test_materialize_equals_zeroed_full_model(name):
-    model, spec, res = _setup(name, seed=2)
+def test_materialize_equals_zeroed_full_model(name, randomize):
+    model, spec, res = _setup(randomize, name, seed=2)
     space = SearchSpace(spec)
     rng = np.random.default_rng(3)
     genes = space.snap(np.vstack([space.minimal(), rng.random((2, space.n_genes))]))
@@ -130,8 +135,8 @@ def test_materialize_equals_zeroed_full_model(name):
         assert expected.abs().max() > 1e-3
 
 
-def test_materialize_leaves_model_and_checks_arch():
-    model, spec, res = _setup("resnet20")
+def test_materialize_leaves_model_and_checks_arch(randomize):
+    model, spec, res = _setup(randomize, "resnet20")
     state = {k: v.clone() for k, v in model.state_dict().items()}
     space = SearchSpace(spec)
     arch = space.decode(space.minimal())
