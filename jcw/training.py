@@ -77,8 +77,13 @@ def sgd(params, lr: float, weight_decay: float = 5e-4) -> torch.optim.SGD:
 
 def train(model: nn.Module, dataset: Dataset, epochs: int, batch_size: int, lr: float,
           generator: torch.Generator, device: str | torch.device = "cpu", quiet: bool = False,
-          desc: str = "train") -> nn.Module:
-    """Trains ``model`` in place for ``epochs`` epochs of shuffled batches with a cosine LR schedule."""
+          desc: str = "train", masks: dict[str, Tensor] | None = None) -> nn.Module:
+    """Trains ``model`` in place for ``epochs`` epochs of shuffled batches with a cosine LR schedule.
+
+    ``masks`` ({module name: bool mask of its weight}) are re-applied after every step, so pruned
+    weights stay zero (masked fine-tuning).
+    """
+    masked = [(model.get_submodule(name).weight, mask.to(device)) for name, mask in (masks or {}).items()]
     model.to(device).train()
     steps_per_epoch = math.ceil(len(dataset) / batch_size)
     optimizer = sgd(model.parameters(), lr)
@@ -92,6 +97,9 @@ def train(model: nn.Module, dataset: Dataset, epochs: int, batch_size: int, lr: 
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+                with torch.no_grad():
+                    for weight, mask in masked:
+                        weight.mul_(mask)
                 schedule.step()
                 bar.update(1)
     return model
