@@ -46,7 +46,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", default="resnet20")
     parser.add_argument("--device", default="a53")
-    parser.add_argument("--budget", default="6ms")
+    parser.add_argument("--budget", default="7ms")
     parser.add_argument("--population", type=int, default=8)
     parser.add_argument("--generations", type=int, default=4)
     parser.add_argument("--supernet-steps", type=int, default=10)
