@@ -148,6 +148,64 @@ void depthwise_range(const Geometry& g, int c0, int c1, int plane_floats, const 
     }
 }
 
+// Lane shifts with a zero shifted in: low(v) = (0, v0, .., v[L-2]), high(v) = (v1, .., v[L-1], 0).
+template <int L>
+struct IdxT {
+    typedef int32_t type __attribute__((vector_size(L * sizeof(int32_t))));
+};
+template <int L, int Shift>
+inline vec<L> shift_lanes(vec<L> v) {  // r[i] = v[i + Shift] where 0 <= i + Shift < L, else 0
+    if constexpr (L == 1) {
+        return vec<L>{};
+    } else {
+        typename IdxT<L>::type idx;
+        for (int i = 0; i < L; ++i) idx[i] = (i + Shift >= 0 && i + Shift < L) ? i + Shift : L;
+        return __builtin_shuffle(v, vec<L>{}, idx);
+    }
+}
+template <int L>
+inline vec<L> shift_low(vec<L> v) { return shift_lanes<L, -1>(v); }
+template <int L>
+inline vec<L> shift_high(vec<L> v) { return shift_lanes<L, 1>(v); }
+
+// Depthwise 3x3, stride 1, padding 1, read straight from the CHW input (no plane copy): rows
+// outside the image are skipped, and the columns left of 0 / right of w - 1 are zero lanes
+// shifted into the row's first / last vector.  Same store order as depthwise_range.
+template <int L>
+void depthwise3x3_direct(const float* in, int h, int w, int c0, int c1, const float* dw, const float* bias,
+                         float* out, const float* residual, Act act) {
+    const size_t hw = static_cast<size_t>(h) * w;
+    for (int c = c0; c < c1; ++c) {
+        const float* src = in + c * hw;
+        const float* k = dw + static_cast<size_t>(c) * 9;
+        for (int y = 0; y < h; ++y) {
+            const int ky0 = y == 0 ? 1 : 0, ky1 = y == h - 1 ? 2 : 3;
+            const size_t o = c * hw + static_cast<size_t>(y) * w;
+            const float* res = residual ? residual + o : nullptr;
+            auto pixels = [&](int x, auto first_tag, auto last_tag) {
+                constexpr bool first = decltype(first_tag)::value, last = decltype(last_tag)::value;
+                vec<L> acc = simd::splat<L>(bias[c]);
+                for (int ky = ky0; ky < ky1; ++ky) {
+                    const float* r = src + static_cast<size_t>(y + ky - 1) * w + x;
+                    const vec<L> mid = simd::load<L>(r);
+                    vec<L> left, right;
+                    if constexpr (first) left = shift_low<L>(mid); else left = simd::load<L>(r - 1);
+                    if constexpr (last) right = shift_high<L>(mid); else right = simd::load<L>(r + 1);
+                    acc += k[3 * ky] * left + k[3 * ky + 1] * mid + k[3 * ky + 2] * right;
+                }
+                if (res) acc += simd::load<L>(res + x);
+                return simd::activate<L>(acc, act);
+            };
+            using yes = std::true_type;
+            using no = std::false_type;
+            const vec<L> tail = w == L ? pixels(0, yes{}, yes{}) : pixels(w - L, no{}, yes{});
+            if (w > L) simd::store<L>(out + o, pixels(0, yes{}, no{}));
+            for (int x = L; x + L < w; x += L) simd::store<L>(out + o + x, pixels(x, no{}, no{}));
+            simd::store<L>(out + o + w - L, tail);
+        }
+    }
+}
+
 struct PlaneLayout {
     bool direct;     // 1x1, stride 1, no padding, big enough image: read the input in place
     int hq, wq;      // plane rows and columns
@@ -326,7 +384,10 @@ bool Conv2d::sparse() const { return sparse_; }
 bool Conv2d::depthwise() const { return depthwise_; }
 double Conv2d::density() const { return density_; }
 
+bool Conv2d::depthwise_direct() const { return depthwise_ && kh_ == 3 && kw_ == 3 && stride_ == 1 && pad_ == 1; }
+
 size_t Conv2d::scratch_floats(int in_h, int in_w) const {
+    if (depthwise_direct()) return 0;
     const PlaneLayout p = plane_layout(out_h(in_h), out_w(in_w), kh_, kw_, stride_, pad_);
     const size_t planes = p.direct ? 0 : round16(static_cast<size_t>(in_ch_) * p.pk_h * p.pk_w * p.plane);
     return planes + (depthwise_ ? round16(static_cast<size_t>(kh_) * kw_) : 0);
@@ -338,8 +399,35 @@ void Conv2d::run(const float* in, int in_h, int in_w, float* out, const float* r
     if (ho < 1 || wo < 1)
         throw std::invalid_argument("Conv2d: input " + std::to_string(in_h) + "x" + std::to_string(in_w) +
                                     " is smaller than the kernel");
-    const PlaneLayout p = plane_layout(ho, wo, kh_, kw_, stride_, pad_);
     const int threads = pool.size();
+    if (depthwise_direct()) {
+        int lanes = 1;  // widest vector that fits a row
+        if (!force_scalar())
+            for (int l : {JCW_LANES, 8, 4})
+                if (l <= JCW_LANES && l <= wo) {
+                    lanes = l;
+                    break;
+                }
+        const int chunks = std::min(in_ch_, threads * 4);
+        pool.parallel_for(chunks, [&](int i) {
+            const int c0 = static_cast<int>(static_cast<int64_t>(in_ch_) * i / chunks);
+            const int c1 = static_cast<int>(static_cast<int64_t>(in_ch_) * (i + 1) / chunks);
+            switch (lanes) {
+                case JCW_LANES: depthwise3x3_direct<JCW_LANES>(in, in_h, in_w, c0, c1, dw_.data(), bias_.data(), out, residual, act_); break;
+#if JCW_LANES > 8
+                case 8: depthwise3x3_direct<8>(in, in_h, in_w, c0, c1, dw_.data(), bias_.data(), out, residual, act_); break;
+#endif
+#if JCW_LANES > 4
+                case 4: depthwise3x3_direct<4>(in, in_h, in_w, c0, c1, dw_.data(), bias_.data(), out, residual, act_); break;
+#endif
+#if JCW_LANES != 1
+                default: depthwise3x3_direct<1>(in, in_h, in_w, c0, c1, dw_.data(), bias_.data(), out, residual, act_); break;
+#endif
+            }
+        });
+        return;
+    }
+    const PlaneLayout p = plane_layout(ho, wo, kh_, kw_, stride_, pad_);
     Geometry g;
     g.ho = ho, g.wo = wo;
     float* planes = scratch;
