@@ -192,8 +192,10 @@ def trace(model: nn.Module, resolution: int, name: str | None = None) -> Trace:
                 in_ch=mod.in_channels, out_ch=mod.out_channels, group=group_of(out_id),
                 in_group=group_of(in_id), bias=mod.bias is not None, norm=lname in norms))
         else:
-            if len(in_shape) != 2:
-                raise ValueError(f"linear {lname!r} must read a flattened (N, C) tensor, got {tuple(in_shape)}")
+            feeding = [x.out_ch for x in layers if in_id >= 0 and x.group == group_of(in_id)]
+            if len(in_shape) != 2 or feeding[:1] != [mod.in_features]:
+                raise ValueError(f"linear {lname!r} must read the globally pooled channels of the last conv "
+                                 f"(an (N, C) tensor), got {tuple(in_shape)}")
             layers.append(LayerSpec(
                 name=lname, kind="fc", kernel=1, stride=1, padding=0, groups=1, in_res=1,
                 in_ch=mod.in_features, out_ch=mod.out_features, group=-1, in_group=group_of(in_id),

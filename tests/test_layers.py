@@ -99,6 +99,18 @@ def test_unsupported_ops_are_named():
     with pytest.raises(ValueError, match="unsupported operation.*cat"):
         describe(Cat(), 8)
 
+    class NoPool(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(3, 4, 3, stride=2)
+            self.fc = nn.Linear(4 * 9, 2)
+
+        def forward(self, x):
+            return self.fc(torch.flatten(self.a(x), 1))
+
+    with pytest.raises(ValueError, match="globally pooled"):
+        describe(NoPool(), 8)
+
 
 def test_write_specs_roundtrip(tmp_path):
     paths = write_specs(tmp_path)
