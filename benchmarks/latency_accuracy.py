@@ -49,7 +49,7 @@ def run(config: AccuracyConfig) -> dict:
     import torch
     from tqdm import tqdm
 
-    from jcw.engine import Engine
+    from jcw.engine import ENGINE_VERSION, Engine
     from jcw.export import export_onnx
     from jcw.materialize import materialize
     from jcw.models import create_model
@@ -62,6 +62,10 @@ def run(config: AccuracyConfig) -> dict:
     spec = space.spec
     table = LatencyTable.load(config.lut) if config.lut else resolve_table(
         "host", config.model, config.threads, spec.resolution, progress=not config.quiet)
+    measured_with = table.provenance.get("engine_version")
+    if table.kind == "measured" and measured_with != ENGINE_VERSION:
+        raise ValueError(f"the table was measured with engine {measured_with}, this is {ENGINE_VERSION}: "
+                         f"re-profile (profile-latency --fresh) before comparing")
     predictor = Predictor(table, spec)
     rng = np.random.default_rng(config.seed)
     genomes = random_genomes(space, config.archs, rng)
@@ -82,6 +86,7 @@ def run(config: AccuracyConfig) -> dict:
                          "error": float(predicted[n] / measured - 1), "genes": genomes[n].tolist()})
     result = summarize(np.array([r["predicted_ms"] for r in rows]), np.array([r["measured_ms"] for r in rows]))
     result.update(model=config.model, resolution=spec.resolution, threads=config.threads, archs=config.archs,
+                  engine_version=ENGINE_VERSION,
                   seed=config.seed, table=str(config.lut) if config.lut else "host (cached)",
                   table_provenance=table.provenance, rows=rows)
     return result

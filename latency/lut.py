@@ -209,6 +209,21 @@ class LatencyTable:
             models=models,
         )
 
+    def agreement(self, other: "LatencyTable", tolerance: float = 0.05) -> tuple[float, int]:
+        """(fraction of common grid points whose means differ by <= tolerance relative, their number)."""
+        close = total = 0
+        for mine, theirs in ((self.layers, other.layers), (self.ops, other.ops)):
+            for key in mine.keys() & theirs.keys():
+                a, b = mine[key], theirs[key]
+                if a.shape != b.shape or any(
+                        (a.axes[n] is None) != (b.axes[n] is None) or (a.axes[n] is not None and not np.array_equal(a.axes[n], b.axes[n]))
+                        for n in AXES):
+                    continue
+                ok = np.abs(a.mean - b.mean) <= tolerance * np.maximum(np.abs(b.mean), 1e-12)
+                close += int(ok.sum())
+                total += ok.size
+        return (close / total if total else 0.0), total
+
     def to_dict(self) -> dict:
         """JSON-able dict of schema version 1 (entries sorted by key)."""
         return {

@@ -21,7 +21,6 @@ from latency.lut import (
 from latency.netspec import load_shipped
 
 IMAGENET_ZOO = ("resnet18", "mobilenet_v1", "mobilenet_v2")
-MAX_REPEAT_FACTOR = 20
 
 
 @dataclass
@@ -35,7 +34,6 @@ class ProfileConfig:
     out: Path = Path("host-1t.json")
     repeats: int = 15
     warmup: int = 3
-    min_time_ms: float = 20.0         # fast points get more repeats, up to 20x, until this much is timed
     quick: bool = False
     fresh: bool = False
     seed: int = 0
@@ -123,41 +121,78 @@ def _onnx(nodes, inits, in_shape, out_shape):
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=onnx.IR_VERSION)
 
 
+def cache_bytes(level: int) -> int:
+    """Size of cpu0's unified/data cache of ``level`` from sysfs (0 when absent or unknown)."""
+    base = Path("/sys/devices/system/cpu/cpu0/cache")
+    for index in sorted(base.glob("index*")) if base.is_dir() else []:
+        if _read(str(index / "level")) == str(level) and _read(str(index / "type")) != "Instruction":
+            size = _read(str(index / "size")) or ""
+            digits = size.rstrip("KMG")
+            if digits.isdigit():
+                return int(digits) * {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(size[-1:], 1)
+    return 0
+
+
+def working_set_bytes(spec) -> int:
+    """Bytes one inference of the unpruned ``spec`` touches: weights, layer outputs and the image."""
+    total = 4 * spec.layers[0].in_ch * spec.resolution ** 2
+    for x in spec.layers:
+        total += 4 * (x.out_ch * x.in_ch // x.groups * x.kernel ** 2 + x.out_ch * x.out_res ** 2)
+    return total
+
+
+def flush_bytes(spec) -> int:
+    """Data to stream between timed runs: what the rest of the network touches, at most 4x the L2.
+
+    That empties the core's private caches as a network's other layers do; a shared last-level
+    cache keeps part of what a (pruned) network touches, so it is not flushed.
+    """
+    return min(working_set_bytes(spec), 4 * (cache_bytes(2) or 1 << 20))
+
+
 class Timer:
-    """Times layers and ops with the engine: warm-up, repeats (more for fast ones), all samples kept."""
+    """Times one layer or op as it runs inside a network: the engine's per-step time of a one-op model.
 
-    def __init__(self, threads: int, repeats: int, warmup: int, min_time_ms: float):
-        self.threads, self.repeats, self.warmup, self.min_time_ms = threads, repeats, warmup, min_time_ms
+    Before every timed run ``flush`` bytes are rewritten (the cache pressure of the rest of the
+    network: see flush_bytes) and the op's input is read once (the previous op just wrote it).
+    """
 
-    def _extend(self, run) -> np.ndarray:
-        samples = np.asarray(run(self.repeats, self.warmup), dtype=float)
-        med = max(float(np.median(samples)), 1e-4)
-        extra = min(int(self.min_time_ms / med) - self.repeats, (MAX_REPEAT_FACTOR - 1) * self.repeats)
-        if extra > 0:
-            samples = np.concatenate([samples, np.asarray(run(extra, 0), dtype=float)])
-        return samples
+    def __init__(self, threads: int, repeats: int, warmup: int, flush: int):
+        self.threads, self.repeats, self.warmup = threads, repeats, warmup
+        self.flush = np.zeros(max(flush // 4, 1), dtype=np.float32)
 
-    def conv(self, weight, bias, stride, padding, groups, in_res, residual=False) -> np.ndarray:
-        from jcw.engine import time_conv
-
-        return self._extend(lambda r, w: time_conv(weight, bias, stride, padding, groups, in_res, act="relu",
-                                                   residual=residual, threads=self.threads, repeats=r, warmup=w))
-
-    def step(self, model, in_shape, rng, whole=False) -> np.ndarray:
-        """Samples of the last step of an ONNX model inside whole runs (or of whole runs)."""
+    def samples(self, model, in_shape, rng, whole: bool = False) -> np.ndarray:
+        """ms of the last step of ``model`` per run (``whole``: of the whole run)."""
         from jcw.engine import Engine
 
         engine = Engine(model, threads=self.threads)
         x = rng.standard_normal((1, *in_shape), dtype=np.float32)
-        if whole:
-            return self._extend(lambda r, w: engine.benchmark(x, repeats=r, warmup=w))
+        for _ in range(self.warmup):
+            engine.run(x)
 
-        def run(r, w):
-            for _ in range(w):
-                engine.run(x)
-            return [list(engine.profile(x, repeats=1, warmup=0).values())[-1] for _ in range(r)]
+        def one() -> float:
+            self.flush += 1.0
+            np.add.reduce(x, axis=None)
+            if whole:
+                return float(engine.benchmark(x, repeats=1, warmup=0)[0])
+            return list(engine.profile(x, repeats=1, warmup=0).values())[-1]
 
-        return self._extend(run)
+        return np.array([one() for _ in range(self.repeats)])
+
+    def conv(self, weight, bias, stride: int, padding: int, groups: int, in_res: int, residual=False) -> np.ndarray:
+        """Samples of a conv + bias + ReLU (+ a residual add of its input, fused by the engine)."""
+        from onnx import helper
+
+        out_ch, k = weight.shape[0], weight.shape[2]
+        in_ch = weight.shape[1] * groups
+        out_res = (in_res + 2 * padding - k) // stride + 1
+        nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], strides=[stride] * 2, pads=[padding] * 4,
+                                  group=groups)]
+        if residual:
+            nodes.append(helper.make_node("Add", ["c", "x"], ["s"]))
+        nodes.append(helper.make_node("Relu", [nodes[-1].output[0]], ["y"]))
+        model = _onnx(nodes, {"w": weight, "b": bias}, (in_ch, in_res, in_res), (out_ch, out_res, out_res))
+        return self.samples(model, (in_ch, in_res, in_res), np.random.default_rng(0))
 
     def layer(self, layer, out_ch: int, in_ch: int, density: float, rng) -> np.ndarray:
         """Samples (ms) of a conv/fc LayerSpec pruned to (out_ch, in_ch, density)."""
@@ -169,7 +204,7 @@ class Timer:
             w = block_pruned((out_ch, in_ch), density, rng)
             nodes = [helper.make_node("Flatten", ["x"], ["f"], axis=1),
                      helper.make_node("Gemm", ["f", "w", "b"], ["y"], transB=1)]
-            return self.step(_onnx(nodes, {"w": w, "b": bias}, (in_ch, 1, 1), (out_ch,)), (in_ch, 1, 1), rng)
+            return self.samples(_onnx(nodes, {"w": w, "b": bias}, (in_ch, 1, 1), (out_ch,)), (in_ch, 1, 1), rng)
         if layer.kind == "depthwise":
             w = rng.standard_normal((out_ch, 1, k, k), dtype=np.float32)
             return self.conv(w, bias, layer.stride, layer.padding, out_ch, layer.in_res)
@@ -185,22 +220,24 @@ class Timer:
             zero = np.zeros((channels, channels, 1, 1), dtype=np.float32)
             bias = rng.standard_normal(channels, dtype=np.float32)
             fused = self.conv(zero, bias, 1, 0, 1, r, residual=True)
-            plain = self.conv(zero, bias, 1, 0, 1, r)
-            n = min(len(fused), len(plain))
-            return np.maximum(np.sort(fused)[:n] - np.sort(plain)[:n], 0.0)
+            return _difference(fused, self.conv(zero, bias, 1, 0, 1, r))
         if op.kind == "maxpool":
             out = op.out_res
             node = helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[op.kernel] * 2,
                                     strides=[op.stride] * 2, pads=[op.padding] * 4)
-            return self.step(_onnx([node], {}, (channels, r, r), (channels, out, out)), (channels, r, r), rng)
+            return self.samples(_onnx([node], {}, (channels, r, r), (channels, out, out)), (channels, r, r), rng)
         node = helper.make_node("GlobalAveragePool", ["x"], ["y"])
         model = _onnx([node], {}, (channels, r, r), (channels, 1, 1))
         if op.kind == "avgpool":
-            return self.step(model, (channels, r, r), rng)
-        whole = self.step(model, (channels, r, r), rng, whole=True)
-        pool = self.step(model, (channels, r, r), rng)
-        n = min(len(whole), len(pool))
-        return np.maximum(np.sort(whole)[:n] - np.sort(pool)[:n], 0.0)
+            return self.samples(model, (channels, r, r), rng)
+        whole = self.samples(model, (channels, r, r), rng, whole=True)
+        return _difference(whole, self.samples(model, (channels, r, r), rng))
+
+
+def _difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-quantile differences a - b (>= 0) of two sample sets: the cost of what a adds to b."""
+    n = min(len(a), len(b))
+    return np.maximum(np.sort(a)[:n] - np.sort(b)[:n], 0.0)
 
 
 def _stats(samples: np.ndarray) -> tuple[float, float, int]:
@@ -278,18 +315,18 @@ def profile(config: ProfileConfig, progress: bool = True, log=print) -> LatencyT
         tag = f"{spec.model}@{spec.resolution}"
         if tag not in table.models:
             table.models.append(tag)
+        timer = Timer(config.threads, config.repeats, config.warmup, flush_bytes(spec))
         items = [(x, layer_key(x), layer_axes(x, config.quick)) for x in spec.layers]
         items += [(x, op_key(x), op_axes(x, config.quick)) for x in table_ops(spec)]
         for item, key, axes in items:
             if key not in seen:
                 seen.add(key)
-                todo.append((item, key, axes))
-    total = sum(int(np.prod([1 if v is None else len(v) for v in axes.values()])) for _, _, axes in todo)
-    timer = Timer(config.threads, config.repeats, config.warmup, config.min_time_ms)
+                todo.append((item, key, axes, timer))
+    total = sum(int(np.prod([1 if v is None else len(v) for v in axes.values()])) for _, _, axes, _ in todo)
     from tqdm import tqdm
 
     with tqdm(total=total, disable=not progress, unit="pt", desc=f"profile {config.device}") as bar:
-        for item, key, axes in todo:
+        for item, key, axes, timer in todo:
             bar.set_postfix_str(describe_key(key))
             rng = np.random.default_rng([config.seed, zlib.crc32(describe_key(key).encode())])
             entry = _measure(item, key, axes, timer, rng, lambda: bar.update(1))
@@ -313,12 +350,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="table file (default DEVICE-THREADSt.json); continued if present")
     p.add_argument("--repeats", type=int, default=15, help="timed runs per grid point, more for fast layers (default 15)")
     p.add_argument("--warmup", type=int, default=3, help="untimed runs before timing (default 3)")
-    p.add_argument("--min-time", type=float, default=20.0, metavar="MS",
-                   help="time fast grid points for at least this many ms in all, up to 20x --repeats (default 20)")
     p.add_argument("--quick", action="store_true", help="coarse grid (about 10x fewer points) for a fast first table")
     p.add_argument("--fresh", action="store_true", help="start over instead of continuing an existing --out")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--compare", type=Path, default=None, metavar="OTHER",
+                   help="measure nothing: report how well the --out table agrees with OTHER (same grid points)")
     return p
 
 
@@ -329,14 +366,24 @@ def main(argv=None) -> int:
     models = tuple(m.strip() for m in args.model.split(",") if m.strip())
     if not models:
         parser.error("--model needs at least one model name")
-    if args.threads < 1 or args.repeats < 1 or args.warmup < 0 or args.min_time < 0:
-        parser.error("need --threads >= 1, --repeats >= 1, --warmup >= 0 and --min-time >= 0")
+    if args.threads < 1 or args.repeats < 1 or args.warmup < 0:
+        parser.error("need --threads >= 1, --repeats >= 1 and --warmup >= 0")
     if args.resolution is not None and args.resolution < 1:
         parser.error(f"--resolution must be a positive integer, got {args.resolution}")
+    if args.compare is not None:
+        if args.out is None:
+            parser.error("--compare needs --out (the table to compare)")
+        try:
+            a, b = LatencyTable.load(args.out), LatencyTable.load(args.compare)
+        except LatencyTableError as e:
+            print(f"profile-latency: error: {e}", file=sys.stderr)
+            return 2
+        within, points = a.agreement(b, tolerance=0.05)
+        print(f"{within:.1%} of {points} common grid points agree within 5% ({args.out} vs {args.compare})")
+        return 0
     config = ProfileConfig(
         models=models, resolution=args.resolution, device=args.device, threads=args.threads,
         out=args.out or Path(f"{args.device}-{args.threads}t.json"), repeats=args.repeats, warmup=args.warmup,
-        min_time_ms=args.min_time,
         quick=args.quick, fresh=args.fresh, seed=args.seed,
         command="profile-latency " + " ".join(sys.argv[1:] if argv is None else argv),
     )

@@ -43,7 +43,7 @@ def test_host_table_is_cached_and_path_tables_load(monkeypatch, tmp_path):
     monkeypatch.setenv("JCW_CACHE_DIR", str(tmp_path))
     path = host_table_path(1)
     assert path.parent == tmp_path and "-1t.json" in path.name
-    config = ProfileConfig(models=("resnet20",), resolution=8, out=path, quick=True, warmup=0, min_time_ms=0.0)
+    config = ProfileConfig(models=("resnet20",), resolution=8, out=path, quick=True, warmup=0)
     profile(config, progress=False)
     before = os.stat(path).st_mtime_ns
     table = resolve_table("host", "resnet20", 1, 8, progress=False)

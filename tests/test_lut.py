@@ -152,3 +152,12 @@ def test_space_channels_equal_the_search_space():
 
     for full in (3, 10, 16, 24, 40, 96, 144, 320, 960, 1000, 1280, 2048):
         assert space_channels(full) == sorted(set(kept_channels(full, default_grid()).tolist()))
+
+
+def test_agreement_counts_common_points_within_tolerance():
+    table, layer, _ = _table(np.random.default_rng(7))
+    other = LatencyTable.from_dict(_dump(table))
+    e = other.layer(layer)
+    e.mean[0, 0, :] *= 1.2
+    within, points = table.agreement(other, tolerance=0.05)
+    assert points == 27 + 2 + 1 and within == pytest.approx((points - 3) / points)

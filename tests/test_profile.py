@@ -12,7 +12,7 @@ from latency.profile import ProfileConfig, ProfileError, block_pruned, main, pro
 
 
 def _config(out, **kw):
-    base = dict(models=("resnet20",), resolution=8, out=out, repeats=3, warmup=1, min_time_ms=0.0, quick=True)
+    base = dict(models=("resnet20",), resolution=8, out=out, repeats=3, warmup=1, quick=True)
     return ProfileConfig(**{**base, **kw})
 
 
@@ -90,7 +90,7 @@ def test_cli_usage_errors_exit_2(tmp_path, capsys):
 @pytest.mark.slow
 def test_cli_writes_a_table(tmp_path, capsys):
     out = tmp_path / "r.json"
-    assert main(["--model", "resnet20", "--resolution", "8", "--quick", "--repeats", "3", "--min-time", "0",
+    assert main(["--model", "resnet20", "--resolution", "8", "--quick", "--repeats", "3",
                  "--out", str(out), "--quiet"]) == 0
     assert "wrote" in capsys.readouterr().out
     assert LatencyTable.load(out).provenance["command"].startswith("profile-latency --model resnet20")
