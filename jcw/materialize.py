@@ -69,6 +69,15 @@ def _check_arch(spec: NetSpec, arch: Arch) -> None:
             raise ValueError(f"depthwise layer {x.name!r} needs out_ch == in_ch, got {c.out_ch}, {c.in_ch}")
         if x.kind == "fc" and c.out_ch != x.out_ch:
             raise ValueError(f"fc {x.name!r} keeps all {x.out_ch} classes, arch has {c.out_ch}")
+    kept: dict[int, int] = {}
+    for x, c in zip(spec.layers, arch.layers):
+        if x.group >= 0 and kept.setdefault(x.group, c.out_ch) != c.out_ch:
+            raise ValueError(f"layer {x.name!r} keeps {c.out_ch} channels but its coupling group {x.group} "
+                             f"keeps {kept[x.group]}")
+    for x, c in zip(spec.layers, arch.layers):
+        if x.in_group >= 0 and c.in_ch != kept[x.in_group]:
+            raise ValueError(f"layer {x.name!r} reads {c.in_ch} channels but group {x.in_group} keeps "
+                             f"{kept[x.in_group]}")
 
 
 def slice_model(model: nn.Module, spec: NetSpec, arch: Arch) -> nn.Module:

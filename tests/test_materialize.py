@@ -145,3 +145,10 @@ def test_materialize_leaves_model_and_checks_arch(randomize):
     arch.layers[0] = type(arch.layers[0])(arch.layers[0].name, 999, 3, 1.0)
     with pytest.raises(ValueError, match="exceed"):
         slice_model(model, spec, arch)
+    arch = space.decode(space.full())
+    arch.layers[1] = type(arch.layers[1])(arch.layers[1].name, 8, 16, 1.0)
+    with pytest.raises(ValueError, match="layer1.0.conv2' reads 16 channels but group 1 keeps 8"):
+        slice_model(model, spec, arch)
+    arch.layers[2] = type(arch.layers[2])(arch.layers[2].name, 8, 8, 1.0)
+    with pytest.raises(ValueError, match="coupling group 0 keeps 16"):
+        slice_model(model, spec, arch)
