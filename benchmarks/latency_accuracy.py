@@ -44,6 +44,19 @@ def summarize(predicted: np.ndarray, measured: np.ndarray) -> dict:
     }
 
 
+def throughput(predictor, space, rng: np.random.Generator, n: int = 100_000) -> float:
+    """Archs per second of Predictor.predict on n decoded random genomes (best of 3, decoding excluded)."""
+    import time
+
+    arrays = space.decode_arrays(random_genomes(space, n, rng))
+    best = float("inf")
+    for _ in range(3):
+        t = time.perf_counter()
+        predictor.predict(*arrays)
+        best = min(best, time.perf_counter() - t)
+    return n / best
+
+
 def run(config: AccuracyConfig) -> dict:
     """Predict and measure ``config.archs`` random archs; returns the summary with one row per arch."""
     import torch
@@ -86,7 +99,7 @@ def run(config: AccuracyConfig) -> dict:
                          "error": float(predicted[n] / measured - 1), "genes": genomes[n].tolist()})
     result = summarize(np.array([r["predicted_ms"] for r in rows]), np.array([r["measured_ms"] for r in rows]))
     result.update(model=config.model, resolution=spec.resolution, threads=config.threads, archs=config.archs,
-                  engine_version=ENGINE_VERSION,
+                  engine_version=ENGINE_VERSION, predictor_archs_per_s=throughput(predictor, space, rng),
                   seed=config.seed, table=str(config.lut) if config.lut else "host (cached)",
                   table_provenance=table.provenance, rows=rows)
     return result
@@ -100,6 +113,7 @@ def report(result: dict, worst: int = 5) -> str:
         f"median |error| {result['median_abs_err']:.2%}   p95 |error| {result['p95_abs_err']:.2%}   "
         f"within +-5% {result['within_5']:.0%}   within +-10% {result['within_10']:.0%}   "
         f"RMSPE {result['rmspe']:.2%}   mean error {result['mean_err']:+.2%}",
+        f"predictor: {result['predictor_archs_per_s']:,.0f} archs/s",
         "worst archs:",
     ]
     for r in sorted(result["rows"], key=lambda r: -abs(r["error"]))[:worst]:
