@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from pymoo.core.duplicate import DefaultDuplicateElimination
 from pymoo.core.repair import Repair
+from pymoo.core.sampling import Sampling
 from pymoo.operators.crossover.sbx import SBX
 from pymoo.operators.mutation.pm import PM
 
@@ -22,6 +23,38 @@ class GridRepair(Repair):
 
     def _do(self, problem, X, **kwargs):
         return self.space.snap(np.asarray(X, dtype=float))
+
+
+class LatencySpreadSampling(Sampling):
+    """Initial genomes spread from the smallest arch to the full one, preferring those within budget.
+
+    Each draw picks a level t ~ U(0, 1) and sets every gene to lower + (upper - lower) * (t + noise),
+    snapped to the grid. With a budget (``problem.budget_ms``), ``oversample`` times more genomes
+    are drawn, their latency predicted (``problem.latency``), and the n kept are the feasible ones
+    evenly spread over latency, topped up with the fastest infeasible ones.
+    """
+
+    def __init__(self, space, oversample: int = 16, noise: float = 0.15):
+        super().__init__()
+        self.space, self.oversample, self.noise = space, oversample, noise
+
+    def _do(self, problem, n_samples, random_state=None, **kwargs):
+        lower, upper = np.asarray(self.space.lower), np.asarray(self.space.upper)
+        budget = getattr(problem, "budget_ms", None)
+        n_draw = n_samples * (self.oversample if budget is not None else 1)
+        level = random_state.random((n_draw, 1)) + random_state.normal(0.0, self.noise, (n_draw, len(lower)))
+        X = self.space.snap(lower + (upper - lower) * np.clip(level, 0.0, 1.0))
+        if budget is None:
+            return X
+        X = np.unique(X, axis=0)
+        latency = problem.latency(X)
+        order = np.argsort(latency, kind="stable")
+        feasible = order[latency[order] <= budget]
+        if len(feasible) >= n_samples:
+            pick = feasible[np.unique(np.linspace(0, len(feasible) - 1, n_samples).round().astype(int))]
+        else:
+            pick = order[:n_samples]
+        return X[pick]
 
 
 def crossover() -> SBX:

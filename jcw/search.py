@@ -21,7 +21,6 @@ import torch
 import yaml
 from pymoo.core.evaluator import Evaluator
 from pymoo.core.population import Population
-from pymoo.operators.sampling.rnd import FloatRandomSampling
 from pymoo.algorithms.moo.nsga2 import NSGA2
 from tqdm.auto import tqdm
 
@@ -155,7 +154,7 @@ class NSGA2Strategy:
         self.problem = problem
         self.algorithm = NSGA2(
             pop_size=config.population,
-            sampling=FloatRandomSampling(),
+            sampling=operators.LatencySpreadSampling(space),
             crossover=operators.crossover(),
             mutation=operators.mutation(len(space.lower)),
             survival=UniformTargetSurvival(*latency_range),
