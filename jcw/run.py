@@ -93,7 +93,7 @@ def run(config: RunConfig, out=sys.stdout) -> int:
           f"max {y.max():.6g}", file=out)
     first = y[0].reshape(-1)
     top = np.argsort(-first, kind="stable")[:5]
-    print("top-5   (image 0) " + "  ".join(f"{i}: {first[i]:.4f}" for i in top), file=out)
+    print("top-5   (image 0) " + "  ".join(f"{i}: {first[i]:.5g}" for i in top), file=out)
     if config.bench:
         ms = engine.benchmark(x, config.repeats, config.warmup)
         print(f"engine  {_stats(ms)}", file=out)
