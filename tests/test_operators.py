@@ -63,3 +63,19 @@ def test_duplicates_are_eliminated():
     X = np.array([[0.5, 0.6], [0.5, 0.6], [0.7, 0.6]])
     unique = operators.duplicate_elimination().do(Population.new("X", X))
     assert len(unique) == 2
+
+
+def test_initial_sampling_spreads_feasible_archs_over_latency():
+    from latency.devices import resolve_table
+    from latency.predictor import Predictor
+
+    from jcw.problem import JointPruningProblem
+
+    spec = load_shipped("resnet20")
+    space = SearchSpace(spec)
+    problem = JointPruningProblem(space, Predictor(resolve_table("a53", "resnet20", 4, 32), spec), None, 6.0)
+    X = operators.LatencySpreadSampling(space).do(problem, 8, random_state=np.random.default_rng(0)).get("X")
+    latency = problem.latency(X)
+    assert len(np.unique(X, axis=0)) == 8 and _on_grid(space, X)
+    assert (latency <= 6.0).all()
+    assert latency.max() - latency.min() > 0.5
