@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -23,6 +23,18 @@ class _Active:
     density: np.ndarray | None = None
     index: int | None = None
     calibrating: bool = False
+    masks: dict = field(default_factory=dict)
+
+    def mask(self, layer: int, weight: Tensor, density: float) -> Tensor:
+        """The 4x1 block mask of the active candidate's sliced weight; cached while no gradient is taken
+        (the weights cannot change then), recomputed every training step."""
+        if torch.is_grad_enabled():
+            self.masks.clear()
+            return block_mask(weight.detach(), density)
+        key = (self.index, layer)
+        if key not in self.masks:
+            self.masks[key] = block_mask(weight.detach(), density)
+        return self.masks[key]
 
     def choice(self, layer: int) -> tuple[int | None, float]:
         if self.index is None:
@@ -56,7 +68,7 @@ class DynamicConv2d(nn.Module):
         else:
             weight, groups = self.weight[: out_ch or self.weight.shape[0], :c_in], 1
         if density < 1.0:
-            weight = weight * block_mask(weight.detach(), density)
+            weight = weight * self.active.mask(self.layer, weight, density)
         bias = None if self.bias is None else self.bias[: weight.shape[0]]
         return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, groups)
 
@@ -75,7 +87,7 @@ class DynamicLinear(nn.Module):
         out_ch, density = self.active.choice(self.layer)
         weight = self.weight[: out_ch or self.weight.shape[0], : x.shape[1]]
         if density < 1.0:
-            weight = weight * block_mask(weight.detach(), density)
+            weight = weight * self.active.mask(self.layer, weight, density)
         bias = None if self.bias is None else self.bias[: weight.shape[0]]
         return F.linear(x, weight, bias)
 
@@ -163,6 +175,7 @@ class Supernet(nn.Module):
         self.active.out_ch = np.asarray(out_ch, dtype=np.int64)
         self.active.density = np.asarray(density, dtype=float)
         self.active.index = None
+        self.active.masks.clear()
         for bn in self._norms:
             bn.reset_candidates(len(self.active.out_ch))
 
@@ -192,6 +205,7 @@ class Supernet(nn.Module):
             if progress is not None:
                 progress.update(1)
         self.select(None)
+        self.active.masks.clear()
 
     @torch.no_grad()
     def calibrate(self, index: int, batches: list[Batch]) -> None:
