@@ -13,7 +13,7 @@ import shlex
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -558,6 +558,9 @@ def main(argv=None) -> int:
     except SearchError as e:
         print(f"jcw-search: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("jcw-search: interrupted; continue with --resume --out RUN_DIR", file=sys.stderr)
+        return 130
     return 0
 
 
