@@ -24,6 +24,8 @@ MODEL = "model.pt"
 CHECKPOINT_FORMAT = "jcw.train-checkpoint/1"
 MODEL_FORMAT = "jcw.trained-model/1"
 IN_MEMORY_BYTES = 1 << 30
+EPOCH_STRIDE = 100_000  # data order of epoch e of stage s: the sampler's epoch s * EPOCH_STRIDE + e
+CALIBRATION_SAMPLES = 2048  # training samples that re-estimate BatchNorm statistics once the mask is applied
 
 
 class TrainError(ValueError):
@@ -246,7 +248,7 @@ class StagedTrainer:
         Returns the mean training loss over all ranks.
         """
         self.model.train()
-        self.sampler.set_epoch(STAGES.index(stage) * 100_000 + epoch)
+        self.sampler.set_epoch(STAGES.index(stage) * EPOCH_STRIDE + epoch)
         order = torch.tensor(list(self.sampler))
         total, count = 0.0, 0
         bar = tqdm(range(self.steps_per_epoch), desc=f"{stage} {epoch + 1}/{self.config.epochs(stage)}",
@@ -294,6 +296,7 @@ class StagedTrainer:
             self.admm = None
             self.energy = energy_outside(self.params, self.masks)
             apply_masks(self.params, self.masks)
+            self._recalibrate_norms()
             self.accuracy["pruned"] = self.evaluate()[1]
             self.best_acc, self.best_state = self.accuracy["pruned"], _clone_state(self.module)
             self._save_model()
@@ -301,6 +304,30 @@ class StagedTrainer:
             self.module.load_state_dict(self.best_state)
             self.accuracy["finetuned"] = self.best_acc
             self._save_model()
+
+    @torch.no_grad()
+    def _recalibrate_norms(self) -> None:
+        """Re-estimate BatchNorm running statistics (the mask changed every activation) on training samples.
+
+        Up to CALIBRATION_SAMPLES samples in all, split over the ranks; the ranks' estimates are averaged.
+        """
+        norms = [m for m in self.module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if not norms:
+            return
+        momenta = [bn.momentum for bn in norms]
+        for bn in norms:
+            bn.reset_running_stats()
+            bn.momentum = None  # cumulative average over the calibration batches
+        self.module.train()
+        self.sampler.set_epoch(len(STAGES) * EPOCH_STRIDE)  # an order no training epoch uses
+        order = torch.tensor(list(self.sampler))[:CALIBRATION_SAMPLES // self.ctx.world_size]
+        for start in range(0, len(order), self.rank_batch):
+            self.module(gather(self.train_set, order[start:start + self.rank_batch], self.ctx.device)[0])
+        for bn, momentum in zip(norms, momenta):
+            bn.momentum = momentum
+            if self.ctx.distributed:
+                for stat in (bn.running_mean, bn.running_var):
+                    stat.copy_(self.ctx.all_reduce_sum(stat.detach().clone()) / self.ctx.world_size)
 
     def _target_masks(self) -> dict[str, torch.Tensor]:
         """The fixed masks once set, else the 4x1-block masks of the current weights at the target densities."""
