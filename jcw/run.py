@@ -85,7 +85,7 @@ def run(config: RunConfig, out=sys.stdout) -> int:
     x = load_input(config, engine.input_shape)
     y = engine.run(x)
     kinds = [p.kernel for p in engine.plan if p.kernel]
-    print(f"model   {config.model}: input {engine.graph.input_name} {tuple(x.shape)}, {len(engine.plan)} steps "
+    print(f"model   {config.model}: input {engine.input_name} {tuple(x.shape)}, {len(engine.plan)} steps "
           f"({kinds.count('sparse')} sparse, {kinds.count('dense')} dense layers), threads {config.threads}", file=out)
     if config.plan:
         print(engine.summary(), file=out)

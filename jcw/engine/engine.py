@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 
 from jcw import _kernels
-from jcw.engine.graph import EngineError, Graph, build_graph, load_model
+from jcw.engine.graph import EngineError, build_graph, load_model
 
 MODES = ("auto", "sparse", "dense")
 
@@ -55,14 +55,16 @@ class Engine:
             raise EngineError(f"mode must be one of {MODES}, got {mode!r}")
         proto = load_model(model)
         self.metadata = {p.key: p.value for p in proto.metadata_props}
-        self.graph: Graph = build_graph(proto)
+        graph = build_graph(proto)  # not kept: its weights would double the memory of the packed ones
+        self.input_name = graph.input_name
+        self._input_shape, self._output_shape = graph.input_shape, graph.output_shape
         self.threads = threads
         self.mode = mode
-        self._net = _kernels.Network(*self.graph.input_shape, threads)
-        ids = {self.graph.input_name: 0}
-        for step in self.graph.steps:
+        self._net = _kernels.Network(*graph.input_shape, threads)
+        ids = {graph.input_name: 0}
+        for step in graph.steps:
             ids[step.output] = self._add(step, ids)
-        self._net.set_output(ids[self.graph.output_name])
+        self._net.set_output(ids[graph.output_name])
 
     def _add(self, step, ids: dict[str, int]) -> int:
         net, x = self._net, ids[step.inputs[0]]
@@ -86,12 +88,12 @@ class Engine:
     @property
     def input_shape(self) -> tuple[int, int, int]:
         """Per-image input shape (C, H, W); run() takes (N, C, H, W)."""
-        return self.graph.input_shape
+        return self._input_shape
 
     @property
     def output_shape(self) -> tuple[int, ...]:
         """Per-image output shape, e.g. (classes,)."""
-        return self.graph.output_shape
+        return self._output_shape
 
     @property
     def plan(self) -> list[LayerPlan]:
