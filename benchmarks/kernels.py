@@ -163,6 +163,7 @@ def run_benchmark(cfg: BenchConfig) -> list[dict]:
         fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(cfg.json_path)), suffix=".tmp")
         with os.fdopen(fd, "w") as f:
             json.dump(out, f, indent=1)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, cfg.json_path)
     return out
 

@@ -206,6 +206,60 @@ void depthwise3x3_direct(const float* in, int h, int w, int c0, int c1, const fl
     }
 }
 
+// Even / odd lanes of the 2L floats (a, b): even(a, b)[i] = (a|b)[2i], odd(a, b)[i] = (a|b)[2i + 1].
+template <int L, int Odd>
+inline vec<L> deinterleave(vec<L> a, vec<L> b) {
+    if constexpr (L == 1) {
+        return Odd ? b : a;
+    } else {
+        typename IdxT<L>::type idx;
+        for (int i = 0; i < L; ++i) idx[i] = 2 * i + Odd;
+        return __builtin_shuffle(a, b, idx);
+    }
+}
+
+// Depthwise 3x3, stride 2, padding 1, straight from the input: output x reads input columns
+// 2x - 1, 2x, 2x + 1 = (odd lanes shifted up one, even lanes, odd lanes) of the 2L floats at 2x.
+// A vector whose loads would pass the row end reads a zero-padded copy of the row's tail.
+template <int L>
+void depthwise3x3s2_direct(const float* in, int h, int w, int c0, int c1, const float* dw, const float* bias,
+                           float* out, const float* residual, Act act) {
+    const int ho = (h - 1) / 2 + 1, wo = (w - 1) / 2 + 1;
+    const size_t hw = static_cast<size_t>(h) * w, ohw = static_cast<size_t>(ho) * wo;
+    float buf[2 * L + 1];
+    for (int c = c0; c < c1; ++c) {
+        const float* src = in + c * hw;
+        const float* k = dw + static_cast<size_t>(c) * 9;
+        for (int y = 0; y < ho; ++y) {
+            const int ky0 = y == 0 ? 1 : 0, ky1 = 2 * y + 1 < h ? 3 : 2;
+            const size_t o = c * ohw + static_cast<size_t>(y) * wo;
+            const float* res = residual ? residual + o : nullptr;
+            auto pixels = [&](int x) {
+                vec<L> acc = simd::splat<L>(bias[c]);
+                for (int ky = ky0; ky < ky1; ++ky) {
+                    const float* row = src + static_cast<size_t>(2 * y + ky - 1) * w;
+                    const float* r = row + 2 * x;
+                    if (2 * x + 2 * L > w) {  // tail: copy what is left of the row, zeros after it
+                        const int n = w - 2 * x;
+                        for (int i = 0; i < 2 * L; ++i) buf[i] = i < n ? r[i] : 0.f;
+                        r = buf;
+                    }
+                    const vec<L> a = simd::load<L>(r), b = simd::load<L>(r + L);
+                    const vec<L> mid = deinterleave<L, 0>(a, b), right = deinterleave<L, 1>(a, b);
+                    vec<L> left = shift_low<L>(right);
+                    left[0] = x > 0 ? row[2 * x - 1] : 0.f;
+                    acc += k[3 * ky] * left + k[3 * ky + 1] * mid + k[3 * ky + 2] * right;
+                }
+                if (res) acc += simd::load<L>(res + x);
+                return simd::activate<L>(acc, act);
+            };
+            const vec<L> tail = pixels(wo - L);
+            for (int x = 0; x + L < wo; x += L) simd::store<L>(out + o + x, pixels(x));
+            simd::store<L>(out + o + wo - L, tail);
+        }
+    }
+}
+
 struct PlaneLayout {
     bool direct;     // 1x1, stride 1, no padding, big enough image: read the input in place
     int hq, wq;      // plane rows and columns
@@ -384,7 +438,9 @@ bool Conv2d::sparse() const { return sparse_; }
 bool Conv2d::depthwise() const { return depthwise_; }
 double Conv2d::density() const { return density_; }
 
-bool Conv2d::depthwise_direct() const { return depthwise_ && kh_ == 3 && kw_ == 3 && stride_ == 1 && pad_ == 1; }
+bool Conv2d::depthwise_direct() const {
+    return depthwise_ && kh_ == 3 && kw_ == 3 && (stride_ == 1 || stride_ == 2) && pad_ == 1;
+}
 
 size_t Conv2d::scratch_floats(int in_h, int in_w) const {
     if (depthwise_direct()) return 0;
@@ -412,17 +468,21 @@ void Conv2d::run(const float* in, int in_h, int in_w, float* out, const float* r
         pool.parallel_for(chunks, [&](int i) {
             const int c0 = static_cast<int>(static_cast<int64_t>(in_ch_) * i / chunks);
             const int c1 = static_cast<int>(static_cast<int64_t>(in_ch_) * (i + 1) / chunks);
-            switch (lanes) {
-                case JCW_LANES: depthwise3x3_direct<JCW_LANES>(in, in_h, in_w, c0, c1, dw_.data(), bias_.data(), out, residual, act_); break;
+            switch (lanes * 2 + (stride_ == 2)) {
+#define JCW_DW3(LN)                                                                                          \
+    case 2 * (LN): depthwise3x3_direct<LN>(in, in_h, in_w, c0, c1, dw_.data(), bias_.data(), out, residual, act_); break; \
+    case 2 * (LN) + 1: depthwise3x3s2_direct<LN>(in, in_h, in_w, c0, c1, dw_.data(), bias_.data(), out, residual, act_); break;
+                JCW_DW3(JCW_LANES)
 #if JCW_LANES > 8
-                case 8: depthwise3x3_direct<8>(in, in_h, in_w, c0, c1, dw_.data(), bias_.data(), out, residual, act_); break;
+                JCW_DW3(8)
 #endif
 #if JCW_LANES > 4
-                case 4: depthwise3x3_direct<4>(in, in_h, in_w, c0, c1, dw_.data(), bias_.data(), out, residual, act_); break;
+                JCW_DW3(4)
 #endif
 #if JCW_LANES != 1
-                default: depthwise3x3_direct<1>(in, in_h, in_w, c0, c1, dw_.data(), bias_.data(), out, residual, act_); break;
+                JCW_DW3(1)
 #endif
+#undef JCW_DW3
             }
         });
         return;
