@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from jcw import operators
 from jcw.problem import JointPruningProblem, hypervolume, non_dominated
+from jcw.random_prune import RandomStrategy
 from jcw.survival import UniformTargetSurvival
 
 PRESETS = {
@@ -188,7 +189,7 @@ class NSGA2Strategy:
         self.algorithm.problem = self.problem
 
 
-STRATEGIES: dict[str, type] = {"nsga2": NSGA2Strategy}
+STRATEGIES: dict[str, type] = {"nsga2": NSGA2Strategy, "random": RandomStrategy}
 
 
 def register_strategy(name: str, cls: type) -> None:
