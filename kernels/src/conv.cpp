@@ -290,6 +290,16 @@ PlaneLayout plane_layout(int ho, int wo, int kh, int kw, int stride, int pad) {
 
 inline size_t round16(size_t n) { return (n + 15) & ~size_t(15); }
 
+// d[X] = s[2 X + shift] for X in [x0, x1), all indices inside the row of w floats: even lanes of
+// 2L-float loads while they stay in the row, then one by one.
+inline void copy_even(const float* s, int shift, int x0, int x1, int w, float* d) {
+    constexpr int L = JCW_LANES;
+    int X = x0;
+    for (; X + L <= x1 && 2 * X + shift + 2 * L <= w; X += L)
+        simd::store<L>(d + X, deinterleave<L, 0>(simd::load<L>(s + 2 * X + shift), simd::load<L>(s + 2 * X + shift + L)));
+    for (; X < x1; ++X) d[X] = s[2 * X + shift];
+}
+
 // Writes the zero-padded, phase-split planes of channels [c0, c1): plane (c, a, b)[Y][X] =
 // in[c][s*Y + a - pad][s*X + b - pad] (0 outside the input).
 void make_planes(const float* in, int h, int w, const PlaneLayout& p, int stride, int pad, int c0, int c1,
@@ -320,6 +330,8 @@ void make_planes(const float* in, int h, int w, const PlaneLayout& p, int stride
                     const int shift = b - pad;
                     if (stride == 1)
                         simd::emit<JCW_LANES>(s + x0 + shift, nullptr, d + x0, x1 - x0, Act::None);
+                    else if (stride == 2)
+                        copy_even(s, shift, x0, x1, w, d);
                     else
                         for (int X = x0; X < x1; ++X) d[X] = s[stride * X + shift];
                     for (int X = x1; X < p.wq; ++X) d[X] = 0.f;
