@@ -61,7 +61,9 @@ def throughput(predictor, space, rng: np.random.Generator, n: int = 100_000) -> 
 def run(config: AccuracyConfig) -> dict:
     """Predict and measure ``config.archs`` random archs; returns the summary with one row per arch.
 
-    Measured = the lowest of ``rounds`` medians, each round timing every arch once in turn.
+    Measured = the lowest of ``rounds`` medians, each round timing every arch once in turn.  Every
+    materialized arch gets its BatchNorm statistics re-estimated on random images (as fine-tuning
+    would); a randomly initialised pruned net otherwise decays into float denormals, which are slow.
     """
     import torch
     from tqdm import tqdm
@@ -74,6 +76,7 @@ def run(config: AccuracyConfig) -> dict:
     from latency.devices import resolve_table
     from latency.lut import LatencyTable
     from latency.predictor import Predictor
+    from models import calibrate_batchnorm
 
     space = SearchSpace.for_model(config.model, config.resolution)
     spec = space.spec
@@ -95,6 +98,7 @@ def run(config: AccuracyConfig) -> dict:
         paths = []
         for n in tqdm(range(config.archs), disable=config.quiet, desc=f"{config.model} export"):
             small, _ = materialize(base, space.decode(genomes[n]), spec=spec, generator=gen)
+            calibrate_batchnorm(small, spec.resolution, gen)
             paths.append(export_onnx(small, Path(tmp) / f"arch{n}.onnx", spec.resolution))
         rounds = np.zeros((config.rounds, config.archs))
         for r in tqdm(range(config.rounds * config.archs), disable=config.quiet, desc=f"{config.model} timing"):
