@@ -61,6 +61,15 @@ class RandomSampler:
             return np.ones(len(genes), dtype=bool)
         return np.abs(self.ratio(genes) - self.target) <= self.tolerance + 1e-12
 
+    def nearest(self, n: int, rng: np.random.Generator, draws: int = 4096) -> np.ndarray:
+        """n distinct genomes from ``draws`` draws: accepted ones first, then those whose ratio is closest to the target."""
+        batch = np.unique(self.draw(draws, rng), axis=0)
+        batch = batch[rng.permutation(len(batch))]
+        if self.target is None:
+            return batch[:n]
+        gap = np.maximum(np.abs(self.ratio(batch) - self.target) - self.tolerance, 0.0)
+        return batch[np.argsort(gap, kind="stable")[:n]]
+
     def sample(self, n: int, rng: np.random.Generator, unique: bool = True) -> np.ndarray:
         """n accepted genomes (distinct when ``unique``); raises ValueError when they cannot be found."""
         found: list[np.ndarray] = []
@@ -94,7 +103,8 @@ class RandomStrategy:
     Each generation scores the current population plus ``population`` fresh samples (channel
     ratios in (0, 1) and densities on the grid within the space's bounds, predicted latency in
     the survival's range) and keeps the survivors with the same uniform-target survival as
-    NSGA-II, so both strategies spend the same evaluations per generation.
+    NSGA-II, so both strategies spend the same evaluations per generation.  When few draws land
+    in that range (a narrow one), the draws closest to it fill the generation.
     """
 
     def __init__(self, problem, config, latency_range: tuple[float, float]) -> None:
@@ -117,12 +127,7 @@ class RandomStrategy:
         """Scores the population plus fresh random samples and keeps ``population`` survivors; returns the scored set."""
         from pymoo.core.population import Population
 
-        from jcw.search import SearchError
-
-        try:
-            fresh = Population.new(X=self.sampler.sample(self.size, self.rng))
-        except ValueError as e:
-            raise SearchError(f"--strategy random: {e}") from None
+        fresh = Population.new(X=self.sampler.nearest(self.size, self.rng))
         scored = Population.merge(self.pop, fresh) if len(self.pop) else fresh
         self.evaluator.eval(self.problem, scored)
         self.pop = self.survival.do(self.problem, scored, n_survive=self.size)
@@ -270,6 +275,9 @@ def _prepare(c: RandomPruneConfig) -> _Setup:
             raise RandomPruneError(str(e).strip("'\"")) from None
         table_kind = getattr(table, "kind", None)
         full_latency = float(predictor.predict(*space.decode_arrays(space.full()))[0])
+        if c.budget_ms is not None and c.budget_ms >= full_latency:
+            raise RandomPruneError(f"--budget {c.budget_ms:g} ms is not below the unpruned model's predicted "
+                                   f"{full_latency:.2f} ms on {c.device}: nothing to prune")
     if not c.from_scratch:
         if c.weights is not None:
             from jcw.search import SearchError, _load_weights
@@ -403,13 +411,7 @@ def run(c: RandomPruneConfig) -> dict:
     start = time.time()
     check_config(c)
     s = _prepare(c)
-    if c.target_kind == "latency":
-        target = c.budget_ms / s.full_latency
-        if target >= 1.0:
-            raise RandomPruneError(f"--budget {c.budget_ms:g} ms is not below the unpruned model's predicted "
-                                   f"{s.full_latency:.2f} ms on {c.device}: nothing to prune")
-    else:
-        target = c.flops_ratio
+    target = c.budget_ms / s.full_latency if c.target_kind == "latency" else c.flops_ratio
     eta = c.eta if c.eta is not None else max(0.0, round(target - 0.05, 4))
     sampler = RandomSampler(s.space, eta, target, c.tolerance, _cost_ratio(s, c.target_kind))
     try:

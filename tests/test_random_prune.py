@@ -17,9 +17,14 @@ TINY = ["--model", "resnet20", "--resolution", "8", "--samples", "4", "--top-k",
         "--val-samples", "128", "--quiet"]
 
 
+@pytest.fixture(scope="module")
+def _cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
 @pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("JCW_CACHE", str(tmp_path / "cache"))
+def _cache(_cache_dir, monkeypatch):
+    monkeypatch.setenv("JCW_CACHE", str(_cache_dir))  # one pretraining shared by this module's runs
 
 
 def _space():
@@ -137,3 +142,19 @@ def test_both_pipelines_run_on_every_zoo_model(name, from_scratch, tmp_path):
     result = run(config)
     assert len(result["samples"]) == 2
     assert abs(result["best"]["macs_ratio"] - 0.5) <= 0.2 + 1e-9
+
+
+@pytest.mark.slow
+def test_search_strategy_random_gives_a_feasible_front(tmp_path):
+    from jcw.search import main as search_main
+
+    config = tmp_path / "s.yaml"
+    config.write_text("pretrain_epochs: 1\nval_samples: 64\ncalib_batches: 1\n")
+    out = tmp_path / "search"
+    assert search_main(["--config", str(config), "--model", "resnet20", "--device", "a53", "--threads", "1",
+                        "--budget", "6ms", "--strategy", "random", "--population", "4", "--generations", "2",
+                        "--supernet-steps", "2", "--train-resolution", "8", "--out", str(out), "--quiet"]) in (0, None)
+    front = json.loads((out / "front.json").read_text())
+    assert front["strategy"] == "random"
+    candidates = front["candidates"]
+    assert candidates and all(c["latency_ms"] <= 6.0 for c in candidates)
