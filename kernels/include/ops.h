@@ -79,7 +79,8 @@ class Conv2d {
 
  private:
     int row_split(int i, int n) const;
-    bool depthwise_direct() const;  // 3x3 stride 1 pad 1 depthwise: reads the input in place
+    bool depthwise_direct() const;  // 3x3 stride 1/2 pad 1 depthwise: reads the input in place
+    bool depthwise_flat(int in_h, int in_w) const;  // ... stride 1 on rows narrower than a vector
     // Pre-scaled input offsets (floats) of every packed block for one input size, built on the
     // first run at that size and shared by copies of this op (thread-safe).
     std::shared_ptr<const std::vector<int32_t>> offsets(int in_h, int in_w) const;

@@ -206,6 +206,36 @@ void depthwise3x3_direct(const float* in, int h, int w, int c0, int c1, const fl
     }
 }
 
+// Depthwise 3x3, stride 1, padding 1 on images narrower than a vector (14x14, 7x7): vectors run
+// over the flattened channel across rows.  Each channel is copied once (contiguously) between
+// w + 1 zeros, which supply the rows above and below; the column padding comes from 0/1 lane masks
+// (mask_l[p] = 0 where p is a row's first pixel, mask_r[p] = 0 at its last).  Needs h * w >= L.
+template <int L>
+void depthwise3x3_flat(const float* pad_in, size_t cstride, int h, int w, int c0, int c1, const float* mask_l,
+                       const float* mask_r, const float* dw, const float* bias, float* out, const float* residual,
+                       Act act) {
+    const int hw = h * w;
+    for (int c = c0; c < c1; ++c) {
+        const float* z = pad_in + c * cstride + w + 1;  // z[p] = in[c][p]; zeros for p in [-w-1, 0) and [hw, hw+w]
+        const float* k = dw + static_cast<size_t>(c) * 9;
+        const size_t o = static_cast<size_t>(c) * hw;
+        auto pixels = [&](int p) {
+            vec<L> acc = simd::splat<L>(bias[c]);
+            const vec<L> ml = simd::load<L>(mask_l + p), mr = simd::load<L>(mask_r + p);
+            for (int ky = 0; ky < 3; ++ky) {
+                const float* r = z + p + (ky - 1) * w;
+                acc += (k[3 * ky] * ml) * simd::load<L>(r - 1) + k[3 * ky + 1] * simd::load<L>(r) +
+                       (k[3 * ky + 2] * mr) * simd::load<L>(r + 1);
+            }
+            if (residual) acc += simd::load<L>(residual + o + p);
+            return simd::activate<L>(acc, act);
+        };
+        const vec<L> tail = pixels(hw - L);
+        for (int p = 0; p + L < hw; p += L) simd::store<L>(out + o + p, pixels(p));
+        simd::store<L>(out + o + hw - L, tail);
+    }
+}
+
 // Even / odd lanes of the 2L floats (a, b): even(a, b)[i] = (a|b)[2i], odd(a, b)[i] = (a|b)[2i + 1].
 template <int L, int Odd>
 inline vec<L> deinterleave(vec<L> a, vec<L> b) {
@@ -454,7 +484,13 @@ bool Conv2d::depthwise_direct() const {
     return depthwise_ && kh_ == 3 && kw_ == 3 && (stride_ == 1 || stride_ == 2) && pad_ == 1;
 }
 
+bool Conv2d::depthwise_flat(int in_h, int in_w) const {
+    return depthwise_direct() && stride_ == 1 && in_w < JCW_LANES && in_h * in_w >= JCW_LANES;
+}
+
 size_t Conv2d::scratch_floats(int in_h, int in_w) const {
+    if (depthwise_flat(in_h, in_w))  // padded channels + two lane masks
+        return round16(static_cast<size_t>(in_ch_) * (in_h * in_w + 2 * in_w + 2)) + 2 * round16(in_h * in_w);
     if (depthwise_direct()) return 0;
     const PlaneLayout p = plane_layout(out_h(in_h), out_w(in_w), kh_, kw_, stride_, pad_);
     const size_t planes = p.direct ? 0 : round16(static_cast<size_t>(in_ch_) * p.pk_h * p.pk_w * p.plane);
@@ -468,6 +504,32 @@ void Conv2d::run(const float* in, int in_h, int in_w, float* out, const float* r
         throw std::invalid_argument("Conv2d: input " + std::to_string(in_h) + "x" + std::to_string(in_w) +
                                     " is smaller than the kernel");
     const int threads = pool.size();
+    if (depthwise_flat(in_h, in_w)) {
+        const int hw = in_h * in_w;
+        const size_t cstride = static_cast<size_t>(hw) + 2 * in_w + 2;
+        float* mask_l = scratch + round16(in_ch_ * cstride);
+        float* mask_r = mask_l + round16(hw);
+        for (int q = 0; q < hw; ++q) {
+            mask_l[q] = q % in_w != 0 ? 1.f : 0.f;
+            mask_r[q] = q % in_w != in_w - 1 ? 1.f : 0.f;
+        }
+        const int chunks = std::min(in_ch_, threads * 4);
+        pool.parallel_for(chunks, [&](int i) {
+            const int c0 = static_cast<int>(static_cast<int64_t>(in_ch_) * i / chunks);
+            const int c1 = static_cast<int>(static_cast<int64_t>(in_ch_) * (i + 1) / chunks);
+            for (int c = c0; c < c1; ++c) {
+                float* z = scratch + c * cstride;
+                std::memset(z, 0, sizeof(float) * (in_w + 1));
+                std::memcpy(z + in_w + 1, in + static_cast<size_t>(c) * hw, sizeof(float) * hw);
+                std::memset(z + in_w + 1 + hw, 0, sizeof(float) * (in_w + 1));
+            }
+            if (force_scalar())
+                depthwise3x3_flat<1>(scratch, cstride, in_h, in_w, c0, c1, mask_l, mask_r, dw_.data(), bias_.data(), out, residual, act_);
+            else
+                depthwise3x3_flat<JCW_LANES>(scratch, cstride, in_h, in_w, c0, c1, mask_l, mask_r, dw_.data(), bias_.data(), out, residual, act_);
+        });
+        return;
+    }
     if (depthwise_direct()) {
         int lanes = 1;  // widest vector that fits a row
         if (!force_scalar())

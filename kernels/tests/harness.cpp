@@ -168,6 +168,7 @@ int main() {
         {20, 20, 29, 29, 3, 2, 1, 20, 1.0, Act::None, false, M::Auto},
         {16, 16, 28, 30, 3, 2, 1, 16, 1.0, Act::Relu6, true, M::Auto},
         {8, 8, 5, 5, 5, 2, 2, 8, 1.0, Act::Relu, false, M::Auto},
+        {12, 12, 9, 13, 3, 1, 1, 12, 1.0, Act::Relu, true, M::Auto},
         {300, 30, 6, 5, 1, 1, 0, 1, 0.9, Act::Relu6, false, M::Auto},
     };
     int failures = 0, total = 0;
