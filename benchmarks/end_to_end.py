@@ -37,7 +37,7 @@ class EndToEndConfig:
     rho: float = 0.1  # a short run: JCW's 0.01 leaves ~18% of the energy outside the mask after 6 epochs
     lr: float = 0.05
     threads: int = 1
-    repeats: int = 50
+    repeats: int = 200
     seed: int = 0
     out: Path = Path("runs/end_to_end")
     json_path: Path | None = None
