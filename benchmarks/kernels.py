@@ -36,6 +36,9 @@ SHAPES = [
     (1, 64, 128, 56, 2, "resnet18 layer2.0.downsample"),
 ]
 DENSITIES = (1.0, 0.5, 0.3, 0.2, 0.1)
+# Depthwise 3x3 (channels, input hw, stride) of mobilenet_v2 at 224, dense; printed with --depthwise.
+DEPTHWISE_SHAPES = [(32, 112, 1), (96, 112, 2), (144, 56, 1), (144, 56, 2), (192, 28, 1), (576, 14, 1),
+                    (576, 14, 2), (960, 7, 1)]
 
 
 @dataclass
@@ -47,6 +50,7 @@ class BenchConfig:
     stat: str = "median"
     json_path: str | None = None
     quiet: bool = False
+    depthwise: bool = False
 
 
 def block_pruned_weight(rng: np.random.Generator, out_ch: int, in_ch: int, k: int, density: float) -> np.ndarray:
@@ -60,13 +64,14 @@ def block_pruned_weight(rng: np.random.Generator, out_ch: int, in_ch: int, k: in
     return w * mask
 
 
-def ort_session(w: np.ndarray, b: np.ndarray, stride: int, pad: int, hw: int, threads: int) -> ort.InferenceSession:
+def ort_session(w: np.ndarray, b: np.ndarray, stride: int, pad: int, hw: int, threads: int,
+                groups: int = 1) -> ort.InferenceSession:
     """onnxruntime session of a single Conv (+Relu) with the weights stored densely."""
     k = w.shape[2]
-    node = helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[k, k], strides=[stride, stride],
+    node = helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[k, k], strides=[stride, stride], group=groups,
                             pads=[pad] * 4)
     relu = helper.make_node("Relu", ["c"], ["y"])
-    graph = helper.make_graph([node, relu], "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, w.shape[1], hw, hw])],
+    graph = helper.make_graph([node, relu], "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, w.shape[1] * groups, hw, hw])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
                               [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -104,13 +109,13 @@ def time_calls(fn, repeats: int, warmup: int) -> float:
 
 
 def bench_layer(cfg: BenchConfig, rng: np.random.Generator, k: int, cin: int, cout: int, hw: int, stride: int,
-                density: float) -> dict:
+                density: float, groups: int = 1) -> dict:
     pad = k // 2
-    w = block_pruned_weight(rng, cout, cin, k, density)
+    w = block_pruned_weight(rng, cout, cin // groups, k, density)
     b = rng.standard_normal(cout).astype(np.float32) * np.float32(0.1)
     x = rng.standard_normal((cin, hw, hw)).astype(np.float32)
-    conv = kernels.Conv2d(w, b, stride=stride, padding=pad, act="relu", threads=cfg.threads)
-    sess = ort_session(w, b, stride, pad, hw, cfg.threads)
+    conv = kernels.Conv2d(w, b, stride=stride, padding=pad, groups=groups, act="relu", threads=cfg.threads)
+    sess = ort_session(w, b, stride, pad, hw, cfg.threads, groups)
     feed = {"x": x[None]}
     xt, wt, bt = torch.from_numpy(x[None]), torch.from_numpy(w), torch.from_numpy(b)
     # Interleaved rounds (one call of each engine per round) so load from other processes hits all alike.
@@ -119,7 +124,7 @@ def bench_layer(cfg: BenchConfig, rng: np.random.Generator, k: int, cin: int, co
         for i in range(cfg.warmup + cfg.repeats):
             e = float(conv.benchmark(x, repeats=1, warmup=0)[0])
             o = time_calls(lambda: sess.run(None, feed), 1, 0)
-            t = time_calls(lambda: F.relu(F.conv2d(xt, wt, bt, stride=stride, padding=pad)), 1, 0)
+            t = time_calls(lambda: F.relu(F.conv2d(xt, wt, bt, stride=stride, padding=pad, groups=groups)), 1, 0)
             if i >= cfg.warmup:
                 times["engine"].append(e), times["ort"].append(o), times["torch"].append(t)
     reduce = np.median if cfg.stat == "median" else np.min
@@ -133,6 +138,7 @@ def bench_layer(cfg: BenchConfig, rng: np.random.Generator, k: int, cin: int, co
         "kernel": k, "in_ch": cin, "out_ch": cout, "hw": hw, "stride": stride, "density": density,
         "engine_ms": engine_ms, "ort_ms": ort_ms, "torch_ms": torch_ms,
         "_sparse": conv.sparse,
+        "_depthwise": groups > 1,
         "_gflops": 2.0 * np.count_nonzero(w) * ho * ho / (engine_ms * 1e-3) * 1e-9,
     }
 
@@ -145,20 +151,22 @@ def run_benchmark(cfg: BenchConfig) -> list[dict]:
     print(f"isa={kernels.isa()} lanes={kernels.simd_lanes()} threads={cfg.threads} stat={cfg.stat} "
           f"measured single-thread FMA peak {peak:.1f} GFLOP/s")
     print(f"onnxruntime per-call overhead (Identity op, same input): {ort_overhead_ms(cfg):.3f} ms, included in 'ort ms'")
-    jobs = [(s, d) for s in SHAPES for d in DENSITIES]
+    jobs = [(s, d, 1) for s in SHAPES for d in DENSITIES]
+    if cfg.depthwise:
+        jobs += [((3, c, c, hw, stride, "depthwise"), 1.0, c) for c, hw, stride in DEPTHWISE_SHAPES]
     rows = []
     header = (f"{'layer':<24} {'s':>1} {'dens':>4} {'path':>6} {'engine ms':>9} {'ort ms':>8} {'torch ms':>8} "
               f"{'vs ort':>6} {'GFLOP/s':>7} {'%peak':>5}")
     lines = [header, "-" * len(header)]
-    for (k, cin, cout, hw, stride, _), density in tqdm(jobs, disable=cfg.quiet, file=sys.stderr):
-        r = bench_layer(cfg, rng, k, cin, cout, hw, stride, density)
+    for (k, cin, cout, hw, stride, _), density, groups in tqdm(jobs, disable=cfg.quiet, file=sys.stderr):
+        r = bench_layer(cfg, rng, k, cin, cout, hw, stride, density, groups)
         rows.append(r)
-        name = f"{k}x{k} {cin}->{cout} @{hw}"
+        name = f"dw{k}x{k} {cin} @{hw}" if groups > 1 else f"{k}x{k} {cin}->{cout} @{hw}"
         lines.append(f"{name:<24} {stride:>1} {density:>4.1f} {'sparse' if r['_sparse'] else 'dense':>6} "
                      f"{r['engine_ms']:>9.3f} {r['ort_ms']:>8.3f} {r['torch_ms']:>8.3f} "
                      f"{r['ort_ms'] / r['engine_ms']:>5.2f}x {r['_gflops']:>7.1f} {100 * r['_gflops'] / peak:>4.0f}%")
     print("\n".join(lines))
-    out = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
+    out = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows if not r["_depthwise"]]
     if cfg.json_path:
         fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(cfg.json_path)), suffix=".tmp")
         with os.fdopen(fd, "w") as f:
@@ -176,11 +184,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--stat", choices=("median", "min"), default="median",
                    help="per-layer statistic over the interleaved rounds (default median; min resists load from other processes)")
     p.add_argument("--seed", type=int, default=0, help="weight/input seed (default 0)")
+    p.add_argument("--depthwise", action="store_true",
+                   help="also time dense depthwise 3x3 layers of mobilenet_v2 (table only, not in --json)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     a = p.parse_args(argv)
     if a.threads < 1 or a.repeats < 1:
         p.error("--threads and --repeats must be >= 1")
-    run_benchmark(BenchConfig(threads=a.threads, repeats=a.repeats, seed=a.seed, stat=a.stat, json_path=a.json_path, quiet=a.quiet))
+    run_benchmark(BenchConfig(threads=a.threads, repeats=a.repeats, seed=a.seed, stat=a.stat, depthwise=a.depthwise, json_path=a.json_path, quiet=a.quiet))
 
 
 if __name__ == "__main__":
