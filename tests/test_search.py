@@ -73,6 +73,7 @@ def test_errors_exit_2_without_run_dir(tmp_path, tiny_yaml, capsys):
     _fails(["--model", "resnet1000"], out, capsys, "unknown model", "resnet20")
     _fails(base + ["--device", "z80"], out, capsys, "z80")
     _fails(base + ["--resolution", "20"], out, capsys, "does not cover")
+    _fails(base + ["--lut", str(tmp_path / "nope.json")], out, capsys, "nope.json")
     err = _fails(base + ["--budget", "0.5ms"], out, capsys, "below the fastest arch")
     fastest = float(err.split("thread(s), modelled table): ")[1].split(" ms")[0])
     assert fastest > 0.5
