@@ -124,7 +124,8 @@ def report(r: dict) -> str:
     ]
     for name in ("unpruned", "pruned"):
         e = 100 * (t[name]["engine_ms"] - pred[name]) / pred[name]
-        lines.append(f"| {name} | {pred[name]:.3f} | {t[name]['engine_ms']:.3f} | {e:+.1f}% | {t[name]['ort_ms']:.3f} |")
+        lines.append(f"| {name} | {pred[name]:.3f} | {t[name]['engine_ms']:.3f} | {e:+.1f}% "
+                     f"| {t[name]['ort_ms']:.3f} |")
     lines += [
         "",
         f"pruned engine latency within 10% of its prediction: {'yes' if abs(err) <= 10 else 'NO'} ({err:+.1f}%)",
@@ -148,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs-finetune", type=int, default=d.epochs_finetune)
     p.add_argument("--rho", type=float, default=d.rho)
     p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--threads", type=int, default=d.threads, help="threads of torch, the engine, onnxruntime and the table")
+    p.add_argument("--threads", type=int, default=d.threads,
+                   help="threads of torch, the engine, onnxruntime and the table")
     p.add_argument("--repeats", type=int, default=d.repeats, help="timed runs per file")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--out", type=Path, default=d.out, help="working directory (search run, training, .onnx files)")

@@ -89,7 +89,7 @@ def _arch_from(obj: dict, where: str):
 
 
 def select_arch(config: TrainConfig) -> tuple:
-    """(Arch, train resolution or None) from ``--arch FILE`` or the most accurate ``--result`` candidate within ``--pick``.
+    """(Arch, train resolution or None): ``--arch FILE``, or the most accurate ``--result`` candidate within ``--pick``.
 
     The train resolution is the one the search trained at (``train_resolution`` in its JSON), None when
     the file does not say (the dataset's own resolution is used then).
@@ -216,10 +216,12 @@ class StagedTrainer:
     """Runs dense -> ADMM -> masked fine-tuning on one process or as one rank of a DDP group."""
 
     def __init__(self, model: nn.Module, densities: dict[str, float], train_set: Dataset, val_set: Dataset,
-                 config: TrainConfig, ctx: DistContext | None = None, out: Path | None = None, record: dict | None = None):
+                 config: TrainConfig, ctx: DistContext | None = None, out: Path | None = None,
+                 record: dict | None = None):
         self.ctx = ctx or DistContext()
         if config.batch_size % self.ctx.world_size:
-            raise TrainError(f"--batch-size {config.batch_size} must be a multiple of the {self.ctx.world_size} processes")
+            raise TrainError(f"--batch-size {config.batch_size} must be a multiple of the "
+                             f"{self.ctx.world_size} processes")
         self.config = config
         self.module = model.to(self.ctx.device)
         self.model = self.ctx.wrap(self.module)

@@ -1,4 +1,4 @@
-"""python -m jcw.export: BatchNorm folded, masks stored as zeros, metadata, same outputs in onnxruntime and the engine."""
+"""python -m jcw.export: BatchNorm folded, masks stored as zeros, metadata, same outputs in onnxruntime and engine."""
 
 import json
 
