@@ -80,7 +80,7 @@ def table(report: dict) -> str:
              "|---|---|---|---|---|"]
     for model, m in report["models"].items():
         b = m["baseline"]
-        lines.append(f"| **{model}, digits 32px** | | | | |")
+        lines.append(f"| **{model}, digits {report['config']['resolution']}px** | | | | |")
         lines.append(f"| Baseline | {b['top1_err']:.2f} | {b['macs'] / 1e6:.2f} / 100.00 | {b['params'] / 1e3:.1f} / 100.00 | |")
         for name, r in m["criteria"].items():
             lines.append(f"| {name.upper() if name != 'taylor' else 'TE'} | {r['top1_err']:.2f} | {r['macs'] / 1e6:.2f} / "
@@ -98,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python benchmarks/criteria.py", description=__doc__)
     p.add_argument("--json", help="also write the report as JSON to this path")
     p.add_argument("--models", nargs="+", default=list(BenchConfig.models), help="(default resnet20 resnet56)")
+    p.add_argument("--resolution", type=int, default=BenchConfig.resolution, help="input size (default 32)")
     p.add_argument("--samples", type=int, default=BenchConfig.samples)
     p.add_argument("--pretrain-epochs", type=int, default=BenchConfig.pretrain_epochs)
     p.add_argument("--finetune-epochs", type=int, default=BenchConfig.finetune_epochs)
@@ -108,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="directory for the runs (default: a temporary directory)")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
-    report = benchmark(BenchConfig(models=tuple(args.models), samples=args.samples,
+    report = benchmark(BenchConfig(models=tuple(args.models), resolution=args.resolution, samples=args.samples,
                                    pretrain_epochs=args.pretrain_epochs, finetune_epochs=args.finetune_epochs,
                                    top_k=args.top_k, topk_epochs=args.topk_epochs, extra_seeds=tuple(args.extra_seeds),
                                    out=args.out, quiet=args.quiet))

@@ -282,7 +282,7 @@ def _prepare(c: RandomPruneConfig) -> _Setup:
         if c.weights is not None:
             from jcw.search import SearchError, _load_weights
             try:
-                _load_weights(model, c.weights)
+                _load_weights(model, c.weights, spec.layers[-1].name)
             except SearchError as e:
                 raise RandomPruneError(str(e)) from None
         else:
