@@ -25,11 +25,18 @@ constexpr double kAutoSparseBelow = 1.0;
 struct Geometry {
     int ho, wo, wv;
     int qend;            // (ho - 1) * wv + wo: positions past it are computed and discarded
+    bool prefetch_in = false;  // rows are short (kPrefetchInputBlocks): prefetch the next tile's input
     const float* base;   // plane data (the input itself for 1x1 stride 1 without padding)
 };
 
+// Rows of at most this many blocks prefetch the next tile's input: with few FMAs per loaded
+// vector the kernel waits on memory (stems, 1x1 layers on large images); longer rows are
+// compute-bound and the extra load-port op per block costs more than it saves.
+constexpr int kPrefetchInputBlocks = 160;
+
 // Tile of `NV` vectors of L pixels starting at virtual position q, `rows` out of 4 stored.
-template <int L, int NV>
+// Stores prefetch the same output lines of the next tile for writing; PF also prefetches its input.
+template <int L, int NV, bool PF = false>
 inline void tile_rows(const Geometry& g, int q, int first, int r0, int r1, const float* packed,
                       const int32_t* row_start, const int32_t* off, int out_ch, float* out, const float* residual,
                       Act act) {
@@ -59,8 +66,11 @@ inline void tile_rows(const Geometry& g, int q, int first, int r0, int r1, const
         for (int i = 0; i < 4; ++i)
             for (int v = 0; v < NV; ++v) acc[i][v] = simd::splat<L>(w[i]);
         w += 4;
+        // Next tile's input: one of its NV lines per block, a different one per row.
+        const int pf = W + (r % NV) * L;
         for (int b = row_start[r], e = row_start[r + 1]; b < e; ++b, w += 4) {
             const float* p = in + off[b];
+            if constexpr (PF) __builtin_prefetch(p + pf);
             vec<L> x[NV];
             for (int v = 0; v < NV; ++v) x[v] = simd::load<L>(p + v * L);
             for (int i = 0; i < 4; ++i)
@@ -71,6 +81,7 @@ inline void tile_rows(const Geometry& g, int q, int first, int r0, int r1, const
             for (int i = 0; i < nrow; ++i) {
                 const size_t o = (4 * static_cast<size_t>(r) + i) * hw + seg_o[0];
                 for (int v = 0; v < NV; ++v) {
+                    __builtin_prefetch(out + o + W + v * L, 1);
                     vec<L> y = acc[i][v];
                     if (residual) y += simd::load<L>(residual + o + v * L);
                     simd::store<L>(out + o + v * L, simd::activate<L>(y, act));
@@ -109,7 +120,10 @@ void conv_range(const Geometry& g, int q0, int q1, int r0, int r1, bool rows_out
     constexpr int NV = JCW_TILE_VECS;
     int q = q0;
     for (; q + NV * L <= q1; q += NV * L)
-        tile_rows<L, NV>(g, q, 0, r0, r1, packed, row_start, off, out_ch, out, residual, act);
+        if (g.prefetch_in)
+            tile_rows<L, NV, true>(g, q, 0, r0, r1, packed, row_start, off, out_ch, out, residual, act);
+        else
+            tile_rows<L, NV>(g, q, 0, r0, r1, packed, row_start, off, out_ch, out, residual, act);
     if constexpr (NV > 2)
         for (; q + 2 * L <= q1; q += 2 * L)
             tile_rows<L, 2>(g, q, 0, r0, r1, packed, row_start, off, out_ch, out, residual, act);
@@ -620,6 +634,7 @@ void Conv2d::run(const float* in, int in_h, int in_w, float* out, const float* r
         return;
     }
 
+    g.prefetch_in = row_start_.back() <= static_cast<int64_t>(kPrefetchInputBlocks) * rows_;
     const auto offsets_now = offsets(in_h, in_w);
     const int32_t* boff = offsets_now->data();
     // Loop order: weights bigger than the input planes -> block rows outer.
