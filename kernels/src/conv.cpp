@@ -307,7 +307,8 @@ void depthwise3x3s2_direct(const float* in, int h, int w, int c0, int c1, const 
 struct PlaneLayout {
     bool direct;     // 1x1, stride 1, no padding, big enough image: read the input in place
     int hq, wq;      // plane rows and columns
-    int pk_h, pk_w;  // phases used along h / w: min(stride, k)
+    int pk_h, pk_w;  // phases used along h / w: min(stride, k); shifted: 1 and kw
+    bool shifted;    // stride 1 on narrow images: one plane per column tap kx, no padding columns
     int plane;       // floats from one plane to the next (>= hq * wq)
     int qrun;        // virtual positions the kernel runs: qend, or one whole tile when qend is smaller
 };
@@ -322,6 +323,17 @@ PlaneLayout plane_layout(int ho, int wo, int kh, int kw, int stride, int pad) {
     // Small images (e.g. 7x7): one full register tile over zero-padded planes beats a cascade of
     // narrow tiles (fewer loads per FMA), at the price of discarded lanes.
     constexpr int kTile = JCW_LANES * JCW_TILE_VECS;
+    // Stride 1 on narrow images (padding columns >= 1/8 of a row are computed and discarded):
+    // kw planes per channel, plane kx[Y][X] = in[Y - pad][X + kx - pad], so the virtual rows are
+    // exactly the output rows; the generic stride-1 plane writer produces them with b = kx.
+    if (stride == 1 && kw > 1 && 8 * (kw - 1) > wo && (ho - 1) * p.wq + wo >= kTile) {
+        p.shifted = true;
+        p.wq = wo;
+        p.pk_h = 1;
+        p.pk_w = kw;
+    } else {
+        p.shifted = false;
+    }
     const int qend = (ho - 1) * p.wq + wo;
     p.qrun = qend;
     if (JCW_LANES > 1 && qend < kTile) {
@@ -386,10 +398,10 @@ void make_planes(const float* in, int h, int w, const PlaneLayout& p, int stride
 
 // Offset (floats) of tap (c, ky, kx) relative to the virtual output position.
 inline int32_t tap_offset(const PlaneLayout& p, int stride, int c, int ky, int kx) {
-    const int phase = (ky % stride) * p.pk_w + (kx % stride);
+    const int phase = p.shifted ? kx : (ky % stride) * p.pk_w + (kx % stride);
     const size_t plane = p.plane;
     return static_cast<int32_t>((static_cast<size_t>(c) * p.pk_h * p.pk_w + phase) * plane +
-                                static_cast<size_t>(ky / stride) * p.wq + kx / stride);
+                                static_cast<size_t>(ky / stride) * p.wq + (p.shifted ? 0 : kx / stride));
 }
 
 int pick_lanes(int qend) {
