@@ -295,7 +295,7 @@ def kl(model: nn.Module, spec: NetSpec, batches=None, generator=None) -> dict[in
                     mask[torch.arange(k), chans.to(x.device)] = 0
                     rows = mask.repeat_interleave(n, 0)
                     logq = F.log_softmax(replay.masked({t: rows for t in targets[g.id]}, k).double(), 1)
-                    div = (logp.exp().repeat(k, 1) * (logp.repeat(k, 1) - logq)).sum(1)
+                    div = (logp.exp().repeat(k, 1) * (logp.repeat(k, 1) - logq)).sum(1).clamp_min(0.0)  # >= 0 up to rounding
                     scores[g.id][chans] += div.view(k, n).sum(1).cpu()
             count += n
     finally:
