@@ -11,7 +11,6 @@ import pickle
 import re
 import shlex
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from jcw import operators
 from jcw.problem import JointPruningProblem, hypervolume, non_dominated
 from jcw.random_prune import RandomStrategy
 from jcw.survival import UniformTargetSurvival
+from latency.lut import atomic_write
 
 PRESETS = {
     "quick": {"population": 8, "generations": 4, "supernet_steps": 10, "pretrain_epochs": 3},
@@ -197,21 +197,9 @@ def register_strategy(name: str, cls: type) -> None:
     STRATEGIES[name] = cls
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_json(path: Path, obj) -> None:
     """Atomic JSON write."""
-    _atomic_text(path, json.dumps(obj, indent=1) + "\n")
+    atomic_write(path, json.dumps(obj, indent=1) + "\n")
 
 
 @dataclass
@@ -236,6 +224,7 @@ def _device_name(config: SearchConfig) -> str:
 
 def prepare(config: SearchConfig, pretrain: bool = True) -> Setup:
     """Validates model, device table, budget, data and weights; pretrains and orders channels."""
+    from jcw.checkpoint import CheckpointError, load_weights
     from jcw.data import DataError, load_dataset
     from jcw.layers import describe
     from jcw.materialize import order_channels
@@ -281,7 +270,10 @@ def prepare(config: SearchConfig, pretrain: bool = True) -> Setup:
         )
     if pretrain:
         if config.weights is not None:
-            _load_weights(model, config.weights, spec.layers[-1].name)
+            try:
+                load_weights(model, config.weights, spec.layers[-1].name)
+            except CheckpointError as e:
+                raise SearchError(str(e)) from None
         else:
             pretrain_model(model, config.model, data, config.seed, config.pretrain_epochs, config.batch_size,
                            config.pretrain_lr, config.train_on, config.quiet)
@@ -292,31 +284,6 @@ def prepare(config: SearchConfig, pretrain: bool = True) -> Setup:
     model.to(config.train_on)
     return Setup(spec, space, latency_space, table, predictor, data, model, latency_min, latency_full,
                  _device_name(config))
-
-
-def _load_weights(model, path: str, classifier: str) -> None:
-    """Loads a full-model checkpoint (our keys = torchvision keys); a classifier of another size is kept."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise SearchError(f"--weights {path}: no such file") from None
-    except Exception as e:
-        raise SearchError(f"--weights {path}: not a readable torch checkpoint ({type(e).__name__}: {e})") from None
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise SearchError(f"--weights {path}: expected a state dict of tensors")
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    own = model.state_dict()
-    head = {f"{classifier}.weight", f"{classifier}.bias"}
-    wrong = [k for k, v in state.items() if k in own and own[k].shape != v.shape and k not in head]
-    unexpected = [k for k in state if k not in own]
-    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
-    if wrong or unexpected or missing:
-        raise SearchError(f"--weights {path} does not fit {model.__class__.__name__}: "
-                          f"missing {missing[:3]}, unexpected {unexpected[:3]}, wrong shape {wrong[:3]}")
-    keep = {k: v for k, v in state.items() if not (k in head and own[k].shape != v.shape)}
-    model.load_state_dict(keep, strict=False)
 
 
 def _describe(setup: Setup, problem: JointPruningProblem, genes: np.ndarray, loss, acc, latency) -> list[dict]:

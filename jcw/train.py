@@ -11,19 +11,19 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import Dataset, Subset, TensorDataset
+from torch.utils.data import Dataset, Subset
 from tqdm import tqdm
 
+from jcw import checkpoint
 from jcw.admm import BlockADMM, apply_masks, energy_outside, pattern_masks, weight_layers
 from jcw.distributed import DistContext, init_distributed, shutdown
-from jcw.training import atomic_torch_save, evaluate, gather, ordered_batches, sgd
+from jcw.training import atomic_torch_save, evaluate, gather, in_memory, ordered_batches, sgd
 
 STAGES = ("dense", "admm", "finetune")
 CHECKPOINT = "last.pt"
 MODEL = "model.pt"
 CHECKPOINT_FORMAT = "jcw.train-checkpoint/1"
 MODEL_FORMAT = "jcw.trained-model/1"
-IN_MEMORY_BYTES = 1 << 30
 EPOCH_STRIDE = 100_000  # data order of epoch e of stage s: the sampler's epoch s * EPOCH_STRIDE + e
 CALIBRATION_SAMPLES = 2048  # training samples that re-estimate BatchNorm statistics once the mask is applied
 
@@ -127,31 +127,11 @@ def select_arch(config: TrainConfig) -> tuple:
 
 
 def load_weights(model: nn.Module, path: Path, classifier: str) -> None:
-    """Load full-model weights (our zoo or torchvision keys); a ``classifier`` of another class count stays fresh."""
+    """``jcw.checkpoint.load_weights`` raising TrainError, for callers that catch TrainError (random_prune)."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise TrainError(f"--weights {path}: no such file") from None
-    except Exception as e:  # torch raises several unrelated types for a file that is not a checkpoint
-        raise TrainError(f"--weights {path}: not a torch state dict ({e})") from None
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise TrainError(f"--weights {path}: expected a state dict of tensors")
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    own = model.state_dict()
-    missing = sorted(k for k in set(own) - set(state) if not k.endswith("num_batches_tracked"))
-    unexpected = sorted(set(state) - set(own))
-    if missing or unexpected:
-        raise TrainError(f"--weights {path}: keys do not match {model.__class__.__name__} "
-                         f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
-    for key, value in list(state.items()):
-        if value.shape != own[key].shape:
-            if key.rsplit(".", 1)[0] != classifier:
-                raise TrainError(f"--weights {path}: {key} has shape {tuple(value.shape)}, "
-                                 f"the model needs {tuple(own[key].shape)}")
-            state[key] = own[key]
-    model.load_state_dict(state, strict=False)
+        checkpoint.load_weights(model, path, classifier)
+    except checkpoint.CheckpointError as e:
+        raise TrainError(str(e)) from None
 
 
 def build_model(arch, num_classes: int, weights: Path | None, seed: int) -> nn.Module:
@@ -434,15 +414,6 @@ class StagedTrainer:
         }, self.out / MODEL)
 
 
-def _in_memory(dataset: Dataset) -> Dataset:
-    """A small in-memory dataset (``tensors()``, under IN_MEMORY_BYTES) as one TensorDataset: fast batches."""
-    if hasattr(dataset, "tensors") and callable(dataset.tensors):
-        c, h, w = dataset[0][0].shape
-        if len(dataset) * c * h * w * 4 <= IN_MEMORY_BYTES:
-            return TensorDataset(*dataset.tensors())
-    return dataset
-
-
 def train(config: TrainConfig, ctx: DistContext | None = None) -> TrainResult:
     """Select the arch, load the data, materialize, and run all stages; rank 0 writes ``config.out``."""
     if (config.weights is None) == (not config.from_scratch):
@@ -469,7 +440,7 @@ def train(config: TrainConfig, ctx: DistContext | None = None) -> TrainResult:
         config.out.mkdir(parents=True, exist_ok=True)
     record = {"arch": arch.to_dict(), "num_classes": data.num_classes, "train_resolution": data.resolution,
               "data": data.name, "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()}}
-    trainer = StagedTrainer(model, densities, _in_memory(data.train), _in_memory(data.val), config, ctx=ctx,
+    trainer = StagedTrainer(model, densities, in_memory(data.train), in_memory(data.val), config, ctx=ctx,
                             out=config.out, record=record)
     return trainer.run(resume=config.resume)
 
