@@ -280,10 +280,10 @@ def _prepare(c: RandomPruneConfig) -> _Setup:
                                    f"{full_latency:.2f} ms on {c.device}: nothing to prune")
     if not c.from_scratch:
         if c.weights is not None:
-            from jcw.train import TrainError, load_weights
+            from jcw.checkpoint import CheckpointError, load_weights
             try:
-                load_weights(model, Path(c.weights), spec.layers[-1].name)
-            except TrainError as e:
+                load_weights(model, c.weights, spec.layers[-1].name)
+            except CheckpointError as e:
                 raise RandomPruneError(str(e)) from None
         else:
             pretrain(model, c.model, data, c.seed, c.pretrain_epochs, c.batch_size, 0.05, quiet=c.quiet)
