@@ -1,8 +1,8 @@
-"""Building blocks shared by the zoo: conv-BN-activation and the weight initialisation."""
+"""Building blocks shared by the zoo: conv-BN-activation, the pooled-classifier layout, weight initialisation."""
 
 from __future__ import annotations
 
-from torch import nn
+from torch import Tensor, nn
 
 
 class ConvBNAct(nn.Sequential):
@@ -32,3 +32,22 @@ def init_weights(model: nn.Module) -> None:
         elif isinstance(m, nn.Linear):
             nn.init.normal_(m.weight, 0.0, 0.01)
             nn.init.zeros_(m.bias)
+
+
+class PooledClassifier(nn.Module):
+    """``features`` -> global average pool -> flatten -> ``classifier`` (torchvision's layout and keys).
+
+    Subclasses build both parts (features first, in that order) and hand them over; weights are then
+    re-initialised by ``init_weights``.
+    """
+
+    def __init__(self, features: nn.Sequential, classifier: nn.Module) -> None:
+        super().__init__()
+        self.features = features
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten(1)
+        self.classifier = classifier
+        init_weights(self)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.flatten(self.avgpool(self.features(x))))

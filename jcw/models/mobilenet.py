@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from jcw.models.common import ConvBNAct, init_weights
+from jcw.models.common import ConvBNAct, PooledClassifier
 
 # (output channels, stride) of the 13 depthwise-separable blocks of MobileNetV1.
 _V1_BLOCKS = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
@@ -15,25 +15,17 @@ _V2_STAGES = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
               (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
 
 
-class MobileNetV1(nn.Module):
+class MobileNetV1(PooledClassifier):
     """Stem 3x3/2 conv, 13 (depthwise 3x3 + pointwise 1x1) pairs, global pool, linear classifier."""
 
     def __init__(self, num_classes: int = 1000) -> None:
-        super().__init__()
         layers: list[nn.Module] = [ConvBNAct(3, 32, 3, 2)]
         in_ch = 32
         for out_ch, stride in _V1_BLOCKS:
             layers.append(ConvBNAct(in_ch, in_ch, 3, stride, groups=in_ch))
             layers.append(ConvBNAct(in_ch, out_ch, 1))
             in_ch = out_ch
-        self.features = nn.Sequential(*layers)
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.flatten = nn.Flatten(1)
-        self.classifier = nn.Linear(in_ch, num_classes)
-        init_weights(self)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.classifier(self.flatten(self.avgpool(self.features(x))))
+        super().__init__(nn.Sequential(*layers), nn.Linear(in_ch, num_classes))
 
 
 class InvertedResidual(nn.Module):
@@ -60,11 +52,10 @@ class InvertedResidual(nn.Module):
         return self.conv(x)
 
 
-class MobileNetV2(nn.Module):
+class MobileNetV2(PooledClassifier):
     """MobileNetV2 1.0x: stem 32, 17 inverted residual blocks, 1x1 conv to 1280, dropout + linear."""
 
     def __init__(self, num_classes: int = 1000, dropout: float = 0.2) -> None:
-        super().__init__()
         layers: list[nn.Module] = [ConvBNAct(3, 32, 3, 2, act=nn.ReLU6)]
         in_ch = 32
         for t, c, n, s in _V2_STAGES:
@@ -72,14 +63,7 @@ class MobileNetV2(nn.Module):
                 layers.append(InvertedResidual(in_ch, c, s if i == 0 else 1, t))
                 in_ch = c
         layers.append(ConvBNAct(in_ch, 1280, 1, act=nn.ReLU6))
-        self.features = nn.Sequential(*layers)
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.flatten = nn.Flatten(1)
-        self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(1280, num_classes))
-        init_weights(self)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.classifier(self.flatten(self.avgpool(self.features(x))))
+        super().__init__(nn.Sequential(*layers), nn.Sequential(nn.Dropout(dropout), nn.Linear(1280, num_classes)))
 
 
 def mobilenet_v1(num_classes: int = 1000) -> MobileNetV1:

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import nn
 
-from jcw.models.common import init_weights
+from jcw.models.common import PooledClassifier
 
 _VGG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
 
 
-class VGG(nn.Module):
+class VGG(PooledClassifier):
     """``features`` (conv-BN-ReLU / max-pool sequence), global average pool, ``classifier`` linear."""
 
     def __init__(self, config: list, num_classes: int = 10) -> None:
-        super().__init__()
         layers: list[nn.Module] = []
         in_ch = 3
         for item in config:
@@ -22,14 +21,7 @@ class VGG(nn.Module):
             else:
                 layers += [nn.Conv2d(in_ch, item, 3, 1, 1), nn.BatchNorm2d(item), nn.ReLU(inplace=True)]
                 in_ch = item
-        self.features = nn.Sequential(*layers)
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.flatten = nn.Flatten(1)
-        self.classifier = nn.Linear(in_ch, num_classes)
-        init_weights(self)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.classifier(self.flatten(self.avgpool(self.features(x))))
+        super().__init__(nn.Sequential(*layers), nn.Linear(in_ch, num_classes))
 
 
 def vgg16(num_classes: int = 10) -> VGG:
