@@ -14,7 +14,6 @@ from torch import nn
 from torch.utils.data import Dataset, Subset
 from tqdm import tqdm
 
-from jcw import checkpoint
 from jcw.admm import BlockADMM, apply_masks, energy_outside, pattern_masks, weight_layers
 from jcw.distributed import DistContext, init_distributed, shutdown
 from jcw.training import atomic_torch_save, evaluate, gather, in_memory, ordered_batches, sgd
@@ -126,19 +125,12 @@ def select_arch(config: TrainConfig) -> tuple:
     return _arch_from(candidates[best], f"{config.result} candidate {best}"), front.get("train_resolution")
 
 
-def load_weights(model: nn.Module, path: Path, classifier: str) -> None:
-    """``jcw.checkpoint.load_weights`` raising TrainError, for callers that catch TrainError (random_prune)."""
-    try:
-        checkpoint.load_weights(model, path, classifier)
-    except checkpoint.CheckpointError as e:
-        raise TrainError(str(e)) from None
-
-
 def build_model(arch, num_classes: int, weights: Path | None, seed: int) -> nn.Module:
     """The dense channel-pruned model of ``arch``: channels ordered by L1 importance, the first k kept.
 
     Unlike ``materialize`` no 4x1 masks are applied: the dense stage trains all kept weights.
     """
+    from jcw.checkpoint import load_weights
     from jcw.layers import describe
     from jcw.materialize import order_channels, slice_model
     from jcw.models import create_model
@@ -148,7 +140,7 @@ def build_model(arch, num_classes: int, weights: Path | None, seed: int) -> nn.M
         full = create_model(arch.model, num_classes=num_classes)
     spec = describe(full, arch.resolution, name=arch.model)
     if weights is not None:
-        load_weights(full, weights, classifier=spec.layers[-1].name)
+        load_weights(full, weights, classifier=spec.layers[-1].name)  # CheckpointError (a ValueError): train() -> TrainError
     order_channels(full, spec, "l1")
     return slice_model(full, spec, arch)
 
