@@ -233,7 +233,7 @@ def prepare(config: SearchConfig, pretrain: bool = True) -> Setup:
     from jcw.training import in_memory, ordered_batches, pretrain as pretrain_model
     from latency.devices import resolve_table
     from latency.netspec import load_shipped
-    from latency.lut import LatencyTable, LatencyTableError, describe_key, layer_key
+    from latency.lut import LatencyTable, LatencyTableError, describe_layer
     from latency.predictor import Predictor
 
     if config.model not in list_models():
@@ -253,7 +253,7 @@ def prepare(config: SearchConfig, pretrain: bool = True) -> Setup:
         else:
             table = resolve_table(config.device, config.model, threads, resolution)
         latency_spec = spec
-        if table.missing(spec) == [f"layer {spec.layers[-1].name!r} ({describe_key(layer_key(spec.layers[-1]))})"]:
+        if table.missing(spec) == [describe_layer(spec.layers[-1])]:
             latency_spec = load_shipped(config.model).at_resolution(resolution)
         predictor = Predictor(table, latency_spec)
     except (LatencyTableError, ValueError, KeyError) as e:

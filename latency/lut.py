@@ -145,6 +145,15 @@ class Entry:
         return Grid([self], [describe_key(self.key)])(*cols)[:, 0]
 
 
+def describe_layer(layer) -> str:
+    """How errors and ``LatencyTable.missing`` name a LayerSpec: layer 'name' (its key)."""
+    return f"layer {layer.name!r} ({describe_key(layer_key(layer))})"
+
+
+def _op_label(op) -> str:
+    return f"op {describe_key(op_key(op))}"
+
+
 @dataclass
 class LatencyTable:
     """Latency grids for layer signatures and ops of one device + thread count."""
@@ -165,26 +174,24 @@ class LatencyTable:
         """The grid of a LayerSpec (LatencyTableError naming the layer when absent)."""
         key = layer_key(layer)
         if key not in self.layers:
-            raise LatencyTableError(
-                f"latency table ({self.device}, {self.threads} thread(s)) has no entry for layer "
-                f"{layer.name!r} ({describe_key(key)}); profile this model with profile-latency"
-            )
+            raise self._no_entry(describe_layer(layer))
         return self.layers[key]
 
     def op(self, op) -> Entry:
         """The grid of an OpSpec (LatencyTableError naming the op when absent)."""
         key = op_key(op)
         if key not in self.ops:
-            raise LatencyTableError(
-                f"latency table ({self.device}, {self.threads} thread(s)) has no entry for op "
-                f"{describe_key(key)}; profile this model with profile-latency"
-            )
+            raise self._no_entry(_op_label(op))
         return self.ops[key]
+
+    def _no_entry(self, what: str) -> LatencyTableError:
+        return LatencyTableError(f"latency table ({self.device}, {self.threads} thread(s)) has no entry for "
+                                 f"{what}; profile this model with profile-latency")
 
     def missing(self, spec) -> list[str]:
         """Descriptions of the layers and ops of ``spec`` that have no entry."""
-        miss = [f"layer {x.name!r} ({describe_key(layer_key(x))})" for x in spec.layers if layer_key(x) not in self.layers]
-        miss += [f"op {describe_key(op_key(x))}" for x in table_ops(spec) if op_key(x) not in self.ops]
+        miss = [describe_layer(x) for x in spec.layers if layer_key(x) not in self.layers]
+        miss += [_op_label(x) for x in table_ops(spec) if op_key(x) not in self.ops]
         return miss
 
     def check_covers(self, spec) -> None:
