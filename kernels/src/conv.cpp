@@ -25,13 +25,14 @@ constexpr double kAutoSparseBelow = 1.0;
 struct Geometry {
     int ho, wo, wv;
     int qend;            // (ho - 1) * wv + wo: positions past it are computed and discarded
-    bool prefetch_in = false;  // rows are short (kPrefetchInputBlocks): prefetch the next tile's input
+    bool prefetch_in = false;  // short rows, input-dominated (rows inner): prefetch the next tile's input
     const float* base;   // plane data (the input itself for 1x1 stride 1 without padding)
 };
 
-// Rows of at most this many blocks prefetch the next tile's input: with few FMAs per loaded
-// vector the kernel waits on memory (stems, 1x1 layers on large images); longer rows are
-// compute-bound and the extra load-port op per block costs more than it saves.
+// Rows of at most this many blocks prefetch the next tile's input when all rows run per tile
+// (large inputs): with few FMAs per loaded vector the kernel waits on memory (stems, 1x1 layers
+// on large images); longer rows are compute-bound and the extra load-port op per block costs
+// more than it saves, and with rows outer the input is already in L2.
 constexpr int kPrefetchInputBlocks = 160;
 
 // Tile of `NV` vectors of L pixels starting at virtual position q, `rows` out of 4 stored.
@@ -646,13 +647,13 @@ void Conv2d::run(const float* in, int in_h, int in_w, float* out, const float* r
         return;
     }
 
-    g.prefetch_in = row_start_.back() <= static_cast<int64_t>(kPrefetchInputBlocks) * rows_;
     const auto offsets_now = offsets(in_h, in_w);
     const int32_t* boff = offsets_now->data();
     // Loop order: weights bigger than the input planes -> block rows outer.
     const size_t weight_bytes = sizeof(float) * packed_.size() + sizeof(int32_t) * codes_.size();
     const size_t input_bytes = sizeof(float) * (p.direct ? static_cast<size_t>(in_ch_) * in_h * in_w : plane_floats_all);
     const bool rows_outer = weight_bytes > input_bytes;
+    g.prefetch_in = !rows_outer && row_start_.back() <= static_cast<int64_t>(kPrefetchInputBlocks) * rows_;
     // Threads split virtual pixels when the input dominates and there are enough tiles, else
     // block rows balanced by their block counts.
     const int tile = lanes * JCW_TILE_VECS;
