@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from jcw import operators
 from jcw.problem import JointPruningProblem, hypervolume, non_dominated
 from jcw.random_prune import RandomStrategy
+from jcw.space import Bounds
 from jcw.survival import UniformTargetSurvival
 from latency.lut import atomic_write
 
@@ -77,6 +78,7 @@ class SearchConfig:
     val_samples: int | None = 256
     pretrain_epochs: int = 3
     pretrain_lr: float = 0.05
+    bounds: dict | None = None  # YAML only: overrides of jcw.space.Bounds, e.g. {channel: 0.3}
     resolution: int | None = None
     train_resolution: int | None = None
     train_on: str = "cpu"
@@ -125,7 +127,23 @@ def build_config(cli: dict, config_file: str | None = None) -> SearchConfig:
     return config
 
 
+def search_bounds(c: SearchConfig) -> Bounds:
+    """The gene lower bounds of a run: JCW's defaults with the config's `bounds` overrides."""
+    overrides = c.bounds or {}
+    if not isinstance(overrides, dict):
+        raise SearchError(f"bounds must be a mapping of rule: value, got {overrides!r}")
+    accepted = [f.name for f in dataclasses.fields(Bounds)]
+    unknown = sorted(set(overrides) - set(accepted))
+    if unknown:
+        raise SearchError(f"bounds: unknown rule(s) {', '.join(map(str, unknown))}; accepted: {', '.join(accepted)}")
+    try:
+        return Bounds(**{k: float(v) for k, v in overrides.items()})
+    except (TypeError, ValueError) as e:
+        raise SearchError(f"bounds: {e}") from None
+
+
 def _check_config(c: SearchConfig) -> None:
+    search_bounds(c)
     for name in ("population", "generations", "batch_size", "calib_batches", "pretrain_epochs"):
         if not isinstance(getattr(c, name), int) or getattr(c, name) < 1:
             raise SearchError(f"{name} must be a positive integer, got {getattr(c, name)!r}")
@@ -258,8 +276,9 @@ def prepare(config: SearchConfig, pretrain: bool = True) -> Setup:
         predictor = Predictor(table, latency_spec)
     except (LatencyTableError, ValueError, KeyError) as e:
         raise SearchError(str(e).strip("'\"")) from None
-    space = SearchSpace(spec, mode=config.space)
-    latency_space = space if latency_spec is spec else SearchSpace(latency_spec, mode=config.space)
+    bounds = search_bounds(config)
+    space = SearchSpace(spec, bounds=bounds, mode=config.space)
+    latency_space = space if latency_spec is spec else SearchSpace(latency_spec, bounds=bounds, mode=config.space)
     out_ch, in_ch, density = latency_space.decode_arrays(np.stack([space.minimal(), space.full()]))
     latency_min, latency_full = (float(v) for v in predictor.predict(out_ch, in_ch, density))
     if config.budget_ms is not None and config.budget_ms < latency_min:

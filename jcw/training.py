@@ -13,6 +13,8 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset, TensorDataset
 from tqdm.auto import tqdm
 
+from latency.devices import cache_dir
+
 Batch = tuple[Tensor, Tensor]
 
 
@@ -103,13 +105,6 @@ def train(model: nn.Module, dataset: Dataset, epochs: int, batch_size: int, lr: 
                 schedule.step()
                 bar.update(1)
     return model
-
-
-def cache_dir() -> Path:
-    """The user cache directory of jcw ($JCW_CACHE, else $XDG_CACHE_HOME/jcw, else ~/.cache/jcw)."""
-    if os.environ.get("JCW_CACHE"):
-        return Path(os.environ["JCW_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "jcw"
 
 
 def pretrained_path(model_name: str, data_name: str, resolution: int, seed: int, epochs: int) -> Path:

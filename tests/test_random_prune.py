@@ -24,7 +24,7 @@ def _cache_dir(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def _cache(_cache_dir, monkeypatch):
-    monkeypatch.setenv("JCW_CACHE", str(_cache_dir))  # one pretraining shared by this module's runs
+    monkeypatch.setenv("JCW_CACHE_DIR", str(_cache_dir))  # one pretraining shared by this module's runs
 
 
 def _space():

@@ -18,7 +18,7 @@ TINY_ARGS = ["--model", "resnet20", "--device", "a53", "--train-resolution", "16
 
 @pytest.fixture
 def tiny_yaml(tmp_path, monkeypatch):
-    monkeypatch.setenv("JCW_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("JCW_CACHE_DIR", str(tmp_path / "cache"))
     path = tmp_path / "tiny.yaml"
     path.write_text("".join(f"{k}: {v}\n" for k, v in TINY.items()))
     return path
@@ -129,3 +129,27 @@ def test_search_outputs_and_resume_equality(tmp_path, tiny_yaml):
     assert main(["--resume", "--out", str(b), "--quiet"]) == 0
     assert _front(b) == _front(a)
     assert json.loads((b / "history.json").read_text()) == json.loads((a / "history.json").read_text())
+
+
+def _fastest_ms(err):
+    return float(err.split("table): ")[1].split(" ms")[0])
+
+
+def test_config_bounds_loosen_the_space(tmp_path, tiny_yaml, capsys):
+    out = tmp_path / "run"
+    default = _fails(["--config", str(tiny_yaml)] + TINY_ARGS + ["--budget", "0.5ms"], out, capsys,
+                     "below the fastest arch")
+    rules = ["channel", "channel_first", "channel_last", "channel_strided", "channel_residual",
+             "density", "density_first", "density_last", "density_strided"]
+    loose = tmp_path / "loose.yaml"
+    loose.write_text(tiny_yaml.read_text() + "bounds: {" + ", ".join(f"{r}: 0.1" for r in rules) + "}\n")
+    loosened = _fails(["--config", str(loose)] + TINY_ARGS + ["--budget", "0.5ms"], out, capsys,
+                      "below the fastest arch")
+    assert _fastest_ms(loosened) < 0.8 * _fastest_ms(default)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("bounds: {chanel: 0.1}\n")
+    with pytest.raises(SearchError, match="chanel"):
+        build_config({}, str(bad))
+    bad.write_text("bounds: {density: 1.5}\n")
+    with pytest.raises(SearchError, match="bounds"):
+        build_config({}, str(bad))

@@ -64,7 +64,7 @@ def test_masked_training_learns_and_keeps_pruned_weights_zero():
 
 
 def test_pretraining_is_cached_per_key(tmp_path, monkeypatch):
-    monkeypatch.setenv("JCW_CACHE", str(tmp_path))
+    monkeypatch.setenv("JCW_CACHE_DIR", str(tmp_path))
 
     class Bundle:
         train, val, num_classes, resolution, name = TensorDataset(*_blobs()), None, 2, 4, "digits"
