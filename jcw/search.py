@@ -31,7 +31,7 @@ from jcw.survival import UniformTargetSurvival
 from latency.lut import atomic_write
 
 PRESETS = {
-    "quick": {"population": 8, "generations": 4, "supernet_steps": 10, "pretrain_epochs": 3},
+    "quick": {"population": 8, "generations": 6, "supernet_steps": 40, "pretrain_epochs": 3},
     "paper": {"population": 64, "generations": 128, "supernet_epochs": 30.0, "batch_size": 256},
 }
 UNIFORM_WIDTHS = (0.75, 0.5)
@@ -517,8 +517,8 @@ def parse_args(argv=None) -> tuple[SearchConfig, argparse.ArgumentParser]:
     add("--strategy", help=f"search strategy (default nsga2; registered: {', '.join(STRATEGIES)})")
     add("--threads", type=int, help="which table of the device: default 4 for a53/a72, 1 for host")
     add("--population", type=int, help="population size (quick 8, paper 64)")
-    add("--generations", type=int, help="generations (quick 4, paper 128)")
-    add("--supernet-steps", type=int, help="supernet training steps per generation (quick 10)")
+    add("--generations", type=int, help="generations (quick 6, paper 128)")
+    add("--supernet-steps", type=int, help="supernet training steps per generation (quick 40)")
     add("--preset", choices=list(PRESETS), help="quick (default) | paper (64 x 128, JCW schedule)")
     add("--resolution", type=int, help="deployment resolution the latency table is queried at (model default)")
     add("--train-resolution", type=int, help="input size of the accuracy proxy (dataset default)")
