@@ -78,20 +78,25 @@ def plot_runs(run_dirs, out: Path, pending: dict | None = None) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".png")
+    return save_figure(fig, out)
+
+
+def save_figure(fig, path, dpi: int | None = None) -> Path:
+    """Write a matplotlib figure as PNG atomically (temp file + os.replace) and close it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
     os.close(fd)
     try:
-        fig.savefig(tmp, format="png")
+        fig.savefig(tmp, format="png", dpi=dpi)
         os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
+        os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     finally:
         plt.close(fig)
-    return out
+    return path
 
 
 def main(argv=None) -> int:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import math
-import os
 import pickle
 import shlex
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,6 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
+
+from latency.lut import atomic_write
 
 MAX_DRAWS_PER_SAMPLE = 2000
 
@@ -464,34 +465,18 @@ def run(c: RandomPruneConfig) -> dict:
         "config": {k: v for k, v in asdict(c).items() if k != "command"},
         "command": c.command, "seconds": round(time.time() - start, 1),
     }
-    write_json(out / "result.json", result)
+    atomic_write(out / "result.json", json.dumps(result, indent=1) + "\n")
     plot_samples(result, out / "samples.png")
     atomic_torch_save({"arch": result["best"]["arch"], "state_dict": final.state_dict()}, out / "model.pt")
     result["out"] = str(out)
     return result
 
 
-def write_json(path: Path, obj) -> None:
-    """Atomic JSON write (temp file + rename)."""
-    import json
-
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def plot_samples(result: dict, path: Path) -> None:
     """Samples' validation accuracy (before fine-tuning) against MACs; top-k and the pick marked (atomic write)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from jcw.plot import save_figure
 
     samples = result["samples"]
     macs = np.array([r["macs"] for r in samples]) / 1e6
@@ -512,16 +497,7 @@ def plot_samples(result: dict, path: Path) -> None:
                  f"{result['target']['ratio']:.2f}")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=120)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    finally:
-        plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def build_parser() -> argparse.ArgumentParser:

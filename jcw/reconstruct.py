@@ -115,18 +115,8 @@ def reconstruct(original: nn.Module, pruned: nn.Module, spec: NetSpec, images: T
     modes = (original.training, pruned.training)
     original.eval()
     pruned.eval()
-    handles = [m.register_forward_hook(record(n)) for n, m in orig_modules.items()]
-    try:
-        original(images)
-    finally:
-        for h in handles:
-            h.remove()
-    handles = [m.register_forward_hook(fit(n)) for n, m in pruned_modules.items()]
-    try:
-        pruned(images)
-    finally:
-        for h in handles:
-            h.remove()
+    _run_hooked(original, orig_modules, record, images)
+    _run_hooked(pruned, pruned_modules, fit, images)
     original.train(modes[0])
     pruned.train(modes[1])
     return fits
@@ -158,3 +148,13 @@ def feature_errors(original: nn.Module, pruned: nn.Module, spec: NetSpec, images
         target = full[: small.shape[0]]
         errors[name] = float((target - small).norm() / target.norm().clamp_min(1e-30))
     return errors
+
+
+def _run_hooked(model: nn.Module, modules: dict, make_hook, images: Tensor) -> None:
+    """One forward pass of ``model`` with ``make_hook(name)`` as forward hook on every module of ``modules``."""
+    handles = [m.register_forward_hook(make_hook(n)) for n, m in modules.items()]
+    try:
+        model(images)
+    finally:
+        for h in handles:
+            h.remove()
