@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -13,6 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from jcw.random_prune import RandomPruneConfig, run
+from latency.lut import atomic_write
 
 CRITERIA = ("l1", "l2", "gm", "taylor", "es", "kl")
 
@@ -115,11 +115,7 @@ def main(argv: list[str] | None = None) -> int:
                                    out=args.out, quiet=args.quiet))
     print(table(report))
     if args.json:
-        path = Path(args.json)
-        fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump({**report, "table": table(report)}, f, indent=1)
-        os.replace(tmp, path)
+        atomic_write(args.json, json.dumps({**report, "table": table(report)}, indent=1) + "\n")
     return 0
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from jcw.export import export_onnx
 from jcw.materialize import materialize
 from jcw.models import create_model, default_resolution, list_models
 from jcw.space import Bounds, SearchSpace
+from latency.lut import atomic_write
 
 # arch label -> (channel ratio of every coupling group, density of every non-depthwise conv but the stem)
 ARCHS = {"dense": (1.0, 1.0), "c0.75-d0.3": (0.75, 0.3), "c0.5-d0.5": (0.5, 0.5), "c1.0-d0.2": (1.0, 0.2)}
@@ -104,11 +104,7 @@ def table(rows: list[dict]) -> str:
 
 def write_json(rows: list[dict], path: Path) -> None:
     """Atomic write (temp file + os.replace)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(rows, f, indent=1)
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(rows, indent=1) + "\n")
 
 
 def parse_args(argv=None) -> ModelsBenchConfig:
