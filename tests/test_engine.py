@@ -287,7 +287,7 @@ def test_engine_and_run_work_without_torch(tmp_path):
         assert y.shape == (1, 4, 6, 6)
         assert "torch" not in [m for m in sys.modules if sys.modules[m] is not None]
     """)
-    subprocess.run([sys.executable, "-c", code], check=True)
+    subprocess.run([sys.executable, "-P", "-c", code], check=True)
 
 
 def test_batchnorm_that_cannot_fold_runs_as_a_per_channel_conv():

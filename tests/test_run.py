@@ -1,6 +1,7 @@
 """python -m jcw.run: output summary, --bench, --compare-ort, --input, predicted latency, exit codes and messages."""
 
 import json
+from pathlib import Path
 import subprocess
 import sys
 
@@ -13,7 +14,7 @@ from torch import nn
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "jcw.run", *map(str, args)], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-P", "-m", "jcw.run", *map(str, args)], capture_output=True, text=True)
 
 
 @pytest.fixture(scope="module")
@@ -104,3 +105,13 @@ def test_user_errors_exit_2_with_a_message(model_path, tmp_path, args, message):
     assert res.returncode == 2
     assert message in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_runs_from_the_repository_root(model_path):
+    """`python -m jcw.run` started in a source checkout (which shadows the installed package) still
+    finds the compiled kernels of the installed copy."""
+    root = Path(__file__).resolve().parents[1]
+    res = subprocess.run([sys.executable, "-m", "jcw.run", str(model_path), "--repeats", "2"],
+                         capture_output=True, text=True, cwd=root)
+    assert res.returncode == 0, res.stderr
+    assert "output" in res.stdout.lower()

@@ -117,7 +117,7 @@ def test_search_outputs_and_resume_equality(tmp_path, tiny_yaml):
 
     b = tmp_path / "b"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "jcw.search", *argv, "--out", str(b)], env=env,
+    proc = subprocess.Popen([sys.executable, "-P", "-m", "jcw.search", *argv, "--out", str(b)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while not (b / "checkpoint.pt").exists() and proc.poll() is None and time.time() < deadline:

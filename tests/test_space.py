@@ -169,6 +169,6 @@ def test_cli_usage_errors(capsys):
 def test_cli_runs_as_module_without_torch():
     code = ("import sys; sys.modules['torch'] = None; from jcw.space import main; "
             "sys.exit(main(['--model', 'resnet18', '--json']))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-P", "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["params"] == 11_689_512
