@@ -23,13 +23,13 @@ def cache_dir() -> Path:
 
 
 def host_table_path(threads: int) -> Path:
-    """The cached table of this CPU + engine version + thread count."""
+    """The cached table of this CPU + engine version + profiling method + thread count."""
     from jcw.engine import ENGINE_VERSION
-    from latency.profile import machine_info
+    from latency.profile import METHOD, machine_info
 
     cpu = machine_info(threads)[0]["cpu"]
     tag = hashlib.sha256(f"{cpu}|{platform.machine()}|{platform.node()}".encode()).hexdigest()[:10]
-    return cache_dir() / f"host-{tag}-{ENGINE_VERSION}-{threads}t.json"
+    return cache_dir() / f"host-{tag}-{ENGINE_VERSION}-{METHOD}-{threads}t.json"
 
 
 def _spec(model: str, resolution: int | None):

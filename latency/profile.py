@@ -4,23 +4,29 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import platform
 import shutil
 import socket
 import subprocess
 import sys
+import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from latency.context import build, design
 from latency.lut import (
-    Entry, LatencyTable, LatencyTableError, describe_key, layer_axes, layer_key, op_axes, op_key, table_ops,
+    DENSITIES, QUICK_DENSITIES, QUICK_RATIOS, RATIOS, Entry, LatencyTable, LatencyTableError, atomic_write,
+    describe_key, layer_axes, layer_key, op_axes, op_key, table_ops,
 )
-from latency.netspec import load_shipped
+from latency.netspec import OP_KINDS, load_shipped
 
 IMAGENET_ZOO = ("resnet18", "mobilenet_v1", "mobilenet_v2")
+# How grid points are timed; a table measured another way is not continued (see latency.context).
+METHOD = "context"
 
 
 @dataclass
@@ -95,18 +101,6 @@ def machine_info(threads: int) -> tuple[dict, list[str]]:
         "numpy": np.__version__,
     }
     return info, warnings
-
-
-def block_pruned(shape: tuple, density: float, rng: np.random.Generator) -> np.ndarray:
-    """Random OIHW float32 weights keeping round(density * blocks) random 4x1 blocks along out_ch."""
-    out_ch, rest = shape[0], int(np.prod(shape[1:]))
-    rows = -(-out_ch // 4)
-    blocks = rows * rest
-    keep = np.zeros(blocks, dtype=bool)
-    keep[rng.permutation(blocks)[: int(round(density * blocks))]] = True
-    mask = np.repeat(keep.reshape(rows, 1, rest), 4, axis=1).reshape(rows * 4, rest)[:out_ch]
-    w = rng.standard_normal((out_ch, rest), dtype=np.float32) * mask
-    return w.reshape(shape)
 
 
 def _onnx(nodes, inits, in_shape, out_shape):
@@ -195,23 +189,6 @@ class Timer:
         model = _onnx(nodes, {"w": weight, "b": bias}, (in_ch, in_res, in_res), (out_ch, out_res, out_res))
         return self.samples(model, (in_ch, in_res, in_res), np.random.default_rng(0))
 
-    def layer(self, layer, out_ch: int, in_ch: int, density: float, rng) -> np.ndarray:
-        """Samples (ms) of a conv/fc LayerSpec pruned to (out_ch, in_ch, density)."""
-        k = layer.kernel
-        bias = rng.standard_normal(out_ch, dtype=np.float32)
-        if layer.kind == "fc":
-            from onnx import helper
-
-            w = block_pruned((out_ch, in_ch), density, rng)
-            nodes = [helper.make_node("Flatten", ["x"], ["f"], axis=1),
-                     helper.make_node("Gemm", ["f", "w", "b"], ["y"], transB=1)]
-            return self.samples(_onnx(nodes, {"w": w, "b": bias}, (in_ch, 1, 1), (out_ch,)), (in_ch, 1, 1), rng)
-        if layer.kind == "depthwise":
-            w = rng.standard_normal((out_ch, 1, k, k), dtype=np.float32)
-            return self.conv(w, bias, layer.stride, layer.padding, out_ch, layer.in_res)
-        w = block_pruned((out_ch, in_ch, k, k), density, rng)
-        return self.conv(w, bias, layer.stride, layer.padding, 1, layer.in_res)
-
     def op(self, op, channels: int, rng) -> np.ndarray:
         """Samples (ms) of a non-conv op at ``channels`` (an add: the cost of fusing it into a conv)."""
         from onnx import helper
@@ -246,18 +223,11 @@ def _stats(samples: np.ndarray) -> tuple[float, float, int]:
 
 
 def _measure(item, key: tuple, axes: dict, timer: Timer, rng, tick) -> Entry:
-    """The grid of one layer or op, point by point."""
+    """The grid of one op timed alone, point by point (used for the fused residual adds)."""
     shape = tuple(1 if axes[a] is None else len(axes[a]) for a in ("out_ch", "in_ch", "density"))
     mean, std, count = np.zeros(shape), np.zeros(shape), np.zeros(shape)
     for idx in np.ndindex(*shape):
-        o = axes["out_ch"][idx[0]]
-        if hasattr(item, "signature"):
-            i = o if axes["in_ch"] is None else axes["in_ch"][idx[1]]
-            d = 1.0 if axes["density"] is None else axes["density"][idx[2]]
-            samples = timer.layer(item, o, i, d, rng)
-        else:
-            samples = timer.op(item, o, rng)
-        mean[idx], std[idx], count[idx] = _stats(samples)
+        mean[idx], std[idx], count[idx] = _stats(timer.op(item, axes["out_ch"][idx[0]], rng))
         tick()
     return Entry.build(key, axes, mean, std, count)
 
@@ -266,6 +236,90 @@ def _fastest(a: Entry, b: Entry) -> Entry:
     """Per grid point the pass with the lower median (load on a shared machine only slows)."""
     pick = b.mean < a.mean
     return Entry.build(a.key, a.axes, np.where(pick, b.mean, a.mean), np.where(pick, b.std, a.std), a.count + b.count)
+
+
+def _index(axes: dict, out_ch: int, in_ch: int | None, density: float | None) -> tuple[int, int, int]:
+    """Grid index of a point that lies on the axes (context runs only produce such points)."""
+    def at(axis, v):
+        if axes[axis] is None:
+            return 0
+        hit = np.flatnonzero(np.isclose(np.asarray(axes[axis], dtype=float), v))
+        if not len(hit):
+            raise ProfileError(f"internal: {axis} {v} is not on the grid {list(axes[axis])}")
+        return int(hit[0])
+    return at("out_ch", out_ch), at("in_ch", in_ch), at("density", density)
+
+
+class ContextRunner:
+    """Times one model's context networks (latency.context) and turns step times into grid samples.
+
+    Every layer's step time goes to its grid point; a conv into which the engine fused a residual
+    add is charged its time minus the add's table cost (the add keeps its own entry); max/average
+    pools go to their op; the rest of the whole-run time (input copy, flatten, dispatch) is the
+    ``input`` cost.
+    """
+
+    def __init__(self, spec, config: ProfileConfig, adds: dict):
+        self.spec, self.config, self.adds = spec, config, adds
+        ratios = QUICK_RATIOS if config.quick else RATIOS
+        self.runs = design(spec, ratios, QUICK_DENSITIES if config.quick else DENSITIES)
+        self.layer_axes = [layer_axes(x, config.quick) for x in spec.layers]
+        self.ops = table_ops(spec)
+        self.op_axes = [op_axes(x, config.quick) for x in self.ops]
+
+    def measure(self, index: int) -> list:
+        """Records ``[item, idx, samples]`` of run ``index`` (item: "L<layer>" or "O<op>")."""
+        from jcw.engine import Engine
+
+        rng = np.random.default_rng([self.config.seed, zlib.crc32(self.spec.model.encode()), index])
+        model, place = build(self.spec, self.runs[index], rng)
+        engine = Engine(model, threads=self.config.threads)
+        x = rng.standard_normal((1, *engine.input_shape), dtype=np.float32)
+        for _ in range(self.config.warmup):
+            engine.run(x)
+        passes = [engine.profile(x, repeats=1, warmup=0) for _ in range(self.config.repeats)]
+        total = engine.benchmark(x, repeats=self.config.repeats, warmup=0)
+        steps = {name: np.array([p[name] for p in passes]) for name in passes[0]}
+        fused = {p.name for p in engine.plan if p.residual}
+        records, charged = [], 0.0
+        for li, (name, out_ch, in_ch, density) in place.layers.items():
+            t = steps[name].copy()
+            for i, (channels, producers) in place.adds.items():
+                if name in producers and name in fused:
+                    e = self.adds[op_key(self.ops[i])]
+                    t = t - float(e.mean[_index(e.axes, channels, None, None)])
+                    fused.discard(name)
+            in_ch = None if self.layer_axes[li]["in_ch"] is None else in_ch
+            records.append([f"L{li}", _index(self.layer_axes[li], out_ch, in_ch, density), np.maximum(t, 0.0).tolist()])
+            charged += float(np.median(steps[name]))
+        for i, name in place.pools.items():
+            channels = int(engine.plan[[p.name for p in engine.plan].index(name)].shape[0])
+            records.append([f"O{i}", _index(self.op_axes[i], channels, None, None), steps[name].tolist()])
+            charged += float(np.median(steps[name]))
+        records.append([f"O{len(self.ops) - 1}", (0, 0, 0), [max(float(np.median(total)) - charged, 0.0)]])
+        return records
+
+    def entries(self, records: list) -> dict:
+        """Entries (by table key) of one round's records: per grid point the median of its samples."""
+        pooled: dict[tuple, list] = {}
+        for item, idx, samples in records:
+            pooled.setdefault((item, tuple(idx)), []).extend(samples)
+        out = {}
+        items = [(f"L{i}", layer_key(x), a) for i, (x, a) in enumerate(zip(self.spec.layers, self.layer_axes))]
+        items += [(f"O{i}", op_key(x), a) for i, (x, a) in enumerate(zip(self.ops, self.op_axes)) if x.kind != "add"]
+        by_key: dict[tuple, list] = {}
+        for item, key, axes in items:
+            by_key.setdefault(key, [axes, []])[1].append(item)
+        for key, (axes, members) in by_key.items():
+            shape = tuple(1 if axes[a] is None else len(axes[a]) for a in ("out_ch", "in_ch", "density"))
+            mean, std, count = np.zeros(shape), np.zeros(shape), np.zeros(shape)
+            for idx in np.ndindex(*shape):
+                samples = [s for m in members for s in pooled.get((m, idx), [])]
+                if not samples:
+                    raise ProfileError(f"internal: the context design never reached {describe_key(key)} at {idx}")
+                mean[idx], std[idx], count[idx] = _stats(np.array(samples))
+            out[key] = Entry.build(key, axes, mean, std, count)
+        return out
 
 
 def _specs(config: ProfileConfig) -> list:
@@ -291,7 +345,7 @@ def _start(config: ProfileConfig, info: dict) -> LatencyTable:
     except LatencyTableError as e:
         raise ProfileError(f"{e}; pass --fresh to overwrite it") from None
     p = old.provenance
-    want = {"kind": "measured", "engine_version": info["engine_version"], "threads": config.threads,
+    want = {"kind": "measured", "method": METHOD, "engine_version": info["engine_version"], "threads": config.threads,
             "grid": info["grid"], "repeats": info["repeats"], "rounds": info["rounds"], "cpu": info["cpu"]}
     diff = [f"{k} {p.get(k)!r} (now {v!r})" for k, v in want.items() if p.get(k) != v]
     if old.device != config.device:
@@ -302,48 +356,100 @@ def _start(config: ProfileConfig, info: dict) -> LatencyTable:
     return old
 
 
-def profile(config: ProfileConfig, progress: bool = True, log=print) -> LatencyTable:
-    """Measure every missing layer signature and op of ``config.models`` and save after each one.
+def _partial_path(out: Path) -> Path:
+    return Path(str(out) + ".partial.json")
 
-    A table already at ``config.out`` measured the same way is continued (a re-run resumes).
+
+def _load_partial(path: Path, stamp: dict) -> dict:
+    """Context-run records already measured by an interrupted run made the same way (else nothing)."""
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return d.get("runs", {}) if d.get("stamp") == stamp else {}
+
+
+def profile(config: ProfileConfig, progress: bool = True, log=print) -> LatencyTable:
+    """Measure every missing layer signature and op of ``config.models`` into ``config.out``.
+
+    Residual adds are timed alone (their fused cost); everything else inside whole context
+    networks (latency.context), ``config.rounds`` times over the design, keeping per grid point
+    the round with the lowest median. The table is saved after each model, and finished context
+    runs in ``OUT.partial.json`` as they go, so a re-run continues where a stopped one ended.
     """
     if config.threads < 1 or config.repeats < 1 or config.warmup < 0 or config.rounds < 1:
         raise ProfileError("need --threads >= 1, --repeats >= 1, --warmup >= 0 and --rounds >= 1")
     specs = _specs(config)
     info, warnings = machine_info(config.threads)
-    info.update(device=config.device, grid="quick" if config.quick else "full", repeats=config.repeats,
-                warmup=config.warmup, rounds=config.rounds, warnings=warnings, complete=False, command=config.command)
+    info.update(device=config.device, grid="quick" if config.quick else "full", method=METHOD,
+                repeats=config.repeats, warmup=config.warmup, rounds=config.rounds, warnings=warnings,
+                complete=False, command=config.command)
     for w in warnings:
         log(f"warning: {w}")
     table = _start(config, info)
     table.provenance = {**info, "date": table.provenance.get("date", info["date"])}
-    todo, seen = [], set(table.layers) | set(table.ops)
+    partial = _partial_path(config.out)
+    stamp = {k: info[k] for k in ("engine_version", "cpu", "threads", "grid", "repeats", "warmup", "rounds",
+                                  "method")} | {"seed": config.seed}
+    done = _load_partial(partial, stamp)
+    saved = time.monotonic()
+    work = []
     for spec in specs:
         tag = f"{spec.model}@{spec.resolution}"
         if tag not in table.models:
             table.models.append(tag)
-        timer = Timer(config.threads, config.repeats, config.warmup, flush_bytes(spec))
-        items = [(x, layer_key(x), layer_axes(x, config.quick)) for x in spec.layers]
-        items += [(x, op_key(x), op_axes(x, config.quick)) for x in table_ops(spec)]
-        for item, key, axes in items:
-            if key not in seen:
-                seen.add(key)
-                todo.append((item, key, axes, timer))
-    total = sum(int(np.prod([1 if v is None else len(v) for v in axes.values()])) for _, _, axes, _ in todo)
+        keys = [layer_key(x) for x in spec.layers] + [op_key(x) for x in table_ops(spec)]
+        if any(k not in table.layers and k not in table.ops for k in keys):
+            work.append((tag, spec))
+    adds = {}
+    for tag, spec in work:
+        for op in table_ops(spec):
+            if op.kind == "add" and op_key(op) not in table.ops:
+                adds[op_key(op)] = (op, Timer(config.threads, config.repeats, config.warmup, flush_bytes(spec)))
+    total = sum(len(op_axes(op, config.quick)["out_ch"]) for op, _ in adds.values()) * config.rounds
     from tqdm import tqdm
 
-    with tqdm(total=total * config.rounds, disable=not progress, unit="pt", desc=f"profile {config.device}") as bar:
-        for r in range(config.rounds):
-            for item, key, axes, timer in todo:
-                bar.set_postfix_str(f"round {r + 1}: {describe_key(key)}")
+    with tqdm(total=total, disable=not progress, unit="run", desc=f"profile {config.device}") as bar:
+        for key, (op, timer) in adds.items():
+            bar.set_postfix_str(describe_key(key))
+            for r in range(config.rounds):
                 rng = np.random.default_rng([config.seed, zlib.crc32(describe_key(key).encode())])
-                entry = _measure(item, key, axes, timer, rng, lambda: bar.update(1))
-                store = table.layers if hasattr(item, "signature") else table.ops
-                store[key] = _fastest(store[key], entry) if r else entry
-                table.save(config.out)
+                entry = _measure(op, key, op_axes(op, config.quick), timer, rng, lambda: bar.update(1))
+                table.ops[key] = _fastest(table.ops[key], entry) if r else entry
+            table.save(config.out)
+        for tag, spec in work:
+            runner = ContextRunner(spec, config, table.ops)
+            bar.total += len(runner.runs) * config.rounds
+            bar.refresh()
+            entries = None
+            for r in range(config.rounds):
+                records = []
+                for j in range(len(runner.runs)):
+                    bar.set_postfix_str(f"{tag} round {r + 1}")
+                    rid = f"{tag}/{r}/{j}"
+                    if rid not in done:
+                        done[rid] = runner.measure(j)
+                        if time.monotonic() - saved > 10:
+                            _save_partial(partial, stamp, done)
+                            saved = time.monotonic()
+                    records.extend(done[rid])
+                    bar.update(1)
+                got = runner.entries(records)
+                entries = got if entries is None else {k: _fastest(entries[k], got[k]) for k in got}
+            for key, entry in entries.items():
+                store = table.ops if key[0] in OP_KINDS or key[0] == "input" else table.layers
+                store.setdefault(key, entry)
+            table.save(config.out)
+            done = {k: v for k, v in done.items() if not k.startswith(f"{tag}/")}
+            _save_partial(partial, stamp, done)
     table.provenance["complete"] = True
     table.save(config.out)
+    partial.unlink(missing_ok=True)
     return table
+
+
+def _save_partial(path: Path, stamp: dict, runs: dict) -> None:
+    atomic_write(path, json.dumps({"stamp": stamp, "runs": runs}))
 
 
 def build_parser() -> argparse.ArgumentParser:

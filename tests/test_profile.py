@@ -1,6 +1,7 @@
 """profile-latency: 4x1 block pruning, real engine timings, resume, provenance, CLI errors."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,7 +10,8 @@ from latency.lut import LatencyTable
 from latency.netspec import load_shipped
 from latency.predictor import Predictor
 from latency.lut import Entry
-from latency.profile import ProfileConfig, ProfileError, _fastest, block_pruned, main, profile
+from latency.context import block_pruned
+from latency.profile import ProfileConfig, ProfileError, _fastest, main, profile
 
 
 def _config(out, **kw):
@@ -44,8 +46,9 @@ def test_profile_covers_the_model_with_sane_timings(measured):
     assert prov["kind"] == "measured" and prov["complete"] and prov["threads"] == 1
     for k in ("cpu", "engine_version", "date", "host", "governor", "grid"):
         assert k in prov
-    for e in table.layers.values():
-        assert (e.mean > 0).all() and (e.count == 6).all()   # 2 rounds x 3 repeats
+    assert prov["method"] == "context"
+    for e in table.layers.values():   # every point reached by >= 1 context run per round, 3 passes each
+        assert (e.mean > 0).all() and (e.count >= 6).all() and (e.count % 3 == 0).all()
     big = table.layer(spec.layer("layer3.2.conv2"))
     assert big.mean[-1, -1, -1] > big.mean[0, 0, 0]
     assert Predictor(table, spec).full() > 0
@@ -105,3 +108,29 @@ def test_rounds_keep_the_faster_median_per_point():
     np.testing.assert_allclose(f.mean.ravel(), [1.0, 1.0, 2.0, 4.0])
     np.testing.assert_allclose(f.std.ravel(), [.1, .2, .2, .1])
     assert (f.count == 6).all()
+
+
+def test_an_interrupted_profile_continues_from_its_finished_context_runs(tmp_path, monkeypatch):
+    import latency.profile as prof
+
+    out = tmp_path / "t.json"
+    real, calls = prof.ContextRunner.measure, []
+
+    def stop_after_40(self, index):
+        if len(calls) == 40:
+            raise KeyboardInterrupt
+        calls.append(index)
+        return real(self, index)
+
+    monkeypatch.setattr(prof, "time", type("T", (), {"monotonic": staticmethod(lambda: len(calls) * 100.0)}))
+    monkeypatch.setattr(prof.ContextRunner, "measure", stop_after_40)
+    with pytest.raises(KeyboardInterrupt):
+        profile(_config(out, rounds=1), progress=False)
+    assert Path(str(out) + ".partial.json").exists()
+    calls.clear()
+    monkeypatch.setattr(prof.ContextRunner, "measure", lambda self, i: (calls.append(i), real(self, i))[1])
+    table = profile(_config(out, rounds=1), progress=False)
+    runs = len(prof.ContextRunner(load_shipped("resnet20").at_resolution(8), _config(out), {}).runs)
+    assert 0 < len(calls) <= runs - 39 and min(calls) >= 39   # finished runs were not measured again
+    assert table.provenance["complete"] and not Path(str(out) + ".partial.json").exists()
+    table.check_covers(load_shipped("resnet20").at_resolution(8))

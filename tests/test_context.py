@@ -1,0 +1,110 @@
+"""latency.context: the covering design, the colouring, and whole networks rebuilt from NetSpecs."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from jcw.engine import Engine
+from latency.context import COLOURS, ContextError, Run, build, colour_groups, design, kept, pair_covering
+from latency.lut import QUICK_DENSITIES, QUICK_RATIOS, layer_axes
+from latency.netspec import load_shipped
+
+ZOO = ("resnet18", "mobilenet_v1", "mobilenet_v2", "resnet20", "resnet56", "vgg16")
+
+
+@pytest.mark.parametrize("levels,factors", [(6, 2), (6, 3), (5, 6), (6, 6), (11, 6), (4, 9), (1, 3)])
+def test_pair_covering_meets_every_pair_of_levels_in_every_pair_of_factors(levels, factors):
+    rows = pair_covering(levels, factors)
+    assert rows.shape[1] == factors and rows.min() >= 0 and rows.max() < levels
+    for a, b in itertools.combinations(range(factors), 2):
+        assert set(zip(rows[:, a], rows[:, b])) == set(itertools.product(range(levels), repeat=2)), (a, b)
+
+
+@pytest.mark.parametrize("model", ZOO)
+def test_colouring_separates_each_layers_input_and_output_groups(model):
+    spec = load_shipped(model)
+    colour = colour_groups(spec, COLOURS)
+    assert set(colour) == {g.id for g in spec.groups}
+    for x in spec.layers:
+        if x.group >= 0 and x.in_group >= 0 and x.group != x.in_group:
+            assert colour[x.group] != colour[x.in_group], x.name
+    assert len(set(colour.values())) == min(COLOURS, len(spec.groups))
+
+
+def test_design_puts_every_layer_at_every_point_of_its_grid():
+    spec = load_shipped("resnet20")
+    runs = design(spec, QUICK_RATIOS, QUICK_DENSITIES)
+    for li, x in enumerate(spec.layers):
+        axes = layer_axes(x, quick=True)
+        want = set(itertools.product(axes["out_ch"], axes["in_ch"] or [None], axes["density"] or [None]))
+        got = set()
+        for run in runs:
+            out = x.out_ch if x.kind == "fc" else run.channels[x.group]
+            inn = None if x.kind == "depthwise" else (x.in_ch if x.in_group < 0 else run.channels[x.in_group])
+            got.add((out, inn, None if axes["density"] is None else run.density[li]))
+        assert got == want, x.name
+    # neighbours vary: a run is not one uniform width
+    assert np.mean([len(set(r.channels.values())) > 2 for r in runs]) > 0.5
+
+
+def _adds(model):
+    """{add node: names of the Conv nodes feeding it (through one Relu)} of an ONNX graph."""
+    made = {o: n for n in model.graph.node for o in n.output}
+
+    def conv_of(t):
+        n = made.get(t)
+        while n is not None and n.op_type != "Conv":
+            n = made.get(n.input[0]) if n.op_type == "Relu" else None
+        return n.name if n is not None else None
+
+    return {n.name: {conv_of(t) for t in n.input} for n in model.graph.node if n.op_type == "Add"}
+
+
+@pytest.mark.parametrize("model", ZOO)
+def test_full_width_network_has_the_models_layers_and_residual_blocks(model):
+    spec = load_shipped(model)
+    full = Run({g.id: g.channels for g in spec.groups}, {i: 1.0 for i in range(len(spec.layers))})
+    onnx_model, place = build(spec, full, np.random.default_rng(0))
+    convs = [n for n in onnx_model.graph.node if n.op_type in ("Conv", "Gemm")]
+    assert [n.name for n in convs] == [x.name for x in spec.layers]
+    assert len(place.adds) == sum(o.kind == "add" for o in spec.ops)
+    assert sorted(place.pools) == [i for i, o in enumerate(spec.ops) if o.kind != "add"]
+    engine = Engine(onnx_model)
+    assert engine.output_shape == (spec.num_classes,)
+    for p, x in zip([p for p in engine.plan if p.op in ("conv", "depthwise", "linear")], spec.layers):
+        if x.kind != "fc":
+            assert p.shape == (x.out_ch, x.out_res, x.out_res), x.name
+    adds = set(map(frozenset, _adds(onnx_model).values()))
+    if model == "resnet18":
+        assert frozenset({"layer1.0.conv2", None}) in adds               # identity block: conv2 + the pooled stem
+        assert frozenset({"layer2.0.conv2", "layer2.0.downsample.0"}) in adds
+        assert frozenset({"layer2.1.conv2", None}) in adds               # + the previous block's sum
+    if model == "mobilenet_v2":
+        assert frozenset({"features.3.conv.2", "features.2.conv.2"}) in adds
+        assert frozenset({"features.5.conv.2", "features.4.conv.2"}) in adds
+        assert not any("features.3.conv.2" in a and "features.4.conv.2" in a for a in adds)   # stride 2: none
+
+
+def test_pruned_network_runs_with_finite_outputs_and_kept_shapes():
+    spec = load_shipped("mobilenet_v2").at_resolution(64)
+    run = design(spec, QUICK_RATIOS, QUICK_DENSITIES)[57]
+    onnx_model, place = build(spec, run, np.random.default_rng(3))
+    engine = Engine(onnx_model)
+    y = engine.run(np.random.default_rng(4).standard_normal((1, 3, 64, 64), dtype=np.float32))
+    assert np.isfinite(y).all() and y.std() > 0
+    for li, (name, out_ch, in_ch, density) in place.layers.items():
+        x = spec.layers[li]
+        if x.kind not in ("fc", "depthwise"):
+            assert out_ch == run.channels[x.group] and density == run.density[li]
+            assert out_ch in (kept(x.out_ch, r) for r in QUICK_RATIOS)
+
+
+def test_a_spec_whose_graph_cannot_be_rebuilt_is_refused():
+    from dataclasses import replace
+
+    spec = load_shipped("resnet20")
+    broken = replace(spec, layers=spec.layers[:-1])          # no fc: the pools and adds are left over
+    full = Run({g.id: g.channels for g in spec.groups}, {i: 1.0 for i in range(len(spec.layers))})
+    with pytest.raises(ContextError, match="no fc layer"):
+        build(broken, full, np.random.default_rng(0))
