@@ -285,7 +285,9 @@ def prepare(config: SearchConfig, pretrain: bool = True) -> Setup:
         raise SearchError(
             f"budget {config.budget_ms:g} ms is below the fastest arch of the {config.space} space of "
             f"{config.model} on {_device_name(config)} ({threads} thread(s), {table.kind} table): "
-            f"{latency_min:.2f} ms (unpruned: {latency_full:.2f} ms)"
+            f"{latency_min:.2f} ms (unpruned: {latency_full:.2f} ms); accepted: a budget >= {latency_min:.2f} ms, "
+            f"a faster device or more --threads, or lower gene bounds (the `bounds` key of --config, e.g. "
+            f"channel_residual / density)"
         )
     if pretrain:
         if config.weights is not None:
