@@ -1,5 +1,6 @@
 // Persistent worker pool and the build-time ISA report.
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <mutex>
 #include <stdexcept>
@@ -20,18 +21,45 @@ int simd_lanes() { return JCW_LANES; }
 void set_force_scalar(bool on) { g_force_scalar.store(on); }
 bool force_scalar() { return g_force_scalar.load(std::memory_order_relaxed); }
 
+// Workers and the caller spin briefly before sleeping (as OpenMP runtimes and pthreadpool do):
+// a network's layers follow each other within microseconds, so a worker woken through the
+// condition variable for every layer would pay the wake-up latency (tens of microseconds) on
+// each, which is the whole run time of a small layer.  After kSpin of idle spinning a worker
+// sleeps, so an idle engine costs no CPU.
+namespace {
+constexpr auto kSpin = std::chrono::microseconds(200);
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    asm volatile("yield" ::: "memory");
+#endif
+}
+
+template <class Pred>
+bool spin_until(Pred ready) {
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0;; ++i) {
+        if (ready()) return true;
+        cpu_relax();
+        if ((i & 63) == 63 && std::chrono::steady_clock::now() - t0 > kSpin) return ready();
+    }
+}
+}  // namespace
+
 struct ThreadPool::State {
     int threads = 1;
     std::vector<std::thread> workers;
     std::mutex m;
     std::condition_variable wake, done;
     std::mutex call;  // one parallel_for at a time
-    uint64_t generation = 0;
-    bool stop = false;
-    const std::function<void(int)>* fn = nullptr;
+    std::atomic<uint64_t> generation{0};
+    std::atomic<bool> stop{false};
+    const std::function<void(int)>* fn = nullptr;  // published before generation is bumped
     int n = 0;
     std::atomic<int> next{0};
-    int busy = 0;
+    std::atomic<int> busy{0};
 
     void drain(const std::function<void(int)>& f, int count) {
         t_in_pool_task = true;
@@ -41,17 +69,20 @@ struct ThreadPool::State {
 
     void worker() {
         uint64_t seen = 0;
-        std::unique_lock<std::mutex> lk(m);
         for (;;) {
-            wake.wait(lk, [&] { return stop || generation != seen; });
-            if (stop) return;
-            seen = generation;
-            const auto* f = fn;
-            const int count = n;
-            lk.unlock();
-            drain(*f, count);
-            lk.lock();
-            if (--busy == 0) done.notify_one();
+            auto fresh = [&] { return stop.load(std::memory_order_acquire) ||
+                                      generation.load(std::memory_order_acquire) != seen; };
+            if (!spin_until(fresh)) {
+                std::unique_lock<std::mutex> lk(m);
+                wake.wait(lk, fresh);
+            }
+            if (stop.load(std::memory_order_acquire)) return;
+            seen = generation.load(std::memory_order_acquire);
+            drain(*fn, n);
+            if (busy.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+                std::lock_guard<std::mutex> lk(m);
+                done.notify_one();
+            }
         }
     }
 };
@@ -65,7 +96,7 @@ ThreadPool::ThreadPool(int threads) : state_(new State) {
 ThreadPool::~ThreadPool() {
     {
         std::lock_guard<std::mutex> lk(state_->m);
-        state_->stop = true;
+        state_->stop.store(true, std::memory_order_release);
     }
     state_->wake.notify_all();
     for (auto& t : state_->workers) t.join();
@@ -82,17 +113,20 @@ void ThreadPool::parallel_for(int n, const std::function<void(int)>& fn) {
     }
     std::lock_guard<std::mutex> call(s.call);
     {
-        std::lock_guard<std::mutex> lk(s.m);
+        std::lock_guard<std::mutex> lk(s.m);  // a worker about to sleep sees the new generation
         s.fn = &fn;
         s.n = n;
-        s.next.store(0);
-        s.busy = static_cast<int>(s.workers.size());
-        ++s.generation;
+        s.next.store(0, std::memory_order_relaxed);
+        s.busy.store(static_cast<int>(s.workers.size()), std::memory_order_relaxed);
+        s.generation.fetch_add(1, std::memory_order_release);
     }
     s.wake.notify_all();
     s.drain(fn, n);
-    std::unique_lock<std::mutex> lk(s.m);
-    s.done.wait(lk, [&] { return s.busy == 0; });
+    auto finished = [&] { return s.busy.load(std::memory_order_acquire) == 0; };
+    if (!spin_until(finished)) {
+        std::unique_lock<std::mutex> lk(s.m);
+        s.done.wait(lk, finished);
+    }
 }
 
 }  // namespace jcw
