@@ -37,6 +37,11 @@ CONV_CASES = [
     (8, 8, 5, 5, 5, 2, 2, 8, 1.0, "relu", False, "auto"),
     (12, 12, 9, 13, 3, 1, 1, 12, 1.0, "relu", True, "auto"),
     (300, 30, 6, 5, 1, 1, 0, 1, 0.9, "relu6", False, "auto"),
+    # dense 1x1 on small images run vectorised over output channels (channel-block and pixel tails)
+    (40, 37, 7, 7, 1, 1, 0, 1, 1.0, "relu", True, "dense"),
+    (64, 50, 8, 8, 1, 1, 0, 1, 1.0, "relu6", False, "auto"),
+    (33, 16, 5, 3, 1, 1, 0, 1, 1.0, "none", True, "auto"),
+    (70, 21, 1, 1, 1, 1, 0, 1, 1.0, "relu", False, "dense"),
 ]
 
 

@@ -86,6 +86,12 @@ class Conv2d {
     std::shared_ptr<const std::vector<int32_t>> offsets(int in_h, int in_w) const;
     struct OffsetCache;
     std::shared_ptr<OffsetCache> offset_cache_;
+    // Dense 1x1 stride-1 layers on small images run vectorised over output channels; their
+    // weights are re-packed for that on the first such run and shared by copies (thread-safe).
+    bool channel_vectorised(int in_h, int in_w) const;
+    struct ChannelPack;
+    const ChannelPack& channel_pack() const;
+    std::shared_ptr<ChannelPack> channel_pack_;
 
     int out_ch_, in_ch_, kh_, kw_, stride_, pad_, groups_;
     Act act_;

@@ -19,6 +19,9 @@ using simd::vec;
 // Measured: the packed stream with every block kept runs the same micro-kernel, so skipping is
 // never slower; the cut-off only keeps exactly-dense layers on the dense packing.
 constexpr double kAutoSparseBelow = 1.0;
+// Dense 1x1 stride-1 layers on images of at most this many pixels run vectorised over output
+// channels (cv_blocks); measured against the pixel-vectorised kernel in benchmarks/kernels.py.
+constexpr int kChannelVectorisedPixels = 64;
 
 // Geometry of one run: the input is read through "virtual" output positions q = y * wv + x
 // over planes of width wv; columns x >= wo of a virtual row are computed and discarded.
@@ -131,6 +134,49 @@ void conv_range(const Geometry& g, int q0, int q1, int r0, int r1, bool rows_out
     for (; q + L <= q1; q += L) tile_rows<L, 1>(g, q, 0, r0, r1, packed, row_start, off, out_ch, out, residual, act);
     if (q < q1)  // last partial vector: recompute an overlapping full vector, store only the new lanes
         tile_rows<L, 1>(g, q1 - L, q - (q1 - L), r0, r1, packed, row_start, off, out_ch, out, residual, act);
+}
+
+// Dense 1x1 stride-1 convolution on small images, vectorised over output channels: a tile is
+// L output channels x P pixels held in P accumulators, each step one weight vector (L channels
+// at one input channel) times P broadcast input pixels.  Pixel vectors would fill only 49 of 64
+// lanes at 7x7 (and recompute a whole vector for the last pixel); channel vectors are always
+// full.  wblk: K x L weights of the tile's channel block (zero past out_ch), bias: L floats.
+template <int L, int P>
+inline void cv_tile(const float* wblk, const float* bias, const float* in, int k, int hw, int p0, int co0, int nco,
+                    float* out, const float* residual, Act act) {
+    vec<L> acc[P];
+    const vec<L> b = simd::load<L>(bias);
+    for (int j = 0; j < P; ++j) acc[j] = b;
+    const float* x = in + p0;
+    for (int c = 0; c < k; ++c, x += hw) {
+        const vec<L> w = simd::load<L>(wblk + static_cast<size_t>(c) * L);
+        for (int j = 0; j < P; ++j) acc[j] += w * x[j];
+    }
+    float t[P][L], row[P];
+    for (int j = 0; j < P; ++j) simd::store<L>(t[j], acc[j]);
+    for (int l = 0; l < nco; ++l) {
+        for (int j = 0; j < P; ++j) row[j] = t[j][l];
+        const size_t o = static_cast<size_t>(co0 + l) * hw + p0;
+        simd::emit<1>(row, residual ? residual + o : nullptr, out + o, P, act);
+    }
+}
+
+template <int L>
+void cv_blocks(const float* cv, const float* bias, const float* in, int k, int hw, int out_ch, int b0, int b1,
+               float* out, const float* residual, Act act) {
+    constexpr int P = 7;
+    for (int b = b0; b < b1; ++b) {
+        const float* wblk = cv + static_cast<size_t>(b) * k * L;
+        const int co0 = b * L, nco = std::min(L, out_ch - co0);
+        int p = 0;
+        for (; p + P <= hw; p += P) cv_tile<L, P>(wblk, bias + co0, in, k, hw, p, co0, nco, out, residual, act);
+        switch (hw - p) {
+#define JCW_CV(N) case N: cv_tile<L, N>(wblk, bias + co0, in, k, hw, p, co0, nco, out, residual, act); break;
+            JCW_CV(1) JCW_CV(2) JCW_CV(3) JCW_CV(4) JCW_CV(5) JCW_CV(6)
+#undef JCW_CV
+            default: break;
+        }
+    }
 }
 
 // Depthwise: output row by output row, vectors of L pixels read straight from the channel's
@@ -415,7 +461,7 @@ int pick_lanes(int qend) {
 
 Conv2d::Conv2d(const float* weight, const float* bias, int out_ch, int in_ch, int kh, int kw, int stride, int pad,
                int groups, Act act, ConvMode mode)
-    : offset_cache_(std::make_shared<OffsetCache>()),
+    : offset_cache_(std::make_shared<OffsetCache>()), channel_pack_(std::make_shared<ChannelPack>()),
       out_ch_(out_ch), in_ch_(in_ch), kh_(kh), kw_(kw), stride_(stride), pad_(pad), groups_(groups), act_(act) {
     if (!weight) throw std::invalid_argument("Conv2d: weight is null");
     if (out_ch < 1 || in_ch < 1 || kh < 1 || kw < 1 || stride < 1 || pad < 0 || groups < 1)
@@ -484,6 +530,34 @@ struct Conv2d::OffsetCache {
     int h = -1, w = -1;
     std::shared_ptr<const std::vector<int32_t>> off;
 };
+
+struct Conv2d::ChannelPack {
+    std::once_flag once;
+    std::vector<float> w, bias;  // [block of L channels][in_ch][L], bias padded to whole blocks
+};
+
+bool Conv2d::channel_vectorised(int in_h, int in_w) const {
+    return JCW_LANES > 1 && !force_scalar() && !sparse_ && !depthwise_ && kh_ == 1 && kw_ == 1 && stride_ == 1 &&
+           pad_ == 0 && groups_ == 1 && in_h * in_w <= kChannelVectorisedPixels;
+}
+
+const Conv2d::ChannelPack& Conv2d::channel_pack() const {
+    ChannelPack& c = *channel_pack_;
+    std::call_once(c.once, [&] {
+        constexpr int L = JCW_LANES;
+        const int blocks = (out_ch_ + L - 1) / L;
+        c.w.assign(static_cast<size_t>(blocks) * in_ch_ * L, 0.f);
+        c.bias.assign(static_cast<size_t>(blocks) * L, 0.f);
+        std::copy(bias_.begin(), bias_.end(), c.bias.begin());
+        for (int oc = 0; oc < out_ch_; ++oc) {  // dense groups-1 packing: row r holds every c in order
+            const int r = oc / 4, i = oc % 4;
+            const float* row = packed_.data() + 4 * (static_cast<size_t>(row_start_[r]) + r) + 4;
+            float* dst = c.w.data() + static_cast<size_t>(oc / L) * in_ch_ * L + oc % L;
+            for (int ic = 0; ic < in_ch_; ++ic) dst[static_cast<size_t>(ic) * L] = row[4 * ic + i];
+        }
+    });
+    return c;
+}
 
 std::shared_ptr<const std::vector<int32_t>> Conv2d::offsets(int in_h, int in_w) const {
     std::lock_guard<std::mutex> lk(offset_cache_->m);
@@ -585,6 +659,16 @@ void Conv2d::run(const float* in, int in_h, int in_w, float* out, const float* r
 #endif
 #undef JCW_DW3
             }
+        });
+        return;
+    }
+    if (channel_vectorised(in_h, in_w)) {
+        const ChannelPack& cp = channel_pack();
+        const int blocks = (out_ch_ + JCW_LANES - 1) / JCW_LANES;
+        const int parts = std::min(blocks, threads == 1 ? 1 : threads * 4);
+        pool.parallel_for(parts, [&](int i) {
+            cv_blocks<JCW_LANES>(cp.w.data(), cp.bias.data(), in, in_ch_, in_h * in_w, out_ch_, blocks * i / parts,
+                                 blocks * (i + 1) / parts, out, residual, act_);
         });
         return;
     }

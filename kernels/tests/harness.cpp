@@ -170,6 +170,10 @@ int main() {
         {8, 8, 5, 5, 5, 2, 2, 8, 1.0, Act::Relu, false, M::Auto},
         {12, 12, 9, 13, 3, 1, 1, 12, 1.0, Act::Relu, true, M::Auto},
         {300, 30, 6, 5, 1, 1, 0, 1, 0.9, Act::Relu6, false, M::Auto},
+        // dense 1x1 on small images: vectorised over output channels (block tails, pixel tails)
+        {40, 37, 7, 7, 1, 1, 0, 1, 1.0, Act::Relu, true, M::Dense},
+        {64, 50, 8, 8, 1, 1, 0, 1, 1.0, Act::Relu6, false, M::Auto},
+        {3, 5, 2, 2, 1, 1, 0, 1, 1.0, Act::None, true, M::Auto},
     };
     int failures = 0, total = 0;
     for (int threads : {1, 2}) {
