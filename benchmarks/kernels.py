@@ -19,6 +19,7 @@ from onnx import TensorProto, helper, numpy_helper
 from tqdm import tqdm
 
 from jcw import kernels
+from latency.lut import atomic_write
 
 # (kernel, in_ch, out_ch, input hw, stride, source layer) at 224.
 SHAPES = [
@@ -168,12 +169,67 @@ def run_benchmark(cfg: BenchConfig) -> list[dict]:
     print("\n".join(lines))
     out = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows if not r["_depthwise"]]
     if cfg.json_path:
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(cfg.json_path)), suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(out, f, indent=1)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, cfg.json_path)
+        atomic_write(cfg.json_path, json.dumps(out, indent=1))
     return out
+
+
+def scaling_benchmark(cfg: BenchConfig) -> list[dict]:
+    """Thread scaling: every shape and density at 1 and ``cfg.threads`` threads, engine and onnxruntime.
+
+    Engine 1-thread and N-thread calls alternate (so drifting load hits both alike). Each runtime
+    is measured as it runs alone: all engine layers first, then all onnxruntime sessions, because
+    once an onnxruntime session with several threads has run in a process, a new engine pool there
+    was measured 10-30x slower on small layers (alternating calls; not seen without onnxruntime).
+    """
+    reduce = np.median if cfg.stat == "median" else np.min
+    jobs = [(sh, d) for sh in SHAPES for d in DENSITIES]
+
+    def layer(n):
+        (k, cin, cout, hw, stride, _), density = jobs[n]
+        rng = np.random.default_rng([cfg.seed, n])
+        w = block_pruned_weight(rng, cout, cin, k, density)
+        return w, rng.standard_normal(cout).astype(np.float32) * np.float32(0.1), \
+            rng.standard_normal((cin, hw, hw)).astype(np.float32)
+
+    eng = []
+    for n in tqdm(range(len(jobs)), disable=cfg.quiet, file=sys.stderr, desc="engine"):
+        (k, _, _, _, stride, _), _ = jobs[n]
+        w, b, x = layer(n)
+        convs = [kernels.Conv2d(w, b, stride=stride, padding=k // 2, act="relu", threads=t) for t in (1, cfg.threads)]
+        ms = [[], []]
+        for i in range(cfg.warmup + cfg.repeats):
+            for j, conv in enumerate(convs):
+                t = float(conv.benchmark(x, repeats=1, warmup=0)[0])
+                if i >= cfg.warmup:
+                    ms[j].append(t)
+        eng.append([float(reduce(m)) for m in ms])
+    rows = []
+    header = f"{'layer':<24} {'s':>1} {'dens':>4} {'eng 1t ms':>9} {'eng Nt ms':>9} {'scaling':>7} {'ort 1t':>7} {'ort Nt':>7} {'ort scal':>8}"
+    lines = [f"isa={kernels.isa()} threads 1 vs {cfg.threads} stat={cfg.stat} repeats={cfg.repeats}", header, "-" * len(header)]
+    for n in tqdm(range(len(jobs)), disable=cfg.quiet, file=sys.stderr, desc="onnxruntime"):
+        (k, cin, cout, hw, stride, _), density = jobs[n]
+        w, b, x = layer(n)
+        ort_ms = []
+        for t in (1, cfg.threads):
+            sess = ort_session(w, b, stride, k // 2, hw, t)
+            run = lambda: sess.run(None, {"x": x[None]})  # noqa: E731
+            time_calls(run, 1, cfg.warmup)
+            ort_ms.append(float(reduce([time_calls(run, 1, 0) for _ in range(cfg.repeats)])))
+        e1, en = eng[n]
+        rows.append({"kernel": k, "in_ch": cin, "out_ch": cout, "hw": hw, "stride": stride, "density": density,
+                     "engine_ms_1": e1, "engine_ms_n": en, "ort_ms_1": ort_ms[0], "ort_ms_n": ort_ms[1],
+                     "threads": cfg.threads})
+        lines.append(f"{f'{k}x{k} {cin}->{cout} @{hw}':<24} {stride:>1} {density:>4.1f} {e1:>9.3f} {en:>9.3f} "
+                     f"{e1 / en:>6.2f}x {ort_ms[0]:>7.3f} {ort_ms[1]:>7.3f} {ort_ms[0] / ort_ms[1]:>7.2f}x")
+    big = [r for r in rows if (r["hw"] - 1) // r["stride"] + 1 >= 14]
+    ok = sum(r["engine_ms_1"] / r["engine_ms_n"] >= 1.7 for r in big)
+    lines.append(f"outputs >= 14x14: {ok} of {len(big)} layer/density points at >= 1.7x; median engine scaling "
+                 f"{np.median([r['engine_ms_1'] / r['engine_ms_n'] for r in big]):.2f}x, onnxruntime "
+                 f"{np.median([r['ort_ms_1'] / r['ort_ms_n'] for r in big]):.2f}x")
+    print("\n".join(lines))
+    if cfg.json_path:
+        atomic_write(cfg.json_path, json.dumps(rows, indent=1))
+    return rows
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -187,9 +243,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--depthwise", action="store_true",
                    help="also time dense depthwise 3x3 layers of mobilenet_v2 (table only, not in --json)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--scaling", action="store_true",
+                   help="thread scaling instead: every layer at 1 and --threads threads (engine and onnxruntime)")
     a = p.parse_args(argv)
     if a.threads < 1 or a.repeats < 1:
         p.error("--threads and --repeats must be >= 1")
+    if a.scaling:
+        if a.threads < 2:
+            p.error("--scaling needs --threads >= 2")
+        scaling_benchmark(BenchConfig(threads=a.threads, repeats=a.repeats, seed=a.seed, stat=a.stat, json_path=a.json_path,
+                                      quiet=a.quiet))
+        return
     run_benchmark(BenchConfig(threads=a.threads, repeats=a.repeats, seed=a.seed, stat=a.stat, depthwise=a.depthwise, json_path=a.json_path, quiet=a.quiet))
 
 
