@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from latency.context import build, design
+from latency.context import Run, build, design
 from latency.lut import (
     DENSITIES, QUICK_DENSITIES, QUICK_RATIOS, RATIOS, Entry, LatencyTable, LatencyTableError, atomic_write,
     describe_key, layer_axes, layer_key, op_axes, op_key, table_ops,
@@ -27,6 +27,9 @@ from latency.netspec import OP_KINDS, load_shipped
 IMAGENET_ZOO = ("resnet18", "mobilenet_v1", "mobilenet_v2")
 # How grid points are timed; a table measured another way is not continued (see latency.context).
 METHOD = "context"
+# Reference-network times before, between and after the rounds further apart than this factor
+# mean the machine changed speed while profiling (a co-tenant, a governor): the table warns.
+DRIFT = 1.10
 
 
 @dataclass
@@ -267,6 +270,17 @@ class ContextRunner:
         self.ops = table_ops(spec)
         self.op_axes = [op_axes(x, config.quick) for x in self.ops]
 
+    def reference(self) -> float:
+        """Median ms of the full-width network: the same work before, between and after rounds,
+        so a change of the machine's speed during profiling shows (see DRIFT)."""
+        from jcw.engine import Engine
+
+        full = Run({g.id: g.channels for g in self.spec.groups}, {i: 1.0 for i in range(len(self.spec.layers))})
+        model, _ = build(self.spec, full, np.random.default_rng(self.config.seed))
+        engine = Engine(model, threads=self.config.threads)
+        x = np.random.default_rng(self.config.seed).standard_normal((1, *engine.input_shape), dtype=np.float32)
+        return float(np.median(engine.benchmark(x, repeats=self.config.repeats, warmup=self.config.warmup)))
+
     def measure(self, index: int) -> list:
         """Records ``[item, idx, samples]`` of run ``index`` (item: "L<layer>" or "O<op>")."""
         from jcw.engine import Engine
@@ -421,7 +435,7 @@ def profile(config: ProfileConfig, progress: bool = True, log=print) -> LatencyT
             runner = ContextRunner(spec, config, table.ops)
             bar.total += len(runner.runs) * config.rounds
             bar.refresh()
-            entries = None
+            entries, reference = None, [runner.reference()]
             for r in range(config.rounds):
                 records = []
                 for j in range(len(runner.runs)):
@@ -436,6 +450,14 @@ def profile(config: ProfileConfig, progress: bool = True, log=print) -> LatencyT
                     bar.update(1)
                 got = runner.entries(records)
                 entries = got if entries is None else {k: _fastest(entries[k], got[k]) for k in got}
+                reference.append(runner.reference())
+            table.provenance.setdefault("reference_ms", {})[tag] = [round(v, 4) for v in reference]
+            if max(reference) > DRIFT * min(reference):
+                msg = (f"the machine's speed changed while profiling {tag}: its full-width network took "
+                       f"{', '.join(f'{v:.2f}' for v in reference)} ms before, between and after the rounds; "
+                       f"re-run with --fresh on a quiet machine (or with more --rounds)")
+                table.provenance.setdefault("warnings", []).append(msg)
+                log(f"warning: {msg}")
             for key, entry in entries.items():
                 store = table.ops if key[0] in OP_KINDS or key[0] == "input" else table.layers
                 store.setdefault(key, entry)

@@ -134,3 +134,17 @@ def test_an_interrupted_profile_continues_from_its_finished_context_runs(tmp_pat
     assert 0 < len(calls) <= runs - 39 and min(calls) >= 39   # finished runs were not measured again
     assert table.provenance["complete"] and not Path(str(out) + ".partial.json").exists()
     table.check_covers(load_shipped("resnet20").at_resolution(8))
+
+
+def test_reference_network_is_timed_around_rounds_and_drift_warns(measured, tmp_path, monkeypatch):
+    import latency.profile as prof
+
+    table, _ = measured
+    ref = table.provenance["reference_ms"]["resnet20@8"]
+    assert len(ref) == 3 and min(ref) > 0                   # before, between and after 2 rounds
+    assert not any("speed changed" in w for w in table.provenance["warnings"])
+    times = iter([1.0, 1.02, 1.35])                          # the machine slows down during round 2
+    monkeypatch.setattr(prof.ContextRunner, "reference", lambda self: next(times))
+    drifted = profile(_config(tmp_path / "d.json"), progress=False, log=lambda m: None)
+    warning = [w for w in drifted.provenance["warnings"] if "speed changed" in w]
+    assert len(warning) == 1 and "1.00, 1.02, 1.35 ms" in warning[0] and "--fresh" in warning[0]
