@@ -147,6 +147,7 @@ def block_pruned(shape: tuple, density: float, rng: np.random.Generator) -> np.n
 
 def build(spec, run: Run, rng: np.random.Generator):
     """(onnx.ModelProto, Placement) of ``spec`` pruned as ``run`` says, with random weights."""
+    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     nodes, inits = [], {}
@@ -237,6 +238,4 @@ def build(spec, run: Run, rng: np.random.Generator):
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)],
         [numpy_helper.from_array(v, k) for k, v in inits.items()],
     )
-    import onnx
-
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=onnx.IR_VERSION), place
