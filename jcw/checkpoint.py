@@ -12,6 +12,17 @@ class CheckpointError(ValueError):
     """A ``--weights`` file that cannot be read or does not fit the model; the CLIs exit 2 on it."""
 
 
+def read_torch(path: str | Path, error: type[Exception], unreadable: str, what: str = ""):
+    """``torch.load(path)`` on the CPU (tensors and plain containers only); a missing file or one torch
+    cannot read raises ``error`` with ``{what}{path}: no such file`` or ``{what}{path}: {unreadable} (...)``."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise error(f"{what}{path}: no such file") from None
+    except Exception as e:  # torch raises several unrelated types for a file that is not a checkpoint
+        raise error(f"{what}{path}: {unreadable} ({type(e).__name__}: {e})") from None
+
+
 def load_weights(model: nn.Module, path: str | Path, classifier: str) -> None:
     """Load a full-model checkpoint into ``model`` in place.
 
@@ -19,12 +30,7 @@ def load_weights(model: nn.Module, path: str | Path, classifier: str) -> None:
     prefixes. The ``classifier`` layer (its weight and bias) may have another class count: it then
     keeps its fresh initialisation. Any other mismatch raises CheckpointError.
     """
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CheckpointError(f"--weights {path}: no such file") from None
-    except Exception as e:  # torch raises several unrelated types for a file that is not a checkpoint
-        raise CheckpointError(f"--weights {path}: not a readable torch checkpoint ({type(e).__name__}: {e})") from None
+    state = read_torch(path, CheckpointError, "not a readable torch checkpoint", what="--weights ")
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

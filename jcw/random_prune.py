@@ -251,7 +251,7 @@ def _prepare(c: RandomPruneConfig) -> _Setup:
     from jcw.layers import describe
     from jcw.models import default_resolution
     from jcw.space import Bounds, SearchSpace
-    from jcw.training import ordered_batches, pretrain
+    from jcw.training import ordered_batches, start_weights
 
     try:
         data = load_dataset(c.data, resolution=c.resolution, seed=c.seed)
@@ -280,14 +280,12 @@ def _prepare(c: RandomPruneConfig) -> _Setup:
             raise RandomPruneError(f"--budget {c.budget_ms:g} ms is not below the unpruned model's predicted "
                                    f"{full_latency:.2f} ms on {c.device}: nothing to prune")
     if not c.from_scratch:
-        if c.weights is not None:
-            from jcw.checkpoint import CheckpointError, load_weights
-            try:
-                load_weights(model, c.weights, spec.layers[-1].name)
-            except CheckpointError as e:
-                raise RandomPruneError(str(e)) from None
-        else:
-            pretrain(model, c.model, data, c.seed, c.pretrain_epochs, c.batch_size, 0.05, quiet=c.quiet)
+        from jcw.checkpoint import CheckpointError
+        try:
+            start_weights(model, c.model, c.weights, spec.layers[-1].name, data, c.seed, c.pretrain_epochs,
+                          c.batch_size, 0.05, quiet=c.quiet)
+        except CheckpointError as e:
+            raise RandomPruneError(str(e)) from None
     train_batches = ordered_batches(data.train, c.batch_size, limit=max(c.recon_images, c.criterion_images))
     val_batches = ordered_batches(data.val, 256, limit=c.val_samples)
     full = space.full()

@@ -242,13 +242,13 @@ def _device_name(config: SearchConfig) -> str:
 
 def prepare(config: SearchConfig, pretrain: bool = True) -> Setup:
     """Validates model, device table, budget, data and weights; pretrains and orders channels."""
-    from jcw.checkpoint import CheckpointError, load_weights
+    from jcw.checkpoint import CheckpointError
     from jcw.data import DataError, load_dataset
     from jcw.layers import describe
     from jcw.materialize import order_channels
     from jcw.models import create_model, default_resolution, list_models
     from jcw.space import SearchSpace
-    from jcw.training import in_memory, ordered_batches, pretrain as pretrain_model
+    from jcw.training import in_memory, ordered_batches, start_weights
     from latency.devices import resolve_table
     from latency.netspec import load_shipped
     from latency.lut import LatencyTable, LatencyTableError, describe_layer
@@ -290,14 +290,11 @@ def prepare(config: SearchConfig, pretrain: bool = True) -> Setup:
             f"channel_residual / density)"
         )
     if pretrain:
-        if config.weights is not None:
-            try:
-                load_weights(model, config.weights, spec.layers[-1].name)
-            except CheckpointError as e:
-                raise SearchError(str(e)) from None
-        else:
-            pretrain_model(model, config.model, data, config.seed, config.pretrain_epochs, config.batch_size,
-                           config.pretrain_lr, config.train_on, config.quiet)
+        try:
+            start_weights(model, config.model, config.weights, spec.layers[-1].name, data, config.seed,
+                          config.pretrain_epochs, config.batch_size, config.pretrain_lr, config.train_on, config.quiet)
+        except CheckpointError as e:
+            raise SearchError(str(e)) from None
         model.to(config.train_on)
         calib = ordered_batches(data.train, config.batch_size, config.batch_size * config.calib_batches,
                                 config.train_on)

@@ -159,12 +159,9 @@ def load_trained(path: Path) -> tuple[nn.Module, dict]:
     """A saved model (``model.pt``) -> (eval-mode module with its masks applied, its record)."""
     from jcw.space import Arch
 
-    try:
-        record = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise TrainError(f"{path}: no such file") from None
-    except Exception as e:  # torch raises several unrelated types for a file that is not a checkpoint
-        raise TrainError(f"{path}: not a trained model written by jcw.train ({e})") from None
+    from jcw.checkpoint import read_torch
+
+    record = read_torch(path, TrainError, "not a trained model written by jcw.train")
     if not isinstance(record, dict) or record.get("format") != MODEL_FORMAT:
         raise TrainError(f"{path}: not a trained model written by jcw.train (expected format {MODEL_FORMAT})")
     try:
@@ -374,8 +371,10 @@ class StagedTrainer:
         path = self.out / CHECKPOINT if self.out is not None else None
         if path is None or not path.exists():
             raise TrainError(f"--resume: no checkpoint {path} to continue from")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if state.get("format") != CHECKPOINT_FORMAT:
+        from jcw.checkpoint import read_torch
+
+        state = read_torch(path, TrainError, "not a readable jcw.train checkpoint", what="--resume: ")
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
             raise TrainError(f"--resume: {path} is not a jcw.train checkpoint")
         if state["record"].get("arch") != self.record.get("arch"):
             raise TrainError(f"--resume: {path} trains another arch than the one given")

@@ -126,6 +126,19 @@ def atomic_torch_save(obj, path: Path) -> None:
         raise
 
 
+def start_weights(model: nn.Module, model_name: str, weights, classifier: str, data, seed: int, epochs: int,
+                  batch_size: int, lr: float, device: str | torch.device = "cpu", quiet: bool = False) -> nn.Module:
+    """The full model's starting point: the ``weights`` checkpoint when given (``jcw.checkpoint.load_weights``,
+    torchvision keys accepted, ``classifier`` may change class count; raises CheckpointError), else
+    ``pretrain`` on ``data``."""
+    if weights is not None:
+        from jcw.checkpoint import load_weights
+
+        load_weights(model, weights, classifier)
+        return model
+    return pretrain(model, model_name, data, seed, epochs, batch_size, lr, device, quiet)
+
+
 def pretrain(model: nn.Module, model_name: str, data, seed: int, epochs: int, batch_size: int, lr: float,
              device: str | torch.device = "cpu", quiet: bool = False, cache: bool | None = None) -> nn.Module:
     """Trains the full model on ``data.train`` (a DataBundle); cached for the embedded digits.
