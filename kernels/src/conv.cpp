@@ -451,6 +451,14 @@ inline int32_t tap_offset(const PlaneLayout& p, int stride, int c, int ky, int k
                                 static_cast<size_t>(ky / stride) * p.wq + (p.shifted ? 0 : kx / stride));
 }
 
+// Widest vector (JCW_LANES, 8, 4 or 1) that fits an output row of `wo` pixels.
+int row_lanes(int wo) {
+    if (!force_scalar())
+        for (int l : {JCW_LANES, 8, 4})
+            if (l <= JCW_LANES && l <= wo) return l;
+    return 1;
+}
+
 int pick_lanes(int qend) {
     if (force_scalar() || JCW_LANES == 1) return 1;
     if (qend >= JCW_LANES) return JCW_LANES;
@@ -632,13 +640,7 @@ void Conv2d::run(const float* in, int in_h, int in_w, float* out, const float* r
         return;
     }
     if (depthwise_direct()) {
-        int lanes = 1;  // widest vector that fits a row
-        if (!force_scalar())
-            for (int l : {JCW_LANES, 8, 4})
-                if (l <= JCW_LANES && l <= wo) {
-                    lanes = l;
-                    break;
-                }
+        const int lanes = row_lanes(wo);
         const int chunks = std::min(in_ch_, threads * 4);
         pool.parallel_for(chunks, [&](int i) {
             const int c0 = static_cast<int>(static_cast<int64_t>(in_ch_) * i / chunks);
@@ -699,19 +701,13 @@ void Conv2d::run(const float* in, int in_h, int in_w, float* out, const float* r
         for (int ky = 0; ky < kh_; ++ky)
             for (int kx = 0; kx < kw_; ++kx) off[ky * kw_ + kx] = p.direct ? 0 : tap_offset(p, stride_, 0, ky, kx);
         const int plane_floats = p.direct ? in_h * in_w : p.pk_h * p.pk_w * p.plane;
-        int row_lanes = 1;  // widest vector that fits an output row
-        if (!force_scalar())
-            for (int l : {JCW_LANES, 8, 4})
-                if (l <= JCW_LANES && l <= wo) {
-                    row_lanes = l;
-                    break;
-                }
+        const int dw_lanes = row_lanes(wo);
         const int chunks = std::min(in_ch_, threads * 4);
         pool.parallel_for(chunks, [&](int i) {
             const int c0 = static_cast<int>(static_cast<int64_t>(in_ch_) * i / chunks);
             const int c1 = static_cast<int>(static_cast<int64_t>(in_ch_) * (i + 1) / chunks);
             const bool k3 = taps == 9;
-            switch (row_lanes * 2 + k3) {
+            switch (dw_lanes * 2 + k3) {
 #define JCW_DW(LN)                                                                                                   \
     case 2 * (LN): depthwise_range<LN, 0>(g, c0, c1, plane_floats, off, taps, dw_.data(), bias_.data(), out, residual, act_); break; \
     case 2 * (LN) + 1: depthwise_range<LN, 9>(g, c0, c1, plane_floats, off, taps, dw_.data(), bias_.data(), out, residual, act_); break;
