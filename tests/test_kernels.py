@@ -86,6 +86,30 @@ def test_conv_matches_torch(cin, cout, h, w, k, stride, pad, groups, density, ac
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("scalar", [False, True])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_depthwise3x3_sweep_matches_torch(stride, scalar):
+    """Depthwise 3x3 padding 1 over heights 1-7 (single rows and row pairs) and widths around 4, 8 and
+    16 lanes (first / last / overlapped vectors, odd widths), with residual."""
+    rng = np.random.default_rng(100 + stride)
+    kernels.set_force_scalar(scalar)
+    try:
+        for h in (1, 2, 3, 4, 5, 7):
+            for w in (1, 3, 4, 5, 8, 9, 15, 16, 17, 31, 33, 40):
+                c = 3
+                wt = rng.standard_normal((c, 1, 3, 3)).astype(np.float32)
+                b = rng.standard_normal(c).astype(np.float32)
+                x = rng.standard_normal((1, c, h, w)).astype(np.float32)
+                oh, ow = (h - 1) // stride + 1, (w - 1) // stride + 1
+                res = rng.standard_normal((1, c, oh, ow)).astype(np.float32)
+                conv = kernels.Conv2d(wt, b, stride=stride, padding=1, groups=c, act="none")
+                want = torch_conv(x, wt, b, stride, 1, c, "none", res)
+                np.testing.assert_allclose(conv.run(x, res), want, rtol=1e-4, atol=1e-4,
+                                           err_msg=f"h={h} w={w} stride={stride}")
+    finally:
+        kernels.set_force_scalar(False)
+
+
 def test_conv_dispatch_and_density():
     rng = np.random.default_rng(7)
     dense = rng.standard_normal((16, 8, 3, 3)).astype(np.float32)

@@ -170,6 +170,13 @@ int main() {
         {8, 8, 5, 5, 5, 2, 2, 8, 1.0, Act::Relu, false, M::Auto},
         {12, 12, 9, 13, 3, 1, 1, 12, 1.0, Act::Relu, true, M::Auto},
         {300, 30, 6, 5, 1, 1, 0, 1, 0.9, Act::Relu6, false, M::Auto},
+        // depthwise 3x3: row pairs and single rows, widths around the vector lengths, in-place residual
+        {5, 5, 5, 33, 3, 1, 1, 5, 1.0, Act::Relu, true, M::Auto},
+        {7, 7, 4, 16, 3, 1, 1, 7, 1.0, Act::None, true, M::Auto},
+        {3, 3, 1, 17, 3, 1, 1, 3, 1.0, Act::Relu6, true, M::Auto},
+        {6, 6, 7, 35, 3, 2, 1, 6, 1.0, Act::None, true, M::Auto},
+        {4, 4, 2, 9, 3, 2, 1, 4, 1.0, Act::Relu, true, M::Auto},
+        {9, 9, 14, 64, 3, 2, 1, 9, 1.0, Act::Relu6, true, M::Auto},
         // dense 1x1 on small images: vectorised over output channels (block tails, pixel tails)
         {40, 37, 7, 7, 1, 1, 0, 1, 1.0, Act::Relu, true, M::Dense},
         {64, 50, 8, 8, 1, 1, 0, 1, 1.0, Act::Relu6, false, M::Auto},
