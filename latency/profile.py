@@ -27,9 +27,13 @@ from latency.netspec import OP_KINDS, load_shipped
 IMAGENET_ZOO = ("resnet18", "mobilenet_v1", "mobilenet_v2")
 # How grid points are timed; a table measured another way is not continued (see latency.context).
 METHOD = "context"
-# Reference-network times before, between and after the rounds further apart than this factor
-# mean the machine changed speed while profiling (a co-tenant, a governor): the table warns.
+# Reference-network times (taken between the context runs) further apart than this factor mean
+# the machine changed speed while profiling (a co-tenant, a governor): the table warns.
 DRIFT = 1.10
+# The reference network is timed again after every this many context runs; each run's samples are
+# scaled by (fastest reference) / (mean of the references around it), so a slow spell of the
+# machine during profiling does not end up in the table (see normalise()).
+REFERENCE_EVERY = 12
 
 
 @dataclass
@@ -272,9 +276,9 @@ class ContextRunner:
         self._reference = None
 
     def reference(self) -> float:
-        """Fastest ms of the full-width network over --repeats runs: the same work before, between and
-        after rounds, so a change of the machine's speed during profiling shows (see DRIFT); the
-        minimum ignores one-off spikes, a slower machine raises it. Built once."""
+        """Fastest ms of the full-width network over --repeats runs: the same work every
+        REFERENCE_EVERY context runs, so the machine's speed at that moment is known (normalise,
+        DRIFT); the minimum ignores one-off spikes, a slower machine raises it. Built once."""
         if self._reference is None:
             from jcw.engine import Engine
 
@@ -342,6 +346,23 @@ class ContextRunner:
         return out
 
 
+def normalise(runs: list, refs: list, every: int, best: float) -> list:
+    """The records of one round, each context run's samples scaled to the machine's fastest speed.
+
+    ``runs[j]`` are the records of context run j, ``refs[b]`` the reference network's time before
+    runs ``b * every ..`` (the last one after the round), ``best`` the fastest reference of the
+    model. Run j's samples are multiplied by ``best / mean(refs[b], refs[b + 1])`` for its block b:
+    on a machine whose speed drifts (co-tenants, thermal or governor states) every run is brought
+    to the same speed, instead of a slow spell raising the grid points it happened to measure.
+    """
+    out = []
+    for j, records in enumerate(runs):
+        b = j // every
+        scale = best / (0.5 * (refs[b] + refs[b + 1]))
+        out.extend([item, idx, [v * scale for v in samples]] for item, idx, samples in records)
+    return out
+
+
 def _specs(config: ProfileConfig) -> list:
     specs = []
     for name in config.models:
@@ -393,8 +414,8 @@ def profile(config: ProfileConfig, progress: bool = True, log=print) -> LatencyT
     """Measure every missing layer signature and op of ``config.models`` into ``config.out``.
 
     Residual adds are timed alone (their fused cost); everything else inside whole context
-    networks (latency.context), ``config.rounds`` times over the design, keeping per grid point
-    the round with the lowest median. The table is saved after each model, and finished context
+    networks (latency.context), ``config.rounds`` times over the design, each run scaled to the
+    machine's fastest speed seen (normalise), keeping per grid point the round with the lowest median. The table is saved after each model, and finished context
     runs in ``OUT.partial.json`` as they go, so a re-run continues where a stopped one ended.
     """
     if config.threads < 1 or config.repeats < 1 or config.warmup < 0 or config.rounds < 1:
@@ -441,27 +462,38 @@ def profile(config: ProfileConfig, progress: bool = True, log=print) -> LatencyT
             runner = ContextRunner(spec, config, table.ops)
             bar.total += len(runner.runs) * config.rounds
             bar.refresh()
-            entries, reference = None, [runner.reference()]
+            rounds = []  # per round: the records of each context run, the reference timings around them
             for r in range(config.rounds):
-                records = []
-                for j in range(len(runner.runs)):
-                    bar.set_postfix_str(f"{tag} round {r + 1}")
+                bar.set_postfix_str(f"{tag} round {r + 1}")
+                runs, refs = [], []
+                for j in range(len(runner.runs) + 1):
+                    if j % REFERENCE_EVERY == 0 or j == len(runner.runs):
+                        rid = f"{tag}/{r}/ref{-(-j // REFERENCE_EVERY)}"
+                        if rid not in done:
+                            done[rid] = runner.reference()
+                        refs.append(done[rid])
+                    if j == len(runner.runs):
+                        break
                     rid = f"{tag}/{r}/{j}"
                     if rid not in done:
                         done[rid] = runner.measure(j)
                         if time.monotonic() - saved > 10:
                             _save_partial(partial, stamp, done)
                             saved = time.monotonic()
-                    records.extend(done[rid])
+                    runs.append(done[rid])
                     bar.update(1)
-                got = runner.entries(records)
+                rounds.append((runs, refs))
+            reference = [v for _, refs in rounds for v in refs]
+            entries = None
+            for runs, refs in rounds:
+                got = runner.entries(normalise(runs, refs, REFERENCE_EVERY, min(reference)))
                 entries = got if entries is None else {k: _fastest(entries[k], got[k]) for k in got}
-                reference.append(runner.reference())
             table.provenance.setdefault("reference_ms", {})[tag] = [round(v, 4) for v in reference]
             if max(reference) > DRIFT * min(reference):
                 msg = (f"the machine's speed changed while profiling {tag}: its full-width network took "
-                       f"{', '.join(f'{v:.2f}' for v in reference)} ms before, between and after the rounds; "
-                       f"re-run with --fresh on a quiet machine (or with more --rounds)")
+                       f"{min(reference):.2f} to {max(reference):.2f} ms over {len(reference)} timings between "
+                       f"the context runs; their times were scaled to the fastest, but a quiet machine is "
+                       f"better: re-run with --fresh")
                 table.provenance.setdefault("warnings", []).append(msg)
                 log(f"warning: {msg}")
             for key, entry in entries.items():

@@ -136,18 +136,35 @@ def test_an_interrupted_profile_continues_from_its_finished_context_runs(tmp_pat
     table.check_covers(load_shipped("resnet20").at_resolution(8))
 
 
-def test_reference_network_is_timed_around_rounds_and_drift_warns(measured, tmp_path, monkeypatch):
+def test_reference_network_is_timed_between_runs_and_drift_warns(measured, tmp_path, monkeypatch):
     import latency.profile as prof
 
     table, _ = measured
+    runs = len(prof.ContextRunner(load_shipped("resnet20").at_resolution(8), _config(tmp_path / "x"), {}).runs)
     ref = table.provenance["reference_ms"]["resnet20@8"]
-    assert len(ref) == 3 and min(ref) > 0                   # before, between and after 2 rounds
-    steady = iter([1.0, 1.05, 1.02])                         # within 10 %: no warning (timings faked:
+    blocks = -(-runs // prof.REFERENCE_EVERY)
+    assert len(ref) == 2 * (blocks + 1) and min(ref) > 0     # every REFERENCE_EVERY runs and after, 2 rounds
+    steady = iter([1.0, 1.05, 1.02] * 100)                   # within 10 %: no warning (timings faked:
     monkeypatch.setattr(prof.ContextRunner, "reference", lambda self: next(steady))   # real ones jitter)
     quiet = profile(_config(tmp_path / "s.json"), progress=False, log=lambda m: None)
     assert not any("speed changed" in w for w in quiet.provenance["warnings"])
-    times = iter([1.0, 1.02, 1.35])                          # the machine slows down during round 2
+    times = iter([1.0, 1.02] + [1.35] * 100)                 # the machine slows down
     monkeypatch.setattr(prof.ContextRunner, "reference", lambda self: next(times))
     drifted = profile(_config(tmp_path / "d.json"), progress=False, log=lambda m: None)
     warning = [w for w in drifted.provenance["warnings"] if "speed changed" in w]
-    assert len(warning) == 1 and "1.00, 1.02, 1.35 ms" in warning[0] and "--fresh" in warning[0]
+    assert len(warning) == 1 and "1.00 to 1.35 ms" in warning[0] and "--fresh" in warning[0]
+
+
+def test_normalise_scales_each_run_to_the_fastest_reference():
+    from latency.profile import normalise
+
+    # 5 runs in blocks of 2; references before / between / after: the machine is 2x slower for
+    # block 1; every run measured the same work, so scaled samples agree.
+    refs = [1.0, 1.0, 2.0, 2.0]
+    true = [[["L0", (0, 0, 0), [3.0, 3.3]], ["O1", (0, 0, 0), [0.5]]]]
+    slow = {0: 1.0, 1: 1.0, 2: 1.5, 3: 1.5, 4: 2.0}          # mean of the references around each block
+    runs = [[[item, idx, [v * slow[j] for v in s]] for item, idx, s in true[0]] for j in range(5)]
+    out = normalise(runs, refs, 2, 1.0)
+    assert len(out) == 10
+    for j in range(5):
+        assert out[2 * j][2] == pytest.approx([3.0, 3.3]) and out[2 * j + 1][2] == pytest.approx([0.5])
