@@ -27,12 +27,13 @@ from latency.netspec import OP_KINDS, load_shipped
 IMAGENET_ZOO = ("resnet18", "mobilenet_v1", "mobilenet_v2")
 # How grid points are timed; a table measured another way is not continued (see latency.context).
 METHOD = "context"
-# Reference-network times (taken between the context runs) further apart than this factor mean
-# the machine changed speed while profiling (a co-tenant, a governor): the table warns.
+# A median reference-network time (taken between the context runs) above this factor times the
+# fastest means the machine ran slow for most of the profiling (a co-tenant, a governor): the
+# table warns. Short spikes are normal on a shared machine and are left to normalise().
 DRIFT = 1.10
 # The reference network is timed again after every this many context runs; each run's samples are
-# scaled by (fastest reference) / (mean of the references around it), so a slow spell of the
-# machine during profiling does not end up in the table (see normalise()).
+# scaled by (fastest reference) / (the faster of the two references around it), so a slow spell of
+# the machine during profiling does not end up in the table (see normalise()).
 REFERENCE_EVERY = 12
 
 
@@ -351,14 +352,16 @@ def normalise(runs: list, refs: list, every: int, best: float) -> list:
 
     ``runs[j]`` are the records of context run j, ``refs[b]`` the reference network's time before
     runs ``b * every ..`` (the last one after the round), ``best`` the fastest reference of the
-    model. Run j's samples are multiplied by ``best / mean(refs[b], refs[b + 1])`` for its block b:
-    on a machine whose speed drifts (co-tenants, thermal or governor states) every run is brought
-    to the same speed, instead of a slow spell raising the grid points it happened to measure.
+    model. Run j's samples are multiplied by ``best / min(refs[b], refs[b + 1])`` for its block b:
+    a slow spell that spans a whole block (both timings around it slow) is taken out, so the grid
+    points it happened to measure are not raised; a spike caught by one timing is not (the block's
+    runs were most likely at full speed), and the per-point median and the fastest of the rounds
+    deal with those.
     """
     out = []
     for j, records in enumerate(runs):
         b = j // every
-        scale = best / (0.5 * (refs[b] + refs[b + 1]))
+        scale = best / min(refs[b], refs[b + 1])
         out.extend([item, idx, [v * scale for v in samples]] for item, idx, samples in records)
     return out
 
@@ -489,11 +492,11 @@ def profile(config: ProfileConfig, progress: bool = True, log=print) -> LatencyT
                 got = runner.entries(normalise(runs, refs, REFERENCE_EVERY, min(reference)))
                 entries = got if entries is None else {k: _fastest(entries[k], got[k]) for k in got}
             table.provenance.setdefault("reference_ms", {})[tag] = [round(v, 4) for v in reference]
-            if max(reference) > DRIFT * min(reference):
+            if float(np.median(reference)) > DRIFT * min(reference):
                 msg = (f"the machine's speed changed while profiling {tag}: its full-width network took "
-                       f"{min(reference):.2f} to {max(reference):.2f} ms over {len(reference)} timings between "
-                       f"the context runs; their times were scaled to the fastest, but a quiet machine is "
-                       f"better: re-run with --fresh")
+                       f"{min(reference):.2f} to {max(reference):.2f} ms (median {float(np.median(reference)):.2f}) "
+                       f"over {len(reference)} timings between the context runs; their times were scaled to "
+                       f"the fastest, but a quiet machine is better: re-run with --fresh")
                 table.provenance.setdefault("warnings", []).append(msg)
                 log(f"warning: {msg}")
             for key, entry in entries.items():
