@@ -31,9 +31,9 @@ METHOD = "context"
 # fastest means the machine ran slow for most of the profiling (a co-tenant, a governor): the
 # table warns. Short spikes are normal on a shared machine and are left to normalise().
 DRIFT = 1.10
-# The reference network is timed again after every this many context runs; each run's samples are
-# scaled by (fastest reference) / (the faster of the two references around it), so a slow spell of
-# the machine during profiling does not end up in the table (see normalise()).
+# The reference network is timed again after every this many context runs; runs between two slow
+# timings are scaled back to the median reference time, so a slow spell of the machine during
+# profiling does not end up in the table (see normalise()).
 REFERENCE_EVERY = 12
 
 
@@ -347,21 +347,21 @@ class ContextRunner:
         return out
 
 
-def normalise(runs: list, refs: list, every: int, best: float) -> list:
-    """The records of one round, each context run's samples scaled to the machine's fastest speed.
+def normalise(runs: list, refs: list, every: int, typical: float) -> list:
+    """The records of one round, the runs measured during a slow spell scaled back to typical speed.
 
     ``runs[j]`` are the records of context run j, ``refs[b]`` the reference network's time before
-    runs ``b * every ..`` (the last one after the round), ``best`` the fastest reference of the
-    model. Run j's samples are multiplied by ``best / min(refs[b], refs[b + 1])`` for its block b:
-    a slow spell that spans a whole block (both timings around it slow) is taken out, so the grid
-    points it happened to measure are not raised; a spike caught by one timing is not (the block's
-    runs were most likely at full speed), and the per-point median and the fastest of the rounds
-    deal with those.
+    runs ``b * every ..`` (the last one after the round), ``typical`` the median of the model's
+    reference times. Run j's samples are multiplied by ``min(1, typical / min(refs[b], refs[b + 1]))``
+    for its block b: a slow spell that spans a whole block (both timings around it slow) is taken
+    out, so the grid points it happened to measure are not raised; a spike caught by one timing is
+    not (the block's runs were most likely at full speed: the per-point median and the fastest of
+    the rounds deal with those), and nothing is scaled towards a lucky fastest timing.
     """
     out = []
     for j, records in enumerate(runs):
         b = j // every
-        scale = best / min(refs[b], refs[b + 1])
+        scale = min(1.0, typical / min(refs[b], refs[b + 1]))
         out.extend([item, idx, [v * scale for v in samples]] for item, idx, samples in records)
     return out
 
@@ -417,9 +417,10 @@ def profile(config: ProfileConfig, progress: bool = True, log=print) -> LatencyT
     """Measure every missing layer signature and op of ``config.models`` into ``config.out``.
 
     Residual adds are timed alone (their fused cost); everything else inside whole context
-    networks (latency.context), ``config.rounds`` times over the design, each run scaled to the
-    machine's fastest speed seen (normalise), keeping per grid point the round with the lowest median. The table is saved after each model, and finished context
-    runs in ``OUT.partial.json`` as they go, so a re-run continues where a stopped one ended.
+    networks (latency.context), ``config.rounds`` times over the design, runs in a slow spell scaled
+    back to the machine's typical speed (normalise), keeping per grid point the round with the
+    lowest median. The table is saved after each model, and finished context runs in
+    ``OUT.partial.json`` as they go, so a re-run continues where a stopped one ended.
     """
     if config.threads < 1 or config.repeats < 1 or config.warmup < 0 or config.rounds < 1:
         raise ProfileError("need --threads >= 1, --repeats >= 1, --warmup >= 0 and --rounds >= 1")
@@ -489,7 +490,7 @@ def profile(config: ProfileConfig, progress: bool = True, log=print) -> LatencyT
             reference = [v for _, refs in rounds for v in refs]
             entries = None
             for runs, refs in rounds:
-                got = runner.entries(normalise(runs, refs, REFERENCE_EVERY, min(reference)))
+                got = runner.entries(normalise(runs, refs, REFERENCE_EVERY, float(np.median(reference))))
                 entries = got if entries is None else {k: _fastest(entries[k], got[k]) for k in got}
             table.provenance.setdefault("reference_ms", {})[tag] = [round(v, 4) for v in reference]
             if float(np.median(reference)) > DRIFT * min(reference):
