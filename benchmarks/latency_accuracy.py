@@ -76,6 +76,7 @@ def run(config: AccuracyConfig) -> dict:
     from latency.devices import resolve_table
     from latency.lut import LatencyTable
     from latency.predictor import Predictor
+    from latency.profile import ContextRunner, ProfileConfig
     from models import calibrate_batchnorm
 
     space = SearchSpace.for_model(config.model, config.resolution)
@@ -101,10 +102,18 @@ def run(config: AccuracyConfig) -> dict:
             calibrate_batchnorm(small, spec.resolution, gen)
             paths.append(export_onnx(small, Path(tmp) / f"arch{n}.onnx", spec.resolution))
         rounds = np.zeros((config.rounds, config.archs))
+        # The full-width network the profiler times between its runs, timed here every 20 archs:
+        # the machine's speed while measuring, to hold against the table's (provenance.reference_ms).
+        reference = ContextRunner(spec, ProfileConfig(threads=config.threads, repeats=config.repeats,
+                                                      warmup=config.warmup, seed=config.seed), {})
+        reference_ms = []
         for r in tqdm(range(config.rounds * config.archs), disable=config.quiet, desc=f"{config.model} timing"):
+            if r % 20 == 0:
+                reference_ms.append(reference.reference())
             engine = Engine(paths[r % config.archs], threads=config.threads)
             ms = engine.benchmark(x, repeats=config.repeats, warmup=config.warmup)
             rounds[r // config.archs, r % config.archs] = np.median(ms)
+        reference_ms.append(reference.reference())
     measured = rounds.min(axis=0)
     rows = [{"arch": n, "predicted_ms": float(predicted[n]), "measured_ms": float(measured[n]),
              "error": float(predicted[n] / measured[n] - 1), "round_ms": rounds[:, n].tolist(),
@@ -113,8 +122,18 @@ def run(config: AccuracyConfig) -> dict:
     result.update(model=config.model, resolution=spec.resolution, threads=config.threads, archs=config.archs,
                   engine_version=ENGINE_VERSION, predictor_archs_per_s=throughput(predictor, space, rng),
                   seed=config.seed, table=str(config.lut) if config.lut else "host (cached)",
+                  reference_ms=reference_ms,
+                  table_reference_ms=table.provenance.get("reference_ms", {}).get(f"{config.model}@{spec.resolution}"),
                   table_provenance=table.provenance, rows=rows)
     return result
+
+
+def _speed_line(when: str, ms) -> str:
+    """The full-width reference network's times: the machine's speed at that moment."""
+    if not ms:
+        return f"full-width network {when}: not recorded"
+    return (f"full-width network {when}: {min(ms):.2f} / {float(np.median(ms)):.2f} / {max(ms):.2f} ms "
+            f"(min / median / max of {len(ms)})")
 
 
 def report(result: dict, worst: int = 5) -> str:
@@ -126,6 +145,8 @@ def report(result: dict, worst: int = 5) -> str:
         f"within +-5% {result['within_5']:.0%}   within +-10% {result['within_10']:.0%}   "
         f"RMSPE {result['rmspe']:.2%}   mean error {result['mean_err']:+.2%}",
         f"predictor: {result['predictor_archs_per_s']:,.0f} archs/s",
+        _speed_line("while measuring", result.get("reference_ms")),
+        _speed_line("while profiling the table", result.get("table_reference_ms")),
         "worst archs:",
     ]
     for r in sorted(result["rows"], key=lambda r: -abs(r["error"]))[:worst]:

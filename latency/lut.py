@@ -216,8 +216,9 @@ class LatencyTable:
             models=models,
         )
 
-    def agreement(self, other: "LatencyTable", tolerance: float = 0.05) -> tuple[float, int]:
-        """(fraction of common grid points whose means differ by <= tolerance relative, their number)."""
+    def agreement(self, other: "LatencyTable", tolerance: float = 0.05, floor_ms: float = 0.0) -> tuple[float, int]:
+        """(fraction of common grid points whose means differ by <= tolerance relative, or by at most
+        ``floor_ms`` absolute, their number)."""
         close = total = 0
         for mine, theirs in ((self.layers, other.layers), (self.ops, other.ops)):
             for key in mine.keys() & theirs.keys():
@@ -226,7 +227,7 @@ class LatencyTable:
                         (a.axes[n] is None) != (b.axes[n] is None) or (a.axes[n] is not None and not np.array_equal(a.axes[n], b.axes[n]))
                         for n in AXES):
                     continue
-                ok = np.abs(a.mean - b.mean) <= tolerance * np.maximum(np.abs(b.mean), 1e-12)
+                ok = np.abs(a.mean - b.mean) <= np.maximum(tolerance * np.maximum(np.abs(b.mean), 1e-12), floor_ms)
                 close += int(ok.sum())
                 total += ok.size
         return (close / total if total else 0.0), total

@@ -161,3 +161,6 @@ def test_agreement_counts_common_points_within_tolerance():
     e.mean[0, 0, :] *= 1.2
     within, points = table.agreement(other, tolerance=0.05)
     assert points == 27 + 2 + 1 and within == pytest.approx((points - 3) / points)
+    gap = float(np.max(np.abs(e.mean[0, 0, :] - table.layer(layer).mean[0, 0, :])))
+    assert table.agreement(other, tolerance=0.05, floor_ms=gap)[0] == 1.0       # an absolute floor covers them
+    assert table.agreement(other, tolerance=0.05, floor_ms=gap / 1e3)[0] == pytest.approx(within)
