@@ -60,7 +60,8 @@ def main(argv=None) -> int:
     for cin, cout, hw in SHAPES:
         hot, cold = measure(cin, cout, hw, args.repeats, flush, args.mode, rng)
         gflops = 2 * cin * cout * hw * hw / cold / 1e6
-        print(f"1x1 {cin}->{cout} @{hw:<6} {hot:8.3f} {cold:8.3f} {cold / hot:7.2f}x {gflops:12.1f}")
+        label = f"1x1 {cin}->{cout} @{hw}"
+        print(f"{label:<22} {hot:8.3f} {cold:8.3f} {cold / hot:7.2f}x {gflops:12.1f}")
         rows.append({"in_ch": cin, "out_ch": cout, "hw": hw, "hot_ms": hot, "cold_ms": cold})
     if args.json_path:
         atomic_write(args.json_path, json.dumps(rows, indent=1))
