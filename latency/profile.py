@@ -48,7 +48,7 @@ class ProfileConfig:
     out: Path = Path("host-1t.json")
     repeats: int = 15
     warmup: int = 3
-    rounds: int = 2                   # passes over the whole grid; the fastest pass's median is kept
+    rounds: int = 2                   # passes over the whole grid; their samples are pooled (median)
     quick: bool = False
     fresh: bool = False
     seed: int = 0
@@ -418,8 +418,8 @@ def profile(config: ProfileConfig, progress: bool = True, log=print) -> LatencyT
 
     Residual adds are timed alone (their fused cost); everything else inside whole context
     networks (latency.context), ``config.rounds`` times over the design, runs in a slow spell scaled
-    back to the machine's typical speed (normalise), keeping per grid point the round with the
-    lowest median. The table is saved after each model, and finished context runs in
+    back to the machine's typical speed (normalise), the median of all rounds' samples per grid
+    point. The table is saved after each model, and finished context runs in
     ``OUT.partial.json`` as they go, so a re-run continues where a stopped one ended.
     """
     if config.threads < 1 or config.repeats < 1 or config.warmup < 0 or config.rounds < 1:
@@ -488,10 +488,12 @@ def profile(config: ProfileConfig, progress: bool = True, log=print) -> LatencyT
                     bar.update(1)
                 rounds.append((runs, refs))
             reference = [v for _, refs in rounds for v in refs]
-            entries = None
-            for runs, refs in rounds:
-                got = runner.entries(normalise(runs, refs, REFERENCE_EVERY, float(np.median(reference))))
-                entries = got if entries is None else {k: _fastest(entries[k], got[k]) for k in got}
+            typical = float(np.median(reference))
+            # The rounds' samples are pooled (median per point), not the faster round per point:
+            # slow spells are already scaled out, and a per-point minimum over rounds sums to less
+            # than any whole run (each point keeps its own luckiest round).
+            entries = runner.entries([rec for runs, refs in rounds
+                                      for rec in normalise(runs, refs, REFERENCE_EVERY, typical)])
             table.provenance.setdefault("reference_ms", {})[tag] = [round(v, 4) for v in reference]
             if float(np.median(reference)) > DRIFT * min(reference):
                 msg = (f"the machine's speed changed while profiling {tag}: its full-width network took "
@@ -530,7 +532,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=15, help="timed runs per grid point, more for fast layers (default 15)")
     p.add_argument("--warmup", type=int, default=3, help="untimed runs before timing (default 3)")
     p.add_argument("--rounds", type=int, default=2,
-                   help="passes over the whole grid; per point the lowest median is kept (default 2)")
+                   help="passes over the whole grid, their samples pooled per point (default 2)")
     p.add_argument("--quick", action="store_true", help="coarse grid (about 10x fewer points) for a fast first table")
     p.add_argument("--fresh", action="store_true", help="start over instead of continuing an existing --out")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs (default 0)")

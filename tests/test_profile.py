@@ -172,3 +172,25 @@ def test_normalise_scales_runs_in_a_slow_spell_back_to_typical_speed():
     # a spike seen by one timing is not a slow block; nothing is scaled up towards a faster timing
     assert normalise(runs[:2], [1.0, 3.0], 2, 1.0)[0][2] == pytest.approx([3.0, 3.3])
     assert normalise(runs[:2], [0.8, 0.9], 2, 1.0)[0][2] == pytest.approx([3.0, 3.3])
+
+
+def test_rounds_are_pooled_per_grid_point(tmp_path, monkeypatch):
+    """Round 1 measures every sample at 1 ms, round 2 at 3 ms: each point keeps the median of both
+    rounds' samples (2 ms), not its faster round (1 ms): a table of per-point minima sums to less
+    than any whole run."""
+    import latency.profile as prof
+
+    real = prof.ContextRunner.measure
+    calls = []
+
+    def measure(self, i):
+        calls.append(i)
+        level = 1.0 if len(calls) <= len(self.runs) else 3.0
+        return [[item, idx, [level] * len(s)] for item, idx, s in real(self, i)]
+
+    monkeypatch.setattr(prof.ContextRunner, "measure", measure)
+    monkeypatch.setattr(prof.ContextRunner, "reference", lambda self: 1.0)
+    table = profile(_config(tmp_path / "p.json"), progress=False, log=lambda m: None)
+    assert len(calls) == 2 * len(set(calls))
+    for e in table.layers.values():
+        assert np.allclose(e.mean, 2.0)
