@@ -76,7 +76,7 @@ def run(config: AccuracyConfig) -> dict:
     from latency.devices import resolve_table
     from latency.lut import LatencyTable
     from latency.predictor import Predictor
-    from latency.profile import ContextRunner, ProfileConfig
+    from latency.profile import reference_timer
     from models import calibrate_batchnorm
 
     space = SearchSpace.for_model(config.model, config.resolution)
@@ -104,16 +104,15 @@ def run(config: AccuracyConfig) -> dict:
         rounds = np.zeros((config.rounds, config.archs))
         # The full-width network the profiler times between its runs, timed here every 20 archs:
         # the machine's speed while measuring, to hold against the table's (provenance.reference_ms).
-        reference = ContextRunner(spec, ProfileConfig(threads=config.threads, repeats=config.repeats,
-                                                      warmup=config.warmup, seed=config.seed), {})
+        reference = reference_timer(spec, config.threads, config.repeats, config.warmup, config.seed)
         reference_ms = []
         for r in tqdm(range(config.rounds * config.archs), disable=config.quiet, desc=f"{config.model} timing"):
             if r % 20 == 0:
-                reference_ms.append(reference.reference())
+                reference_ms.append(reference())
             engine = Engine(paths[r % config.archs], threads=config.threads)
             ms = engine.benchmark(x, repeats=config.repeats, warmup=config.warmup)
             rounds[r // config.archs, r % config.archs] = np.median(ms)
-        reference_ms.append(reference.reference())
+        reference_ms.append(reference())
     measured = rounds.min(axis=0)
     rows = [{"arch": n, "predicted_ms": float(predicted[n]), "measured_ms": float(measured[n]),
              "error": float(predicted[n] / measured[n] - 1), "round_ms": rounds[:, n].tolist(),

@@ -258,6 +258,19 @@ def _index(axes: dict, out_ch: int, in_ch: int | None, density: float | None) ->
     return at("out_ch", out_ch), at("in_ch", in_ch), at("density", density)
 
 
+def reference_timer(spec, threads: int, repeats: int, warmup: int, seed: int = 0):
+    """A function returning the fastest ms of ``spec``'s full-width context network over ``repeats``
+    runs: the same work every time, so its time tracks the machine's speed (normalise, DRIFT); the
+    minimum ignores one-off spikes, a slower machine raises it. The network is built once."""
+    from jcw.engine import Engine
+
+    full = Run({g.id: g.channels for g in spec.groups}, {i: 1.0 for i in range(len(spec.layers))})
+    model, _ = build(spec, full, np.random.default_rng(seed))
+    engine = Engine(model, threads=threads)
+    x = np.random.default_rng(seed).standard_normal((1, *engine.input_shape), dtype=np.float32)
+    return lambda: float(np.min(engine.benchmark(x, repeats=repeats, warmup=warmup)))
+
+
 class ContextRunner:
     """Times one model's context networks (latency.context) and turns step times into grid samples.
 
@@ -277,19 +290,12 @@ class ContextRunner:
         self._reference = None
 
     def reference(self) -> float:
-        """Fastest ms of the full-width network over --repeats runs: the same work every
-        REFERENCE_EVERY context runs, so the machine's speed at that moment is known (normalise,
-        DRIFT); the minimum ignores one-off spikes, a slower machine raises it. Built once."""
+        """Fastest ms of the full-width network over --repeats runs (see reference_timer), timed
+        every REFERENCE_EVERY context runs so the machine's speed at that moment is known."""
         if self._reference is None:
-            from jcw.engine import Engine
-
-            full = Run({g.id: g.channels for g in self.spec.groups}, {i: 1.0 for i in range(len(self.spec.layers))})
-            model, _ = build(self.spec, full, np.random.default_rng(self.config.seed))
-            engine = Engine(model, threads=self.config.threads)
-            x = np.random.default_rng(self.config.seed).standard_normal((1, *engine.input_shape), dtype=np.float32)
-            self._reference = engine, x
-        engine, x = self._reference
-        return float(np.min(engine.benchmark(x, repeats=self.config.repeats, warmup=self.config.warmup)))
+            self._reference = reference_timer(self.spec, self.config.threads, self.config.repeats,
+                                              self.config.warmup, self.config.seed)
+        return self._reference()
 
     def measure(self, index: int) -> list:
         """Records ``[item, idx, samples]`` of run ``index`` (item: "L<layer>" or "O<op>")."""
@@ -325,7 +331,7 @@ class ContextRunner:
         return records
 
     def entries(self, records: list) -> dict:
-        """Entries (by table key) of one round's records: per grid point the median of its samples."""
+        """Entries (by table key) of ``records``: per grid point the median of all its samples."""
         pooled: dict[tuple, list] = {}
         for item, idx, samples in records:
             pooled.setdefault((item, tuple(idx)), []).extend(samples)
@@ -348,15 +354,15 @@ class ContextRunner:
 
 
 def normalise(runs: list, refs: list, every: int, typical: float) -> list:
-    """The records of one round, the runs measured during a slow spell scaled back to typical speed.
+    """The records of one round's runs, those measured during a slow spell scaled back to typical speed.
 
     ``runs[j]`` are the records of context run j, ``refs[b]`` the reference network's time before
     runs ``b * every ..`` (the last one after the round), ``typical`` the median of the model's
     reference times. Run j's samples are multiplied by ``min(1, typical / min(refs[b], refs[b + 1]))``
     for its block b: a slow spell that spans a whole block (both timings around it slow) is taken
     out, so the grid points it happened to measure are not raised; a spike caught by one timing is
-    not (the block's runs were most likely at full speed: the per-point median and the fastest of
-    the rounds deal with those), and nothing is scaled towards a lucky fastest timing.
+    not (the block's runs were most likely at full speed: the per-point median over the pooled
+    samples absorbs those), and nothing is scaled towards a lucky fastest timing.
     """
     out = []
     for j, records in enumerate(runs):
@@ -470,14 +476,16 @@ def profile(config: ProfileConfig, progress: bool = True, log=print) -> LatencyT
             for r in range(config.rounds):
                 bar.set_postfix_str(f"{tag} round {r + 1}")
                 runs, refs = [], []
-                for j in range(len(runner.runs) + 1):
-                    if j % REFERENCE_EVERY == 0 or j == len(runner.runs):
-                        rid = f"{tag}/{r}/ref{-(-j // REFERENCE_EVERY)}"
-                        if rid not in done:
-                            done[rid] = runner.reference()
-                        refs.append(done[rid])
-                    if j == len(runner.runs):
-                        break
+
+                def ref(b: int) -> float:
+                    rid = f"{tag}/{r}/ref{b}"
+                    if rid not in done:
+                        done[rid] = runner.reference()
+                    return done[rid]
+
+                for j in range(len(runner.runs)):
+                    if j % REFERENCE_EVERY == 0:
+                        refs.append(ref(j // REFERENCE_EVERY))
                     rid = f"{tag}/{r}/{j}"
                     if rid not in done:
                         done[rid] = runner.measure(j)
@@ -486,6 +494,7 @@ def profile(config: ProfileConfig, progress: bool = True, log=print) -> LatencyT
                             saved = time.monotonic()
                     runs.append(done[rid])
                     bar.update(1)
+                refs.append(ref(len(refs)))  # after the round's last block
                 rounds.append((runs, refs))
             reference = [v for _, refs in rounds for v in refs]
             typical = float(np.median(reference))
@@ -495,11 +504,12 @@ def profile(config: ProfileConfig, progress: bool = True, log=print) -> LatencyT
             entries = runner.entries([rec for runs, refs in rounds
                                       for rec in normalise(runs, refs, REFERENCE_EVERY, typical)])
             table.provenance.setdefault("reference_ms", {})[tag] = [round(v, 4) for v in reference]
-            if float(np.median(reference)) > DRIFT * min(reference):
+            if typical > DRIFT * min(reference):
                 msg = (f"the machine's speed changed while profiling {tag}: its full-width network took "
-                       f"{min(reference):.2f} to {max(reference):.2f} ms (median {float(np.median(reference)):.2f}) "
-                       f"over {len(reference)} timings between the context runs; their times were scaled to "
-                       f"the fastest, but a quiet machine is better: re-run with --fresh")
+                       f"{min(reference):.2f} to {max(reference):.2f} ms (median {typical:.2f}) over "
+                       f"{len(reference)} timings between the context runs, so it ran slow for most of the "
+                       f"profiling (slow spells are scaled back to the median, not to the fastest): "
+                       f"re-run with --fresh on a quiet machine")
                 table.provenance.setdefault("warnings", []).append(msg)
                 log(f"warning: {msg}")
             for key, entry in entries.items():
