@@ -110,6 +110,25 @@ def test_depthwise3x3_sweep_matches_torch(stride, scalar):
         kernels.set_force_scalar(False)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_padded_conv_sweep_matches_torch(threads):
+    """Padded convolutions over the input re-layouts: stride 1 "same" padding on narrow images (the
+    flat shifted copy, including rows narrower than the padding), wide images (row copies), stride 2
+    and 3 (phase planes), and padding other than "same"."""
+    rng = np.random.default_rng(7)
+    cases = [(k, s, pad, h, w) for k in (3, 5, 7) for s in (1, 2) for h, w in ((40, 1), (20, 2), (9, 5), (33, 14), (6, 70))
+             for pad in ((k - 1) // 2, 1)] + [(3, 3, 1, 20, 17), (5, 1, 0, 30, 9)]
+    for k, s, pad, h, w in cases:
+        if h + 2 * pad < k or w + 2 * pad < k:
+            continue
+        wt = block_pruned(rng, 6, 5, k, 0.6)
+        b = rng.standard_normal(6).astype(np.float32)
+        x = rng.standard_normal((1, 5, h, w)).astype(np.float32)
+        conv = kernels.Conv2d(wt, b, stride=s, padding=pad, act="none", threads=threads)
+        want = torch_conv(x, wt, b, s, pad, 1, "none", None)
+        np.testing.assert_allclose(conv.run(x), want, rtol=1e-4, atol=1e-4, err_msg=f"k={k} s={s} pad={pad} h={h} w={w}")
+
+
 def test_conv_dispatch_and_density():
     rng = np.random.default_rng(7)
     dense = rng.standard_normal((16, 8, 3, 3)).astype(np.float32)

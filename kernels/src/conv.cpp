@@ -504,35 +504,49 @@ inline void copy_even(const float* s, int shift, int x0, int x1, int w, float* d
 }
 
 // Writes the zero-padded, phase-split planes of channels [c0, c1): plane (c, a, b)[Y][X] =
-// in[c][s*Y + a - pad][s*X + b - pad] (0 outside the input).
+// in[c][s*Y + a - pad][s*X + b - pad] (0 outside the input).  The rows Y0..Y1 that read input rows
+// and the columns x0..x1 that read input columns depend only on the phase, so they are found once
+// per phase; with stride 1 and planes as wide as the input (the shifted layout of "same" padding),
+// a plane is one flat copy of the input moved by a constant offset, and only the columns that
+// wrapped around a row edge are zeroed afterwards.
 void make_planes(const float* in, int h, int w, const PlaneLayout& p, int stride, int pad, int c0, int c1,
                  float* planes) {
-    const size_t plane = p.plane;
+    const size_t plane = p.plane, wq = p.wq;
+    const bool flat = stride == 1 && p.wq == w;
     for (int c = c0; c < c1; ++c) {
         const float* src = in + static_cast<size_t>(c) * h * w;
         for (int a = 0; a < p.pk_h; ++a)
             for (int b = 0; b < p.pk_w; ++b) {
+                const int Y0 = std::clamp((pad - a + stride - 1) / stride, 0, p.hq);
+                const int Y1 = std::clamp((h + pad - a + stride - 1) / stride, Y0, p.hq);
+                const int x0 = std::clamp((pad - b + stride - 1) / stride, 0, p.wq);
+                const int x1 = std::clamp((w + pad - b + stride - 1) / stride, x0, p.wq);
+                const int shift = b - pad;
                 float* dst = planes + (static_cast<size_t>(c) * p.pk_h * p.pk_w + a * p.pk_w + b) * plane;
-                std::memset(dst + static_cast<size_t>(p.hq) * p.wq, 0, sizeof(float) * (plane - static_cast<size_t>(p.hq) * p.wq));
-                if (stride == 1 && pad == 0 && p.wq == w && p.hq <= h) {  // plain copy (1x1 on small images)
-                    std::memcpy(dst, src, sizeof(float) * p.hq * p.wq);
+                std::memset(dst, 0, sizeof(float) * Y0 * wq);
+                std::memset(dst + Y1 * wq, 0, sizeof(float) * (plane - Y1 * wq));
+                if (Y0 == Y1) continue;
+                if (flat) {  // dst[j] = src[j + off] over rows Y0..Y1, clipped to the input
+                    const int64_t off = static_cast<int64_t>(a - pad) * w + shift, n = static_cast<int64_t>(h) * w;
+                    const int64_t j0 = static_cast<int64_t>(Y0) * w, j1 = static_cast<int64_t>(Y1) * w;
+                    const int64_t lo = std::clamp(-off, j0, j1), hi = std::clamp(n - off, lo, j1);
+                    std::memset(dst + j0, 0, sizeof(float) * (lo - j0));
+                    std::memcpy(dst + lo, src + lo + off, sizeof(float) * (hi - lo));
+                    std::memset(dst + hi, 0, sizeof(float) * (j1 - hi));
+                    if (x0 > 0 || x1 < p.wq)
+                        for (int Y = Y0; Y < Y1; ++Y) {
+                            float* d = dst + Y * wq;
+                            for (int X = 0; X < x0; ++X) d[X] = 0.f;
+                            for (int X = x1; X < p.wq; ++X) d[X] = 0.f;
+                        }
                     continue;
                 }
-                for (int Y = 0; Y < p.hq; ++Y) {
-                    float* d = dst + static_cast<size_t>(Y) * p.wq;
-                    const int iy = stride * Y + a - pad;
-                    if (iy < 0 || iy >= h) {
-                        std::memset(d, 0, sizeof(float) * p.wq);
-                        continue;
-                    }
-                    const float* s = src + static_cast<size_t>(iy) * w;
-                    // Columns X with 0 <= stride * X + b - pad < w are copied, the rest zeroed.
-                    const int x0 = std::clamp((pad - b + stride - 1) / stride, 0, p.wq);
-                    const int x1 = std::clamp((w + pad - b + stride - 1) / stride, x0, p.wq);
+                for (int Y = Y0; Y < Y1; ++Y) {
+                    float* d = dst + Y * wq;
+                    const float* s = src + static_cast<size_t>(stride * Y + a - pad) * w;
                     for (int X = 0; X < x0; ++X) d[X] = 0.f;
-                    const int shift = b - pad;
                     if (stride == 1)
-                        simd::emit<JCW_LANES>(s + x0 + shift, nullptr, d + x0, x1 - x0, Act::None);
+                        std::memcpy(d + x0, s + x0 + shift, sizeof(float) * (x1 - x0));
                     else if (stride == 2)
                         copy_even(s, shift, x0, x1, w, d);
                     else
