@@ -110,11 +110,12 @@ def test_depthwise3x3_sweep_matches_torch(stride, scalar):
         kernels.set_force_scalar(False)
 
 
-@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("threads", [1, 2, 3])
 def test_padded_conv_sweep_matches_torch(threads):
     """Padded convolutions over the input re-layouts: stride 1 "same" padding on narrow images (the
     flat shifted copy, including rows narrower than the padding), wide images (row copies), stride 2
-    and 3 (phase planes), and padding other than "same"."""
+    and 3 (phase planes), and padding other than "same"; with several threads, layers with few
+    output channels split pixels and each thread writes its own plane rows (some threads get none)."""
     rng = np.random.default_rng(7)
     cases = [(k, s, pad, h, w) for k in (3, 5, 7) for s in (1, 2) for h, w in ((40, 1), (20, 2), (9, 5), (33, 14), (6, 70))
              for pad in ((k - 1) // 2, 1)] + [(3, 3, 1, 20, 17), (5, 1, 0, 30, 9)]

@@ -53,8 +53,13 @@ class ThreadPool {
     ThreadPool& operator=(const ThreadPool&) = delete;
     int size() const;
     void parallel_for(int n, const std::function<void(int)>& fn);
+    // fn(t) once on every thread t in [0, size()), thread 0 being the caller: work split this way
+    // lands on the same thread in consecutive calls, so data one call writes is read by the same
+    // core in the next (no dynamic balancing: a descheduled thread delays the call).
+    void for_each_thread(const std::function<void(int)>& fn);
 
  private:
+    void run(int n, const std::function<void(int)>& fn, bool pinned);
     struct State;
     std::unique_ptr<State> state_;
 };

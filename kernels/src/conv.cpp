@@ -503,28 +503,30 @@ inline void copy_even(const float* s, int shift, int x0, int x1, int w, float* d
     for (; X < x1; ++X) d[X] = s[2 * X + shift];
 }
 
-// Writes the zero-padded, phase-split planes of channels [c0, c1): plane (c, a, b)[Y][X] =
-// in[c][s*Y + a - pad][s*X + b - pad] (0 outside the input).  The rows Y0..Y1 that read input rows
+// Writes rows [ya, yb) of the zero-padded, phase-split planes of channels [c0, c1): plane (c, a, b)[Y][X] =
+// in[c][s*Y + a - pad][s*X + b - pad] (0 outside the input), and the zeros past the last row when
+// yb == p.hq.  The rows Y0..Y1 that read input rows
 // and the columns x0..x1 that read input columns depend only on the phase, so they are found once
 // per phase; with stride 1 and planes as wide as the input (the shifted layout of "same" padding),
 // a plane is one flat copy of the input moved by a constant offset, and only the columns that
 // wrapped around a row edge are zeroed afterwards.
-void make_planes(const float* in, int h, int w, const PlaneLayout& p, int stride, int pad, int c0, int c1,
-                 float* planes) {
+void make_planes(const float* in, int h, int w, const PlaneLayout& p, int stride, int pad, int c0, int c1, int ya,
+                 int yb, float* planes) {
+    if (ya >= yb) return;  // (an empty range writes nothing, not even the zeros past the last row)
     const size_t plane = p.plane, wq = p.wq;
     const bool flat = stride == 1 && p.wq == w;
     for (int c = c0; c < c1; ++c) {
         const float* src = in + static_cast<size_t>(c) * h * w;
         for (int a = 0; a < p.pk_h; ++a)
             for (int b = 0; b < p.pk_w; ++b) {
-                const int Y0 = std::clamp((pad - a + stride - 1) / stride, 0, p.hq);
-                const int Y1 = std::clamp((h + pad - a + stride - 1) / stride, Y0, p.hq);
+                const int Y0 = std::clamp((pad - a + stride - 1) / stride, ya, yb);
+                const int Y1 = std::clamp((h + pad - a + stride - 1) / stride, Y0, yb);
                 const int x0 = std::clamp((pad - b + stride - 1) / stride, 0, p.wq);
                 const int x1 = std::clamp((w + pad - b + stride - 1) / stride, x0, p.wq);
                 const int shift = b - pad;
                 float* dst = planes + (static_cast<size_t>(c) * p.pk_h * p.pk_w + a * p.pk_w + b) * plane;
-                std::memset(dst, 0, sizeof(float) * Y0 * wq);
-                std::memset(dst + Y1 * wq, 0, sizeof(float) * (plane - Y1 * wq));
+                std::memset(dst + ya * wq, 0, sizeof(float) * (Y0 - ya) * wq);
+                std::memset(dst + Y1 * wq, 0, sizeof(float) * ((yb == p.hq ? plane : yb * wq) - Y1 * wq));
                 if (Y0 == Y1) continue;
                 if (flat) {  // dst[j] = src[j + off] over rows Y0..Y1, clipped to the input
                     const int64_t off = static_cast<int64_t>(a - pad) * w + shift, n = static_cast<int64_t>(h) * w;
@@ -800,17 +802,20 @@ void Conv2d::run(const float* in, int in_h, int in_w, float* out, const float* r
         g.wv = p.wq;
         g.base = planes;
         plane_floats_all = round16(static_cast<size_t>(in_ch_) * p.pk_h * p.pk_w * p.plane);
+    }
+    auto planes_by_channels = [&] {
         const int chunks = std::min(in_ch_, threads * 4);
         pool.parallel_for(chunks, [&](int i) {
             make_planes(in, in_h, in_w, p, stride_, pad_, static_cast<int>(static_cast<int64_t>(in_ch_) * i / chunks),
-                        static_cast<int>(static_cast<int64_t>(in_ch_) * (i + 1) / chunks), planes);
+                        static_cast<int>(static_cast<int64_t>(in_ch_) * (i + 1) / chunks), 0, p.hq, planes);
         });
-    }
+    };
     g.qend = (ho - 1) * g.wv + wo;
     int32_t* off = reinterpret_cast<int32_t*>(scratch + plane_floats_all);
     const int lanes = pick_lanes(p.qrun);
 
     if (depthwise_) {
+        if (!p.direct) planes_by_channels();
         const int taps = kh_ * kw_;
         for (int ky = 0; ky < kh_; ++ky)
             for (int kx = 0; kx < kw_; ++kx) off[ky * kw_ + kx] = p.direct ? 0 : tap_offset(p, stride_, 0, ky, kx);
@@ -853,14 +858,41 @@ void Conv2d::run(const float* in, int in_h, int in_w, float* out, const float* r
     const int tile = lanes * JCW_TILE_VECS;
     const int qrun = p.direct ? g.qend : p.qrun;
     const bool split_q = (!rows_outer && qrun >= threads * 4 * tile) || rows_ < threads * 4;
+    const int tiles = (qrun + tile - 1) / tile;
+    auto q_split = [&](int i, int n) { return std::min(qrun, tiles * i / n * tile); };
+    if (threads > 1 && split_q && !p.direct) {
+        // Pixels split across threads, planes included: thread t writes the plane rows of its own
+        // pixels (all channels), then convolves them, reading only the few rows below them that its
+        // neighbour wrote.  Planes split by channels instead would leave each thread half of its
+        // input in the other core's cache (measured: the plane writing got slower with 2 threads
+        // than with 1, as every line had to be taken back from the other core).
+        auto plane_row = [&](int t) { return t >= threads ? p.hq : std::min(p.hq, q_split(t, threads) / p.wq); };
+        pool.for_each_thread([&](int t) {
+            make_planes(in, in_h, in_w, p, stride_, pad_, 0, in_ch_, plane_row(t), plane_row(t + 1), planes);
+        });
+        pool.for_each_thread([&](int t) {
+            const int q0 = q_split(t, threads), q1 = q_split(t + 1, threads);
+            if (q0 >= q1) return;
+            switch (lanes) {
+                case JCW_LANES: conv_range<JCW_LANES>(g, q0, q1, 0, rows_, rows_outer, packed_.data(), row_start_.data(), boff, out_ch_, out, residual, act_); break;
+#if JCW_LANES != 4
+                case 4: conv_range<4>(g, q0, q1, 0, rows_, rows_outer, packed_.data(), row_start_.data(), boff, out_ch_, out, residual, act_); break;
+#endif
+#if JCW_LANES != 1
+                default: conv_range<1>(g, q0, q1, 0, rows_, rows_outer, packed_.data(), row_start_.data(), boff, out_ch_, out, residual, act_); break;
+#endif
+            }
+        });
+        return;
+    }
+    if (!p.direct) planes_by_channels();
     // Several parts per thread: a thread that gets descheduled leaves its parts to the others.
     const int parts = threads == 1 ? 1 : threads * 4;
     auto body = [&](int i) {
         int q0 = 0, q1 = qrun, r0 = 0, r1 = rows_;
         if (split_q) {
-            const int tiles = (qrun + tile - 1) / tile;
-            q0 = std::min(qrun, tiles * i / parts * tile);
-            q1 = std::min(qrun, tiles * (i + 1) / parts * tile);
+            q0 = q_split(i, parts);
+            q1 = q_split(i + 1, parts);
         } else {
             r0 = row_split(i, parts);
             r1 = row_split(i + 1, parts);

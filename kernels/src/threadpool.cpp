@@ -58,6 +58,7 @@ struct ThreadPool::State {
     std::atomic<bool> stop{false};
     const std::function<void(int)>* fn = nullptr;  // published before generation is bumped
     int n = 0;
+    bool pinned = false;  // fn(worker index) once instead of draining parts
     std::atomic<int> next{0};
     std::atomic<int> busy{0};
 
@@ -67,7 +68,7 @@ struct ThreadPool::State {
         t_in_pool_task = false;
     }
 
-    void worker() {
+    void worker(int index) {
         uint64_t seen = 0;
         for (;;) {
             auto fresh = [&] { return stop.load(std::memory_order_acquire) ||
@@ -78,7 +79,13 @@ struct ThreadPool::State {
             }
             if (stop.load(std::memory_order_acquire)) return;
             seen = generation.load(std::memory_order_acquire);
-            drain(*fn, n);
+            if (pinned) {
+                t_in_pool_task = true;
+                (*fn)(index);
+                t_in_pool_task = false;
+            } else {
+                drain(*fn, n);
+            }
             if (busy.fetch_sub(1, std::memory_order_acq_rel) == 1) {
                 std::lock_guard<std::mutex> lk(m);
                 done.notify_one();
@@ -90,7 +97,7 @@ struct ThreadPool::State {
 ThreadPool::ThreadPool(int threads) : state_(new State) {
     if (threads < 1) throw std::invalid_argument("threads must be >= 1, got " + std::to_string(threads));
     state_->threads = threads;
-    for (int i = 1; i < threads; ++i) state_->workers.emplace_back([s = state_.get()] { s->worker(); });
+    for (int i = 1; i < threads; ++i) state_->workers.emplace_back([s = state_.get(), i] { s->worker(i); });
 }
 
 ThreadPool::~ThreadPool() {
@@ -105,23 +112,42 @@ ThreadPool::~ThreadPool() {
 int ThreadPool::size() const { return state_->threads; }
 
 void ThreadPool::parallel_for(int n, const std::function<void(int)>& fn) {
-    State& s = *state_;
     if (n <= 0) return;
-    if (s.workers.empty() || n == 1 || t_in_pool_task) {
+    if (state_->workers.empty() || n == 1 || t_in_pool_task) {
         for (int i = 0; i < n; ++i) fn(i);
         return;
     }
+    run(n, fn, false);
+}
+
+void ThreadPool::for_each_thread(const std::function<void(int)>& fn) {
+    if (state_->workers.empty() || t_in_pool_task) {
+        for (int t = 0; t < state_->threads; ++t) fn(t);
+        return;
+    }
+    run(state_->threads, fn, true);
+}
+
+void ThreadPool::run(int n, const std::function<void(int)>& fn, bool pinned) {
+    State& s = *state_;
     std::lock_guard<std::mutex> call(s.call);
     {
         std::lock_guard<std::mutex> lk(s.m);  // a worker about to sleep sees the new generation
         s.fn = &fn;
         s.n = n;
+        s.pinned = pinned;
         s.next.store(0, std::memory_order_relaxed);
         s.busy.store(static_cast<int>(s.workers.size()), std::memory_order_relaxed);
         s.generation.fetch_add(1, std::memory_order_release);
     }
     s.wake.notify_all();
-    s.drain(fn, n);
+    if (pinned) {
+        t_in_pool_task = true;
+        fn(0);
+        t_in_pool_task = false;
+    } else {
+        s.drain(fn, n);
+    }
     auto finished = [&] { return s.busy.load(std::memory_order_acquire) == 0; };
     if (!spin_until(finished)) {
         std::unique_lock<std::mutex> lk(s.m);
