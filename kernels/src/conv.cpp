@@ -858,6 +858,18 @@ void Conv2d::run(const float* in, int in_h, int in_w, float* out, const float* r
     const int tile = lanes * JCW_TILE_VECS;
     const int qrun = p.direct ? g.qend : p.qrun;
     const bool split_q = (!rows_outer && qrun >= threads * 4 * tile) || rows_ < threads * 4;
+    auto convolve = [&](int q0, int q1, int r0, int r1) {
+        if (q0 >= q1 || r0 >= r1) return;
+        switch (lanes) {
+            case JCW_LANES: conv_range<JCW_LANES>(g, q0, q1, r0, r1, rows_outer, packed_.data(), row_start_.data(), boff, out_ch_, out, residual, act_); break;
+#if JCW_LANES != 4
+            case 4: conv_range<4>(g, q0, q1, r0, r1, rows_outer, packed_.data(), row_start_.data(), boff, out_ch_, out, residual, act_); break;
+#endif
+#if JCW_LANES != 1
+            default: conv_range<1>(g, q0, q1, r0, r1, rows_outer, packed_.data(), row_start_.data(), boff, out_ch_, out, residual, act_); break;
+#endif
+        }
+    };
     const int tiles = (qrun + tile - 1) / tile;
     auto q_split = [&](int i, int n) { return std::min(qrun, tiles * i / n * tile); };
     if (threads > 1 && split_q && !p.direct) {
@@ -871,17 +883,7 @@ void Conv2d::run(const float* in, int in_h, int in_w, float* out, const float* r
             make_planes(in, in_h, in_w, p, stride_, pad_, 0, in_ch_, plane_row(t), plane_row(t + 1), planes);
         });
         pool.for_each_thread([&](int t) {
-            const int q0 = q_split(t, threads), q1 = q_split(t + 1, threads);
-            if (q0 >= q1) return;
-            switch (lanes) {
-                case JCW_LANES: conv_range<JCW_LANES>(g, q0, q1, 0, rows_, rows_outer, packed_.data(), row_start_.data(), boff, out_ch_, out, residual, act_); break;
-#if JCW_LANES != 4
-                case 4: conv_range<4>(g, q0, q1, 0, rows_, rows_outer, packed_.data(), row_start_.data(), boff, out_ch_, out, residual, act_); break;
-#endif
-#if JCW_LANES != 1
-                default: conv_range<1>(g, q0, q1, 0, rows_, rows_outer, packed_.data(), row_start_.data(), boff, out_ch_, out, residual, act_); break;
-#endif
-            }
+            convolve(q_split(t, threads), q_split(t + 1, threads), 0, rows_);
         });
         return;
     }
@@ -897,16 +899,7 @@ void Conv2d::run(const float* in, int in_h, int in_w, float* out, const float* r
             r0 = row_split(i, parts);
             r1 = row_split(i + 1, parts);
         }
-        if (q0 >= q1 || r0 >= r1) return;
-        switch (lanes) {
-            case JCW_LANES: conv_range<JCW_LANES>(g, q0, q1, r0, r1, rows_outer, packed_.data(), row_start_.data(), boff, out_ch_, out, residual, act_); break;
-#if JCW_LANES != 4
-            case 4: conv_range<4>(g, q0, q1, r0, r1, rows_outer, packed_.data(), row_start_.data(), boff, out_ch_, out, residual, act_); break;
-#endif
-#if JCW_LANES != 1
-            default: conv_range<1>(g, q0, q1, r0, r1, rows_outer, packed_.data(), row_start_.data(), boff, out_ch_, out, residual, act_); break;
-#endif
-        }
+        convolve(q0, q1, r0, r1);
     };
     pool.parallel_for(parts, body);
 }
