@@ -503,13 +503,12 @@ inline void copy_even(const float* s, int shift, int x0, int x1, int w, float* d
     for (; X < x1; ++X) d[X] = s[2 * X + shift];
 }
 
-// Writes rows [ya, yb) of the zero-padded, phase-split planes of channels [c0, c1): plane (c, a, b)[Y][X] =
-// in[c][s*Y + a - pad][s*X + b - pad] (0 outside the input), and the zeros past the last row when
-// yb == p.hq.  The rows Y0..Y1 that read input rows
-// and the columns x0..x1 that read input columns depend only on the phase, so they are found once
-// per phase; with stride 1 and planes as wide as the input (the shifted layout of "same" padding),
-// a plane is one flat copy of the input moved by a constant offset, and only the columns that
-// wrapped around a row edge are zeroed afterwards.
+// Writes rows [ya, yb) of the zero-padded, phase-split planes of channels [c0, c1), plane (c, a, b)[Y][X]
+// = in[c][s*Y + a - pad][s*X + b - pad] (0 outside the input), and the zeros past the last row when
+// yb == p.hq.  The rows Y0..Y1 that read input rows and the columns x0..x1 that read input columns
+// depend only on the phase, so they are found once per phase.  With stride 1 and planes as wide as
+// the input (the shifted layout of "same" padding), a plane is one flat copy of the input moved by a
+// constant offset, and only the columns that wrapped around a row edge are zeroed afterwards.
 void make_planes(const float* in, int h, int w, const PlaneLayout& p, int stride, int pad, int c0, int c1, int ya,
                  int yb, float* planes) {
     if (ya >= yb) return;  // (an empty range writes nothing, not even the zeros past the last row)
@@ -565,6 +564,16 @@ inline int32_t tap_offset(const PlaneLayout& p, int stride, int c, int ky, int k
     const size_t plane = p.plane;
     return static_cast<int32_t>((static_cast<size_t>(c) * p.pk_h * p.pk_w + phase) * plane +
                                 static_cast<size_t>(ky / stride) * p.wq + (p.shifted ? 0 : kx / stride));
+}
+
+// fn(i0, i1) over contiguous ranges of [0, n) run by the pool: one range on one thread, else
+// 4 per thread (a thread that gets descheduled leaves its ranges to the others).
+template <class F>
+void parallel_ranges(ThreadPool& pool, int n, F&& fn) {
+    const int parts = std::min(n, pool.size() == 1 ? 1 : pool.size() * 4);
+    pool.parallel_for(parts, [&](int i) {
+        fn(static_cast<int>(static_cast<int64_t>(n) * i / parts), static_cast<int>(static_cast<int64_t>(n) * (i + 1) / parts));
+    });
 }
 
 // Widest vector (JCW_LANES, 8, 4 or 1) that fits an output row of `wo` pixels.
@@ -738,10 +747,7 @@ void Conv2d::run(const float* in, int in_h, int in_w, float* out, const float* r
             mask_l[q] = q % in_w != 0 ? 1.f : 0.f;
             mask_r[q] = q % in_w != in_w - 1 ? 1.f : 0.f;
         }
-        const int chunks = std::min(in_ch_, threads * 4);
-        pool.parallel_for(chunks, [&](int i) {
-            const int c0 = static_cast<int>(static_cast<int64_t>(in_ch_) * i / chunks);
-            const int c1 = static_cast<int>(static_cast<int64_t>(in_ch_) * (i + 1) / chunks);
+        parallel_ranges(pool, in_ch_, [&](int c0, int c1) {
             for (int c = c0; c < c1; ++c) {
                 float* z = scratch + c * cstride;
                 std::memset(z, 0, sizeof(float) * (in_w + 1));
@@ -757,10 +763,7 @@ void Conv2d::run(const float* in, int in_h, int in_w, float* out, const float* r
     }
     if (depthwise_direct()) {
         const int lanes = row_lanes(wo);
-        const int chunks = std::min(in_ch_, threads * 4);
-        pool.parallel_for(chunks, [&](int i) {
-            const int c0 = static_cast<int>(static_cast<int64_t>(in_ch_) * i / chunks);
-            const int c1 = static_cast<int>(static_cast<int64_t>(in_ch_) * (i + 1) / chunks);
+        parallel_ranges(pool, in_ch_, [&](int c0, int c1) {
             switch (lanes * 2 + (stride_ == 2)) {
 #define JCW_DW3(LN)                                                                                          \
     case 2 * (LN): depthwise3x3_direct<LN>(in, in_h, in_w, c0, c1, dw_.data(), bias_.data(), out, residual, act_); break; \
@@ -783,10 +786,8 @@ void Conv2d::run(const float* in, int in_h, int in_w, float* out, const float* r
     if (channel_vectorised(in_h, in_w)) {
         const ChannelPack& cp = channel_pack();
         const int blocks = (out_ch_ + JCW_LANES - 1) / JCW_LANES;
-        const int parts = std::min(blocks, threads == 1 ? 1 : threads * 4);
-        pool.parallel_for(parts, [&](int i) {
-            cv_blocks<JCW_LANES>(cp.w.data(), cp.bias.data(), in, in_ch_, in_h * in_w, out_ch_, blocks * i / parts,
-                                 blocks * (i + 1) / parts, out, residual, act_);
+        parallel_ranges(pool, blocks, [&](int b0, int b1) {
+            cv_blocks<JCW_LANES>(cp.w.data(), cp.bias.data(), in, in_ch_, in_h * in_w, out_ch_, b0, b1, out, residual, act_);
         });
         return;
     }
@@ -804,11 +805,7 @@ void Conv2d::run(const float* in, int in_h, int in_w, float* out, const float* r
         plane_floats_all = round16(static_cast<size_t>(in_ch_) * p.pk_h * p.pk_w * p.plane);
     }
     auto planes_by_channels = [&] {
-        const int chunks = std::min(in_ch_, threads * 4);
-        pool.parallel_for(chunks, [&](int i) {
-            make_planes(in, in_h, in_w, p, stride_, pad_, static_cast<int>(static_cast<int64_t>(in_ch_) * i / chunks),
-                        static_cast<int>(static_cast<int64_t>(in_ch_) * (i + 1) / chunks), 0, p.hq, planes);
-        });
+        parallel_ranges(pool, in_ch_, [&](int c0, int c1) { make_planes(in, in_h, in_w, p, stride_, pad_, c0, c1, 0, p.hq, planes); });
     };
     g.qend = (ho - 1) * g.wv + wo;
     int32_t* off = reinterpret_cast<int32_t*>(scratch + plane_floats_all);
@@ -821,10 +818,7 @@ void Conv2d::run(const float* in, int in_h, int in_w, float* out, const float* r
             for (int kx = 0; kx < kw_; ++kx) off[ky * kw_ + kx] = p.direct ? 0 : tap_offset(p, stride_, 0, ky, kx);
         const int plane_floats = p.direct ? in_h * in_w : p.pk_h * p.pk_w * p.plane;
         const int dw_lanes = row_lanes(wo);
-        const int chunks = std::min(in_ch_, threads * 4);
-        pool.parallel_for(chunks, [&](int i) {
-            const int c0 = static_cast<int>(static_cast<int64_t>(in_ch_) * i / chunks);
-            const int c1 = static_cast<int>(static_cast<int64_t>(in_ch_) * (i + 1) / chunks);
+        parallel_ranges(pool, in_ch_, [&](int c0, int c1) {
             const bool k3 = taps == 9;
             switch (dw_lanes * 2 + k3) {
 #define JCW_DW(LN)                                                                                                   \

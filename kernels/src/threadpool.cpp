@@ -62,9 +62,13 @@ struct ThreadPool::State {
     std::atomic<int> next{0};
     std::atomic<int> busy{0};
 
-    void drain(const std::function<void(int)>& f, int count) {
+    // Thread `index`'s share of the current call: fn(index) when pinned, else parts taken from `next`.
+    void share(int index) {
         t_in_pool_task = true;
-        for (int i = next.fetch_add(1); i < count; i = next.fetch_add(1)) f(i);
+        if (pinned)
+            (*fn)(index);
+        else
+            for (int i = next.fetch_add(1); i < n; i = next.fetch_add(1)) (*fn)(i);
         t_in_pool_task = false;
     }
 
@@ -79,13 +83,7 @@ struct ThreadPool::State {
             }
             if (stop.load(std::memory_order_acquire)) return;
             seen = generation.load(std::memory_order_acquire);
-            if (pinned) {
-                t_in_pool_task = true;
-                (*fn)(index);
-                t_in_pool_task = false;
-            } else {
-                drain(*fn, n);
-            }
+            share(index);
             if (busy.fetch_sub(1, std::memory_order_acq_rel) == 1) {
                 std::lock_guard<std::mutex> lk(m);
                 done.notify_one();
@@ -141,13 +139,7 @@ void ThreadPool::run(int n, const std::function<void(int)>& fn, bool pinned) {
         s.generation.fetch_add(1, std::memory_order_release);
     }
     s.wake.notify_all();
-    if (pinned) {
-        t_in_pool_task = true;
-        fn(0);
-        t_in_pool_task = false;
-    } else {
-        s.drain(fn, n);
-    }
+    s.share(0);
     auto finished = [&] { return s.busy.load(std::memory_order_acquire) == 0; };
     if (!spin_until(finished)) {
         std::unique_lock<std::mutex> lk(s.m);
