@@ -505,54 +505,68 @@ inline void copy_even(const float* s, int shift, int x0, int x1, int w, float* d
 
 // Writes rows [ya, yb) of the zero-padded, phase-split planes of channels [c0, c1), plane (c, a, b)[Y][X]
 // = in[c][s*Y + a - pad][s*X + b - pad] (0 outside the input), and the zeros past the last row when
-// yb == p.hq.  The rows Y0..Y1 that read input rows and the columns x0..x1 that read input columns
-// depend only on the phase, so they are found once per phase.  With stride 1 and planes as wide as
-// the input (the shifted layout of "same" padding), a plane is one flat copy of the input moved by a
-// constant offset, and only the columns that wrapped around a row edge are zeroed afterwards.
+// yb == p.hq.  Which rows and columns read the input depends only on the phase (a, b), so it is
+// found once per call, not per channel or row.  With stride 1 and planes as wide as the input (the
+// shifted layout of "same" padding), a plane is one flat copy of the input moved by a constant
+// offset, and only the columns that wrapped around a row edge are zeroed afterwards.
 void make_planes(const float* in, int h, int w, const PlaneLayout& p, int stride, int pad, int c0, int c1, int ya,
                  int yb, float* planes) {
     if (ya >= yb) return;  // (an empty range writes nothing, not even the zeros past the last row)
-    const size_t plane = p.plane, wq = p.wq;
+    const size_t plane = p.plane, wq = p.wq, begin = ya * wq, end = yb == p.hq ? plane : yb * wq;
     const bool flat = stride == 1 && p.wq == w;
+    struct Phase {
+        int Y0, Y1, x0, x1;  // plane rows that read input rows, columns that read input columns
+        int64_t off;         // input column (stride 1: flat input index) of plane column 0 (flat index 0)
+        size_t lo, hi;       // flat: the copied floats
+    };
+    std::vector<Phase> phases(static_cast<size_t>(p.pk_h) * p.pk_w);
+    for (int a = 0; a < p.pk_h; ++a)
+        for (int b = 0; b < p.pk_w; ++b) {
+            Phase& f = phases[a * p.pk_w + b];
+            f.Y0 = std::clamp((pad - a + stride - 1) / stride, ya, yb);
+            f.Y1 = std::clamp((h + pad - a + stride - 1) / stride, f.Y0, yb);
+            f.x0 = std::clamp((pad - b + stride - 1) / stride, 0, p.wq);
+            f.x1 = std::clamp((w + pad - b + stride - 1) / stride, f.x0, p.wq);
+            f.off = b - pad;
+            if (flat) {  // dst[j] = src[j + off] over rows Y0..Y1, clipped to the input
+                f.off += static_cast<int64_t>(a - pad) * w;
+                const int64_t j0 = static_cast<int64_t>(f.Y0) * w, j1 = static_cast<int64_t>(f.Y1) * w;
+                const int64_t lo = std::clamp(-f.off, j0, j1);
+                f.lo = lo;
+                f.hi = std::clamp(static_cast<int64_t>(h) * w - f.off, lo, j1);
+            }
+        }
     for (int c = c0; c < c1; ++c) {
         const float* src = in + static_cast<size_t>(c) * h * w;
         for (int a = 0; a < p.pk_h; ++a)
             for (int b = 0; b < p.pk_w; ++b) {
-                const int Y0 = std::clamp((pad - a + stride - 1) / stride, ya, yb);
-                const int Y1 = std::clamp((h + pad - a + stride - 1) / stride, Y0, yb);
-                const int x0 = std::clamp((pad - b + stride - 1) / stride, 0, p.wq);
-                const int x1 = std::clamp((w + pad - b + stride - 1) / stride, x0, p.wq);
-                const int shift = b - pad;
+                const Phase& f = phases[a * p.pk_w + b];
                 float* dst = planes + (static_cast<size_t>(c) * p.pk_h * p.pk_w + a * p.pk_w + b) * plane;
-                std::memset(dst + ya * wq, 0, sizeof(float) * (Y0 - ya) * wq);
-                std::memset(dst + Y1 * wq, 0, sizeof(float) * ((yb == p.hq ? plane : yb * wq) - Y1 * wq));
-                if (Y0 == Y1) continue;
-                if (flat) {  // dst[j] = src[j + off] over rows Y0..Y1, clipped to the input
-                    const int64_t off = static_cast<int64_t>(a - pad) * w + shift, n = static_cast<int64_t>(h) * w;
-                    const int64_t j0 = static_cast<int64_t>(Y0) * w, j1 = static_cast<int64_t>(Y1) * w;
-                    const int64_t lo = std::clamp(-off, j0, j1), hi = std::clamp(n - off, lo, j1);
-                    std::memset(dst + j0, 0, sizeof(float) * (lo - j0));
-                    std::memcpy(dst + lo, src + lo + off, sizeof(float) * (hi - lo));
-                    std::memset(dst + hi, 0, sizeof(float) * (j1 - hi));
-                    if (x0 > 0 || x1 < p.wq)
-                        for (int Y = Y0; Y < Y1; ++Y) {
+                if (flat) {  // zeros, the shifted copy, zeros; then the columns that wrapped round a row edge
+                    if (f.lo > begin) std::memset(dst + begin, 0, sizeof(float) * (f.lo - begin));
+                    std::memcpy(dst + f.lo, src + f.lo + f.off, sizeof(float) * (f.hi - f.lo));
+                    if (end > f.hi) std::memset(dst + f.hi, 0, sizeof(float) * (end - f.hi));
+                    if (f.x0 > 0 || f.x1 < p.wq)
+                        for (int Y = f.Y0; Y < f.Y1; ++Y) {
                             float* d = dst + Y * wq;
-                            for (int X = 0; X < x0; ++X) d[X] = 0.f;
-                            for (int X = x1; X < p.wq; ++X) d[X] = 0.f;
+                            for (int X = 0; X < f.x0; ++X) d[X] = 0.f;
+                            for (int X = f.x1; X < p.wq; ++X) d[X] = 0.f;
                         }
                     continue;
                 }
-                for (int Y = Y0; Y < Y1; ++Y) {
+                std::memset(dst + begin, 0, sizeof(float) * (f.Y0 * wq - begin));
+                std::memset(dst + f.Y1 * wq, 0, sizeof(float) * (end - f.Y1 * wq));
+                for (int Y = f.Y0; Y < f.Y1; ++Y) {
                     float* d = dst + Y * wq;
                     const float* s = src + static_cast<size_t>(stride * Y + a - pad) * w;
-                    for (int X = 0; X < x0; ++X) d[X] = 0.f;
+                    for (int X = 0; X < f.x0; ++X) d[X] = 0.f;
                     if (stride == 1)
-                        std::memcpy(d + x0, s + x0 + shift, sizeof(float) * (x1 - x0));
+                        std::memcpy(d + f.x0, s + f.x0 + f.off, sizeof(float) * (f.x1 - f.x0));
                     else if (stride == 2)
-                        copy_even(s, shift, x0, x1, w, d);
+                        copy_even(s, static_cast<int>(f.off), f.x0, f.x1, w, d);
                     else
-                        for (int X = x0; X < x1; ++X) d[X] = s[stride * X + shift];
-                    for (int X = x1; X < p.wq; ++X) d[X] = 0.f;
+                        for (int X = f.x0; X < f.x1; ++X) d[X] = s[stride * X + f.off];
+                    for (int X = f.x1; X < p.wq; ++X) d[X] = 0.f;
                 }
             }
     }
