@@ -226,7 +226,7 @@ FArray conv_run(const PyConv2d& c, FArray x, std::optional<FArray> residual) {
     float* dst = out.mutable_data();
     const float* res = residual ? residual->data() : nullptr;
     py::gil_scoped_release release;
-    std::vector<float> scratch(c.conv.scratch_floats(h, w));
+    std::vector<float> scratch(c.conv.scratch_floats(h, w, c.pool->size()));
     for (int64_t i = 0; i < n; ++i)
         c.conv.run(x.data() + i * per_in, h, w, dst + i * per_out, res ? res + i * per_out : nullptr, scratch.data(), *c.pool);
     return out;
@@ -241,7 +241,7 @@ py::array_t<double> conv_benchmark(const PyConv2d& c, FArray x, int repeats, int
     std::vector<double> ms(repeats);
     {
         py::gil_scoped_release release;
-        std::vector<float> scratch(c.conv.scratch_floats(h, w));
+        std::vector<float> scratch(c.conv.scratch_floats(h, w, c.pool->size()));
         for (int i = 0; i < warmup + repeats; ++i) {
             const auto t0 = std::chrono::steady_clock::now();
             c.conv.run(x.data(), h, w, out.data(), nullptr, scratch.data(), *c.pool);

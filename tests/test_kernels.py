@@ -115,19 +115,23 @@ def test_padded_conv_sweep_matches_torch(threads):
     """Padded convolutions over the input re-layouts: stride 1 "same" padding on narrow images (the
     flat shifted copy, including rows narrower than the padding), wide images (row copies), stride 2
     and 3 (phase planes), and padding other than "same"; with several threads, layers with few
-    output channels split pixels and each thread writes its own plane rows (some threads get none)."""
+    output channels split pixels: each thread writes and convolves its own band of output rows,
+    halo rows included (the last band shorter, threads beyond the rows idle), residual included."""
     rng = np.random.default_rng(7)
     cases = [(k, s, pad, h, w) for k in (3, 5, 7) for s in (1, 2) for h, w in ((40, 1), (20, 2), (9, 5), (33, 14), (6, 70))
              for pad in ((k - 1) // 2, 1)] + [(3, 3, 1, 20, 17), (5, 1, 0, 30, 9)]
-    for k, s, pad, h, w in cases:
+    for i, (k, s, pad, h, w) in enumerate(cases):
         if h + 2 * pad < k or w + 2 * pad < k:
             continue
         wt = block_pruned(rng, 6, 5, k, 0.6)
         b = rng.standard_normal(6).astype(np.float32)
         x = rng.standard_normal((1, 5, h, w)).astype(np.float32)
         conv = kernels.Conv2d(wt, b, stride=s, padding=pad, act="none", threads=threads)
-        want = torch_conv(x, wt, b, s, pad, 1, "none", None)
-        np.testing.assert_allclose(conv.run(x), want, rtol=1e-4, atol=1e-4, err_msg=f"k={k} s={s} pad={pad} h={h} w={w}")
+        ho, wo = (h + 2 * pad - k) // s + 1, (w + 2 * pad - k) // s + 1
+        res = rng.standard_normal((1, 6, ho, wo)).astype(np.float32) if i % 2 else None
+        want = torch_conv(x, wt, b, s, pad, 1, "none", res)
+        got = conv.run(x) if res is None else conv.run(x, res)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4, err_msg=f"k={k} s={s} pad={pad} h={h} w={w}")
 
 
 def test_conv_dispatch_and_density():

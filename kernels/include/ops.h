@@ -11,8 +11,8 @@
 // Contracts for every run():
 //   - `in`, `out`, `residual` are CHW of one image; `out` must not alias `in`; `residual` may be
 //     null or alias `out` (in-place residual add is safe).
-//   - `scratch` holds at least scratch_floats(in_h, in_w) floats (may be null when that is 0);
-//     it is clobbered.  Ops are const and may run concurrently with distinct scratch buffers.
+//   - `scratch` holds at least scratch_floats(in_h, in_w, pool.size()) floats (may be null when
+//     that is 0); it is clobbered, and should start on a 64-byte boundary (speed only).  Ops are const and may run concurrently with distinct scratch buffers.
 //   - The epilogue is out = act(conv + bias + residual), act in {None, Relu, Relu6}.
 #pragma once
 #include <cstddef>
@@ -73,7 +73,7 @@ class Conv2d {
     int out_size(int in) const;  // output height for input height `in` (square kernels/padding)
     int out_h(int in_h) const;
     int out_w(int in_w) const;
-    size_t scratch_floats(int in_h, int in_w) const;
+    size_t scratch_floats(int in_h, int in_w, int threads = 1) const;
     void run(const float* in, int in_h, int in_w, float* out, const float* residual, float* scratch,
              ThreadPool& pool) const;
     bool sparse() const;       // true when the packed weights skip zero blocks
@@ -86,9 +86,9 @@ class Conv2d {
     int row_split(int i, int n) const;
     bool depthwise_direct() const;  // 3x3 stride 1/2 pad 1 depthwise: reads the input in place
     bool depthwise_flat(int in_h, int in_w) const;  // ... stride 1 on rows narrower than a vector
-    // Pre-scaled input offsets (floats) of every packed block for one input size, built on the
-    // first run at that size and shared by copies of this op (thread-safe).
-    std::shared_ptr<const std::vector<int32_t>> offsets(int in_h, int in_w) const;
+    // Pre-scaled input offsets (floats) of every packed block for one input size and number of
+    // plane bands, built on the first run with them and shared by copies of this op (thread-safe).
+    std::shared_ptr<const std::vector<int32_t>> offsets(int in_h, int in_w, int bands) const;
     struct OffsetCache;
     std::shared_ptr<OffsetCache> offset_cache_;
     // Dense 1x1 stride-1 layers on small images run vectorised over output channels; their

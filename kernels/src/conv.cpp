@@ -26,7 +26,8 @@ constexpr int kChannelVectorisedPixels = 64;
 // Geometry of one run: the input is read through "virtual" output positions q = y * wv + x
 // over planes of width wv; columns x >= wo of a virtual row are computed and discarded.
 struct Geometry {
-    int ho, wo, wv;
+    int ho, wo, wv;      // output rows (of this band) and columns, virtual row width
+    int hw;              // floats from one output channel to the next
     int qend;            // (ho - 1) * wv + wo: positions past it are computed and discarded
     bool prefetch_in = false;  // short rows, input-dominated (rows inner): prefetch the next tile's input
     const float* base;   // plane data (the input itself for 1x1 stride 1 without padding)
@@ -62,7 +63,7 @@ inline void tile_rows(const Geometry& g, int q, int first, int r0, int r1, const
         seg_j[nseg] = j, seg_o[nseg] = y * g.wo + x, seg_n[nseg] = n, ++nseg;
         j += n;
     }
-    const int hw = g.ho * g.wo;
+    const int hw = g.hw;
     const float* in = g.base + q;
     for (int r = r0; r < r1; ++r) {
         const float* w = packed + 4 * (static_cast<size_t>(row_start[r]) + r);
@@ -453,17 +454,27 @@ void depthwise3x3s2_direct(const float* in, int h, int w, int c0, int c1, const 
 
 struct PlaneLayout {
     bool direct;     // 1x1, stride 1, no padding, big enough image: read the input in place
-    int hq, wq;      // plane rows and columns
+    int bands, hb;   // row bands of hb output rows (the last may be shorter), each with its own planes
+    int hq, wq;      // plane rows (of one band) and columns
     int pk_h, pk_w;  // phases used along h / w: min(stride, k); shifted: 1 and kw
     bool shifted;    // stride 1 on narrow images: one plane per column tap kx, no padding columns
-    int plane;       // floats from one plane to the next (>= hq * wq)
-    int qrun;        // virtual positions the kernel runs: qend, or one whole tile when qend is smaller
+    int plane;       // floats from one plane to the next (>= hq * wq), a multiple of 16
+    int qrun;        // virtual positions the kernel runs in a band: qend, or one whole tile when qend is smaller
 };
 
-PlaneLayout plane_layout(int ho, int wo, int kh, int kw, int stride, int pad) {
+inline size_t round16(size_t n) { return (n + 15) & ~size_t(15); }
+
+// Planes of `bands` row bands (1: the whole image).  Band t holds the plane rows that output rows
+// [t hb, (t + 1) hb) read, halo rows included, for every channel, contiguously: a thread that
+// writes and convolves one band touches one block of memory.  (With one set of planes split by
+// rows instead, the two threads' rows alternate every plane, and the hardware prefetchers pull
+// each other's lines across: measured, 2 threads wrote the planes no faster than 1.)
+PlaneLayout plane_layout(int ho, int wo, int kh, int kw, int stride, int pad, int bands = 1) {
     PlaneLayout p;
-    p.direct = kh == 1 && kw == 1 && stride == 1 && pad == 0;
-    p.hq = ho + (kh - 1) / stride;
+    p.hb = (ho + std::clamp(bands, 1, ho) - 1) / std::clamp(bands, 1, ho);
+    p.bands = (ho + p.hb - 1) / p.hb;  // none empty
+    p.direct = kh == 1 && kw == 1 && stride == 1 && pad == 0 && p.bands == 1;
+    p.hq = p.hb + (kh - 1) / stride;
     p.wq = wo + (kw - 1) / stride;
     p.pk_h = std::min(stride, kh);
     p.pk_w = std::min(stride, kw);
@@ -473,7 +484,7 @@ PlaneLayout plane_layout(int ho, int wo, int kh, int kw, int stride, int pad) {
     // Stride 1 on narrow images (padding columns >= 1/8 of a row are computed and discarded):
     // kw planes per channel, plane kx[Y][X] = in[Y - pad][X + kx - pad], so the virtual rows are
     // exactly the output rows; the generic stride-1 plane writer produces them with b = kx.
-    if (stride == 1 && kw > 1 && 8 * (kw - 1) > wo && (ho - 1) * p.wq + wo >= kTile) {
+    if (stride == 1 && kw > 1 && 8 * (kw - 1) > wo && (p.hb - 1) * p.wq + wo >= kTile) {
         p.shifted = true;
         p.wq = wo;
         p.pk_h = 1;
@@ -481,17 +492,20 @@ PlaneLayout plane_layout(int ho, int wo, int kh, int kw, int stride, int pad) {
     } else {
         p.shifted = false;
     }
-    const int qend = (ho - 1) * p.wq + wo;
+    const int qend = (p.hb - 1) * p.wq + wo;
     p.qrun = qend;
     if (JCW_LANES > 1 && qend < kTile) {
         p.qrun = kTile;
         p.direct = false;
     }
-    p.plane = std::max(p.hq * p.wq, p.qrun + (kh - 1) / stride * p.wq + (kw - 1) / stride);
+    p.plane = static_cast<int>(round16(std::max(p.hq * p.wq, p.qrun + (kh - 1) / stride * p.wq + (kw - 1) / stride)));
     return p;
 }
 
-inline size_t round16(size_t n) { return (n + 15) & ~size_t(15); }
+// Floats of one band's planes (all channels), a multiple of 16.
+inline size_t band_floats(const PlaneLayout& p, int in_ch) {
+    return round16(static_cast<size_t>(in_ch) * p.pk_h * p.pk_w * p.plane);
+}
 
 // d[X] = s[2 X + shift] for X in [x0, x1), all indices inside the row of w floats: even lanes of
 // 2L-float loads while they stay in the row, then one by one.
@@ -503,16 +517,16 @@ inline void copy_even(const float* s, int shift, int x0, int x1, int w, float* d
     for (; X < x1; ++X) d[X] = s[2 * X + shift];
 }
 
-// Writes rows [ya, yb) of the zero-padded, phase-split planes of channels [c0, c1), plane (c, a, b)[Y][X]
-// = in[c][s*Y + a - pad][s*X + b - pad] (0 outside the input), and the zeros past the last row when
-// yb == p.hq.  Which rows and columns read the input depends only on the phase (a, b), so it is
-// found once per call, not per channel or row.  With stride 1 and planes as wide as the input (the
-// shifted layout of "same" padding), a plane is one flat copy of the input moved by a constant
-// offset, and only the columns that wrapped around a row edge are zeroed afterwards.
-void make_planes(const float* in, int h, int w, const PlaneLayout& p, int stride, int pad, int c0, int c1, int ya,
-                 int yb, float* planes) {
-    if (ya >= yb) return;  // (an empty range writes nothing, not even the zeros past the last row)
-    const size_t plane = p.plane, wq = p.wq, begin = ya * wq, end = yb == p.hq ? plane : yb * wq;
+// Writes the zero-padded, phase-split planes of channels [c0, c1) of the band whose first plane row
+// is row `y0` of the image's: plane (c, a, b)[Y][X] = in[c][s*(y0 + Y) + a - pad][s*X + b - pad]
+// (0 outside the input and past the last row).  Which rows and columns read the input depends
+// only on the phase (a, b), so it is found once per call, not per channel or row.  With stride 1
+// and planes as wide as the input (the shifted layout of "same" padding), a plane is one flat copy
+// of the input moved by a constant offset, and only the columns that wrapped around a row edge
+// are zeroed afterwards.
+void make_planes(const float* in, int h, int w, const PlaneLayout& p, int stride, int pad, int c0, int c1, int y0,
+                 float* planes) {
+    const size_t plane = p.plane, wq = p.wq;
     const bool flat = stride == 1 && p.wq == w;
     struct Phase {
         int Y0, Y1, x0, x1;  // plane rows that read input rows, columns that read input columns
@@ -523,13 +537,13 @@ void make_planes(const float* in, int h, int w, const PlaneLayout& p, int stride
     for (int a = 0; a < p.pk_h; ++a)
         for (int b = 0; b < p.pk_w; ++b) {
             Phase& f = phases[a * p.pk_w + b];
-            f.Y0 = std::clamp((pad - a + stride - 1) / stride, ya, yb);
-            f.Y1 = std::clamp((h + pad - a + stride - 1) / stride, f.Y0, yb);
+            f.Y0 = std::clamp((pad - a + stride - 1) / stride - y0, 0, p.hq);
+            f.Y1 = std::clamp((h + pad - a + stride - 1) / stride - y0, f.Y0, p.hq);
             f.x0 = std::clamp((pad - b + stride - 1) / stride, 0, p.wq);
             f.x1 = std::clamp((w + pad - b + stride - 1) / stride, f.x0, p.wq);
             f.off = b - pad;
             if (flat) {  // dst[j] = src[j + off] over rows Y0..Y1, clipped to the input
-                f.off += static_cast<int64_t>(a - pad) * w;
+                f.off += static_cast<int64_t>(y0 + a - pad) * w;
                 const int64_t j0 = static_cast<int64_t>(f.Y0) * w, j1 = static_cast<int64_t>(f.Y1) * w;
                 const int64_t lo = std::clamp(-f.off, j0, j1);
                 f.lo = lo;
@@ -543,9 +557,9 @@ void make_planes(const float* in, int h, int w, const PlaneLayout& p, int stride
                 const Phase& f = phases[a * p.pk_w + b];
                 float* dst = planes + (static_cast<size_t>(c) * p.pk_h * p.pk_w + a * p.pk_w + b) * plane;
                 if (flat) {  // zeros, the shifted copy, zeros; then the columns that wrapped round a row edge
-                    if (f.lo > begin) std::memset(dst + begin, 0, sizeof(float) * (f.lo - begin));
+                    std::memset(dst, 0, sizeof(float) * f.lo);
                     std::memcpy(dst + f.lo, src + f.lo + f.off, sizeof(float) * (f.hi - f.lo));
-                    if (end > f.hi) std::memset(dst + f.hi, 0, sizeof(float) * (end - f.hi));
+                    std::memset(dst + f.hi, 0, sizeof(float) * (plane - f.hi));
                     if (f.x0 > 0 || f.x1 < p.wq)
                         for (int Y = f.Y0; Y < f.Y1; ++Y) {
                             float* d = dst + Y * wq;
@@ -554,11 +568,11 @@ void make_planes(const float* in, int h, int w, const PlaneLayout& p, int stride
                         }
                     continue;
                 }
-                std::memset(dst + begin, 0, sizeof(float) * (f.Y0 * wq - begin));
-                std::memset(dst + f.Y1 * wq, 0, sizeof(float) * (end - f.Y1 * wq));
+                std::memset(dst, 0, sizeof(float) * (f.Y0 * wq));
+                std::memset(dst + f.Y1 * wq, 0, sizeof(float) * (plane - f.Y1 * wq));
                 for (int Y = f.Y0; Y < f.Y1; ++Y) {
                     float* d = dst + Y * wq;
-                    const float* s = src + static_cast<size_t>(stride * Y + a - pad) * w;
+                    const float* s = src + static_cast<size_t>(stride * (y0 + Y) + a - pad) * w;
                     for (int X = 0; X < f.x0; ++X) d[X] = 0.f;
                     if (stride == 1)
                         std::memcpy(d + f.x0, s + f.x0 + f.off, sizeof(float) * (f.x1 - f.x0));
@@ -674,7 +688,7 @@ int Conv2d::row_split(int i, int n) const {
 
 struct Conv2d::OffsetCache {
     std::mutex m;
-    int h = -1, w = -1;
+    int h = -1, w = -1, bands = -1;
     std::shared_ptr<const std::vector<int32_t>> off;
 };
 
@@ -706,18 +720,18 @@ const Conv2d::ChannelPack& Conv2d::channel_pack() const {
     return c;
 }
 
-std::shared_ptr<const std::vector<int32_t>> Conv2d::offsets(int in_h, int in_w) const {
+std::shared_ptr<const std::vector<int32_t>> Conv2d::offsets(int in_h, int in_w, int bands) const {
     std::lock_guard<std::mutex> lk(offset_cache_->m);
     OffsetCache& c = *offset_cache_;
-    if (c.off && c.h == in_h && c.w == in_w) return c.off;
-    const PlaneLayout p = plane_layout(out_h(in_h), out_w(in_w), kh_, kw_, stride_, pad_);
+    if (c.off && c.h == in_h && c.w == in_w && c.bands == bands) return c.off;
+    const PlaneLayout p = plane_layout(out_h(in_h), out_w(in_w), kh_, kw_, stride_, pad_, bands);
     const int taps = kh_ * kw_;
     std::vector<int32_t> tap(taps);
     for (int t = 0; t < taps; ++t) tap[t] = p.direct ? 0 : tap_offset(p, stride_, 0, t / kw_, t % kw_);
     const int32_t channel = p.direct ? in_h * in_w : tap_offset(p, stride_, 1, 0, 0);
     auto off = std::make_shared<std::vector<int32_t>>(codes_.size());
     for (size_t b = 0; b < codes_.size(); ++b) (*off)[b] = (codes_[b] / taps) * channel + tap[codes_[b] % taps];
-    c.h = in_h, c.w = in_w, c.off = off;
+    c.h = in_h, c.w = in_w, c.bands = bands, c.off = off;
     return c.off;
 }
 
@@ -736,12 +750,16 @@ bool Conv2d::depthwise_flat(int in_h, int in_w) const {
     return depthwise_direct() && stride_ == 1 && in_w < JCW_LANES && in_h * in_w >= JCW_LANES;
 }
 
-size_t Conv2d::scratch_floats(int in_h, int in_w) const {
+size_t Conv2d::scratch_floats(int in_h, int in_w, int threads) const {
     if (depthwise_flat(in_h, in_w))  // padded channels + two lane masks
         return round16(static_cast<size_t>(in_ch_) * (in_h * in_w + 2 * in_w + 2)) + 2 * round16(in_h * in_w);
     if (depthwise_direct()) return 0;
     const PlaneLayout p = plane_layout(out_h(in_h), out_w(in_w), kh_, kw_, stride_, pad_);
-    const size_t planes = p.direct ? 0 : round16(static_cast<size_t>(in_ch_) * p.pk_h * p.pk_w * p.plane);
+    size_t planes = p.direct ? 0 : band_floats(p, in_ch_);
+    if (threads > 1 && !depthwise_) {  // one band per thread (see run)
+        const PlaneLayout b = plane_layout(out_h(in_h), out_w(in_w), kh_, kw_, stride_, pad_, threads);
+        planes = std::max(planes, b.bands * band_floats(b, in_ch_));
+    }
     return planes + (depthwise_ ? round16(static_cast<size_t>(kh_) * kw_) : 0);
 }
 
@@ -807,7 +825,7 @@ void Conv2d::run(const float* in, int in_h, int in_w, float* out, const float* r
     }
     const PlaneLayout p = plane_layout(ho, wo, kh_, kw_, stride_, pad_);
     Geometry g;
-    g.ho = ho, g.wo = wo;
+    g.ho = ho, g.wo = wo, g.hw = ho * wo;
     float* planes = scratch;
     size_t plane_floats_all = 0;
     if (p.direct) {
@@ -816,10 +834,10 @@ void Conv2d::run(const float* in, int in_h, int in_w, float* out, const float* r
     } else {
         g.wv = p.wq;
         g.base = planes;
-        plane_floats_all = round16(static_cast<size_t>(in_ch_) * p.pk_h * p.pk_w * p.plane);
+        plane_floats_all = band_floats(p, in_ch_);
     }
     auto planes_by_channels = [&] {
-        parallel_ranges(pool, in_ch_, [&](int c0, int c1) { make_planes(in, in_h, in_w, p, stride_, pad_, c0, c1, 0, p.hq, planes); });
+        parallel_ranges(pool, in_ch_, [&](int c0, int c1) { make_planes(in, in_h, in_w, p, stride_, pad_, c0, c1, 0, planes); });
     };
     g.qend = (ho - 1) * g.wv + wo;
     int32_t* off = reinterpret_cast<int32_t*>(scratch + plane_floats_all);
@@ -854,8 +872,6 @@ void Conv2d::run(const float* in, int in_h, int in_w, float* out, const float* r
         return;
     }
 
-    const auto offsets_now = offsets(in_h, in_w);
-    const int32_t* boff = offsets_now->data();
     // Loop order: weights bigger than the input planes -> block rows outer.
     const size_t weight_bytes = sizeof(float) * packed_.size() + sizeof(int32_t) * codes_.size();
     const size_t input_bytes = sizeof(float) * (p.direct ? static_cast<size_t>(in_ch_) * in_h * in_w : plane_floats_all);
@@ -866,35 +882,46 @@ void Conv2d::run(const float* in, int in_h, int in_w, float* out, const float* r
     const int tile = lanes * JCW_TILE_VECS;
     const int qrun = p.direct ? g.qend : p.qrun;
     const bool split_q = (!rows_outer && qrun >= threads * 4 * tile) || rows_ < threads * 4;
-    auto convolve = [&](int q0, int q1, int r0, int r1) {
+    auto convolve = [&](const Geometry& gg, int q0, int q1, int r0, int r1, const int32_t* boff, float* o, const float* res) {
         if (q0 >= q1 || r0 >= r1) return;
         switch (lanes) {
-            case JCW_LANES: conv_range<JCW_LANES>(g, q0, q1, r0, r1, rows_outer, packed_.data(), row_start_.data(), boff, out_ch_, out, residual, act_); break;
+            case JCW_LANES: conv_range<JCW_LANES>(gg, q0, q1, r0, r1, rows_outer, packed_.data(), row_start_.data(), boff, out_ch_, o, res, act_); break;
 #if JCW_LANES != 4
-            case 4: conv_range<4>(g, q0, q1, r0, r1, rows_outer, packed_.data(), row_start_.data(), boff, out_ch_, out, residual, act_); break;
+            case 4: conv_range<4>(gg, q0, q1, r0, r1, rows_outer, packed_.data(), row_start_.data(), boff, out_ch_, o, res, act_); break;
 #endif
 #if JCW_LANES != 1
-            default: conv_range<1>(g, q0, q1, r0, r1, rows_outer, packed_.data(), row_start_.data(), boff, out_ch_, out, residual, act_); break;
+            default: conv_range<1>(gg, q0, q1, r0, r1, rows_outer, packed_.data(), row_start_.data(), boff, out_ch_, o, res, act_); break;
 #endif
         }
     };
+    if (threads > 1 && split_q && !p.direct) {
+        const PlaneLayout pb = plane_layout(ho, wo, kh_, kw_, stride_, pad_, threads);
+        if (pb.bands > 1) {
+            // One row band per thread: thread t writes the planes of its output rows (halo rows
+            // included, all channels) into its own block of the scratch and convolves them; no
+            // thread reads another's planes, so no barrier between the two steps.
+            const auto band_offsets = offsets(in_h, in_w, pb.bands);
+            const size_t band = band_floats(pb, in_ch_);
+            pool.for_each_thread([&](int t) {
+                if (t >= pb.bands) return;
+                const int y0 = t * pb.hb;
+                Geometry gb = g;
+                gb.ho = std::min(pb.hb, ho - y0);
+                gb.wv = pb.wq;
+                gb.base = planes + t * band;
+                gb.qend = (gb.ho - 1) * gb.wv + wo;
+                make_planes(in, in_h, in_w, pb, stride_, pad_, 0, in_ch_, y0, planes + t * band);
+                const int q1 = JCW_LANES > 1 && gb.qend < JCW_LANES * JCW_TILE_VECS ? JCW_LANES * JCW_TILE_VECS : gb.qend;
+                const size_t o = static_cast<size_t>(y0) * wo;
+                convolve(gb, 0, q1, 0, rows_, band_offsets->data(), out + o, residual ? residual + o : nullptr);
+            });
+            return;
+        }
+    }
+    const auto offsets_now = offsets(in_h, in_w, 1);
+    const int32_t* boff = offsets_now->data();
     const int tiles = (qrun + tile - 1) / tile;
     auto q_split = [&](int i, int n) { return std::min(qrun, tiles * i / n * tile); };
-    if (threads > 1 && split_q && !p.direct) {
-        // Pixels split across threads, planes included: thread t writes the plane rows of its own
-        // pixels (all channels), then convolves them, reading only the few rows below them that its
-        // neighbour wrote.  Planes split by channels instead would leave each thread half of its
-        // input in the other core's cache (measured: the plane writing got slower with 2 threads
-        // than with 1, as every line had to be taken back from the other core).
-        auto plane_row = [&](int t) { return t >= threads ? p.hq : std::min(p.hq, q_split(t, threads) / p.wq); };
-        pool.for_each_thread([&](int t) {
-            make_planes(in, in_h, in_w, p, stride_, pad_, 0, in_ch_, plane_row(t), plane_row(t + 1), planes);
-        });
-        pool.for_each_thread([&](int t) {
-            convolve(q_split(t, threads), q_split(t + 1, threads), 0, rows_);
-        });
-        return;
-    }
     if (!p.direct) planes_by_channels();
     // Several parts per thread: a thread that gets descheduled leaves its parts to the others.
     const int parts = threads == 1 ? 1 : threads * 4;
@@ -907,7 +934,7 @@ void Conv2d::run(const float* in, int in_h, int in_w, float* out, const float* r
             r0 = row_split(i, parts);
             r1 = row_split(i + 1, parts);
         }
-        convolve(q0, q1, r0, r1);
+        convolve(g, q0, q1, r0, r1, boff, out, residual);
     };
     pool.parallel_for(parts, body);
 }

@@ -162,7 +162,7 @@ void Network::Impl::plan() {
     for (const Step& st : steps) {
         if (st.kind != Kind::Conv) continue;
         const ValueShape& x = values[st.in[0]].shape;
-        scratch = std::max(scratch, st.conv->scratch_floats(x.h, x.w));
+        scratch = std::max(scratch, st.conv->scratch_floats(x.h, x.w, pool.size()));
     }
     scratch_offset = total;
     arena_floats = total + round_up(scratch);

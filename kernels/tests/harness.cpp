@@ -67,7 +67,7 @@ int check_conv(const Case& c, int threads) {
 
     jcw::Conv2d conv(w.data(), b.data(), c.out_ch, c.in_ch, c.k, c.k, c.stride, c.pad, c.groups, c.act, c.mode);
     jcw::ThreadPool pool(threads);
-    std::vector<float> scratch(conv.scratch_floats(c.h, c.w) + 1);
+    std::vector<float> scratch(conv.scratch_floats(c.h, c.w, threads) + 1);
     int failures = 0;
     for (bool scalar : {false, true}) {
         jcw::set_force_scalar(scalar);
