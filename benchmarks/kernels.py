@@ -174,8 +174,11 @@ def run_benchmark(cfg: BenchConfig) -> list[dict]:
 def scaling_benchmark(cfg: BenchConfig) -> list[dict]:
     """Thread scaling: every shape and density at 1 and ``cfg.threads`` threads, engine and onnxruntime.
 
-    Engine 1-thread and N-thread calls alternate (so drifting load hits both alike). Each runtime
-    is measured as it runs alone: all engine layers first, then all onnxruntime sessions, because
+    Engine 1-thread and N-thread rounds alternate (so drifting load hits both alike). A round is one
+    untimed call, then the median of 3 timed calls: the untimed call wakes the pool's workers, which
+    sleep after 0.2 ms idle (in a network the next layer follows within microseconds, so they are
+    awake; a 1-thread call of a big layer between two N-thread calls would otherwise add a wake-up,
+    measured 20-40 us, to every N-thread call).  Each runtime is measured as it runs alone: all engine layers first, then all onnxruntime sessions, because
     once an onnxruntime session with several threads has run in a process, a new engine pool there
     was measured 10-30x slower on small layers (alternating calls; not seen without onnxruntime).
     """
@@ -197,7 +200,7 @@ def scaling_benchmark(cfg: BenchConfig) -> list[dict]:
         ms = [[], []]
         for i in range(cfg.warmup + cfg.repeats):
             for j, conv in enumerate(convs):
-                t = float(conv.benchmark(x, repeats=1, warmup=0)[0])
+                t = float(np.median(conv.benchmark(x, repeats=3, warmup=1)))
                 if i >= cfg.warmup:
                     ms[j].append(t)
         eng.append([float(reduce(m)) for m in ms])
@@ -212,7 +215,7 @@ def scaling_benchmark(cfg: BenchConfig) -> list[dict]:
             sess = ort_session(w, b, stride, k // 2, hw, t)
             run = lambda: sess.run(None, {"x": x[None]})  # noqa: E731
             time_calls(run, 1, cfg.warmup)
-            ort_ms.append(float(reduce([time_calls(run, 1, 0) for _ in range(cfg.repeats)])))
+            ort_ms.append(float(reduce([time_calls(run, 3, 1) for _ in range(cfg.repeats)])))
         e1, en = eng[n]
         rows.append({"kernel": k, "in_ch": cin, "out_ch": cout, "hw": hw, "stride": stride, "density": density,
                      "engine_ms_1": e1, "engine_ms_n": en, "ort_ms_1": ort_ms[0], "ort_ms_n": ort_ms[1],
