@@ -192,6 +192,22 @@ def test_two_threads_match_one_thread_on_a_residual_block():
     assert_close(two, one, rel=1e-5)
 
 
+@pytest.mark.parametrize("k,threads", [(1, 1), (1, 2), (3, 1), (3, 2)])
+def test_conv_whose_residual_is_its_own_input(k, threads):
+    """y = relu(conv(a) + a): the fused residual is the conv's input, so the output must not be
+    written over it (a 1x1 conv reads every channel of a pixel after storing some of them; with
+    threads, row bands read halo rows that the neighbouring band's output would overwrite)."""
+    rng = np.random.default_rng(11)
+    c, hw = 16, 24
+    inits = {"w0": block_sparse(rng, (c, 3, 3, 3), 1.0), "w1": block_sparse(rng, (c, c, k, k), 0.5)}
+    nodes = [conv_node("stem", "x", "a0", "w0", None, 1, 1), helper.make_node("Relu", ["a0"], ["a"], name="r0"),
+             conv_node("c1", "a", "b", "w1", None, 1, k // 2), helper.make_node("Add", ["b", "a"], ["s"], name="add"),
+             helper.make_node("Relu", ["s"], ["y"], name="r1")]
+    model = make_model(nodes, inits, (3, hw, hw))
+    engine = check_parity(model, rng.standard_normal((2, 3, hw, hw)).astype(np.float32), threads=threads)
+    assert [(p.op, p.residual) for p in engine.plan] == [("conv", False), ("conv", True)]
+
+
 def test_output_can_be_an_intermediate_feature_map():
     rng = np.random.default_rng(8)
     w = block_sparse(rng, (6, 3, 3, 3), 1.0)

@@ -115,9 +115,13 @@ void Network::Impl::plan() {
         const Step& st = steps[s];
         if (st.kind == Kind::Reshape || st.kind == Kind::Const) continue;
         const size_t need = values[st.out].shape.size();
-        // Elementwise epilogues may write over an input that dies here.
+        // Elementwise epilogues may write over an input that dies here; a conv's output never
+        // over its own input (Conv2d::run's contract: threads convolving row bands still read
+        // the input's halo rows, a 1x1 conv reads every channel of a pixel after storing some),
+        // so not over a residual that is also the conv's input (y = conv(x) + x).
         std::vector<int> inplace;
-        if (st.kind == Kind::Conv && st.residual >= 0) inplace.push_back(st.residual);
+        if (st.kind == Kind::Conv && st.residual >= 0 && values[st.residual].root != values[st.in[0]].root)
+            inplace.push_back(st.residual);
         if (st.kind == Kind::Add || st.kind == Kind::Act) inplace = st.in;
         int chosen = -1;
         for (int v : inplace) {
