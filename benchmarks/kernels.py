@@ -178,8 +178,8 @@ def scaling_benchmark(cfg: BenchConfig) -> list[dict]:
     untimed call, then the median of 3 timed calls: the untimed call wakes the pool's workers, which
     sleep after 0.2 ms idle (in a network the next layer follows within microseconds, so they are
     awake; a 1-thread call of a big layer between two N-thread calls would otherwise add a wake-up,
-    measured 20-40 us, to every N-thread call).  Each runtime is measured as it runs alone: all engine layers first, then all onnxruntime sessions, because
-    once an onnxruntime session with several threads has run in a process, a new engine pool there
+    measured 20-40 us, to every N-thread call). Each runtime is measured as it runs alone: all
+    engine layers first, then all onnxruntime sessions, because once an onnxruntime session with several threads has run in a process, a new engine pool there
     was measured 10-30x slower on small layers (alternating calls; not seen without onnxruntime).
     """
     reduce = np.median if cfg.stat == "median" else np.min

@@ -12,7 +12,8 @@
 //   - `in`, `out`, `residual` are CHW of one image; `out` must not alias `in`; `residual` may be
 //     null or alias `out` (in-place residual add is safe).
 //   - `scratch` holds at least scratch_floats(in_h, in_w, pool.size()) floats (may be null when
-//     that is 0); it is clobbered, and should start on a 64-byte boundary (speed only).  Ops are const and may run concurrently with distinct scratch buffers.
+//     that is 0); it is clobbered, and should start on a 64-byte boundary (speed only).  Ops are
+//     const and may run concurrently with distinct scratch buffers.
 //   - The epilogue is out = act(conv + bias + residual), act in {None, Relu, Relu6}.
 #pragma once
 #include <cstddef>

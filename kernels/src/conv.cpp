@@ -464,6 +464,12 @@ struct PlaneLayout {
 
 inline size_t round16(size_t n) { return (n + 15) & ~size_t(15); }
 
+// Virtual positions the kernel runs for `qend` valid ones: on small images (e.g. 7x7) one full
+// register tile over zero-padded planes beats a cascade of narrow tiles (fewer loads per FMA), at
+// the price of discarded lanes.
+constexpr int kTile = JCW_LANES * JCW_TILE_VECS;
+inline int run_positions(int qend) { return JCW_LANES > 1 && qend < kTile ? kTile : qend; }
+
 // Planes of `bands` row bands (1: the whole image).  Band t holds the plane rows that output rows
 // [t hb, (t + 1) hb) read, halo rows included, for every channel, contiguously: a thread that
 // writes and convolves one band touches one block of memory.  (With one set of planes split by
@@ -478,9 +484,6 @@ PlaneLayout plane_layout(int ho, int wo, int kh, int kw, int stride, int pad, in
     p.wq = wo + (kw - 1) / stride;
     p.pk_h = std::min(stride, kh);
     p.pk_w = std::min(stride, kw);
-    // Small images (e.g. 7x7): one full register tile over zero-padded planes beats a cascade of
-    // narrow tiles (fewer loads per FMA), at the price of discarded lanes.
-    constexpr int kTile = JCW_LANES * JCW_TILE_VECS;
     // Stride 1 on narrow images (padding columns >= 1/8 of a row are computed and discarded):
     // kw planes per channel, plane kx[Y][X] = in[Y - pad][X + kx - pad], so the virtual rows are
     // exactly the output rows; the generic stride-1 plane writer produces them with b = kx.
@@ -493,11 +496,8 @@ PlaneLayout plane_layout(int ho, int wo, int kh, int kw, int stride, int pad, in
         p.shifted = false;
     }
     const int qend = (p.hb - 1) * p.wq + wo;
-    p.qrun = qend;
-    if (JCW_LANES > 1 && qend < kTile) {
-        p.qrun = kTile;
-        p.direct = false;
-    }
+    p.qrun = run_positions(qend);
+    if (p.qrun != qend) p.direct = false;
     p.plane = static_cast<int>(round16(std::max(p.hq * p.wq, p.qrun + (kh - 1) / stride * p.wq + (kw - 1) / stride)));
     return p;
 }
@@ -756,7 +756,7 @@ size_t Conv2d::scratch_floats(int in_h, int in_w, int threads) const {
     if (depthwise_direct()) return 0;
     const PlaneLayout p = plane_layout(out_h(in_h), out_w(in_w), kh_, kw_, stride_, pad_);
     size_t planes = p.direct ? 0 : band_floats(p, in_ch_);
-    if (threads > 1 && !depthwise_) {  // one band per thread (see run)
+    if (threads > 1 && !depthwise_ && !p.direct) {  // one band per thread (see run)
         const PlaneLayout b = plane_layout(out_h(in_h), out_w(in_w), kh_, kw_, stride_, pad_, threads);
         planes = std::max(planes, b.bands * band_floats(b, in_ch_));
     }
@@ -911,9 +911,8 @@ void Conv2d::run(const float* in, int in_h, int in_w, float* out, const float* r
                 gb.base = planes + t * band;
                 gb.qend = (gb.ho - 1) * gb.wv + wo;
                 make_planes(in, in_h, in_w, pb, stride_, pad_, 0, in_ch_, y0, planes + t * band);
-                const int q1 = JCW_LANES > 1 && gb.qend < JCW_LANES * JCW_TILE_VECS ? JCW_LANES * JCW_TILE_VECS : gb.qend;
                 const size_t o = static_cast<size_t>(y0) * wo;
-                convolve(gb, 0, q1, 0, rows_, band_offsets->data(), out + o, residual ? residual + o : nullptr);
+                convolve(gb, 0, run_positions(gb.qend), 0, rows_, band_offsets->data(), out + o, residual ? residual + o : nullptr);
             });
             return;
         }
