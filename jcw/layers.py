@@ -92,6 +92,33 @@ def _norms(gm: fx.GraphModule) -> dict[str, str]:
     return norms
 
 
+_ACT_MODULES = {nn.ReLU: "relu", nn.ReLU6: "relu6"}
+_ACT_FUNCTIONS = {torch.relu: "relu", nn.functional.relu: "relu", nn.functional.relu6: "relu6"}
+_ACT_METHODS = {"relu": "relu", "relu_": "relu"}
+# Ops between a conv (or add) and its activation that leave values the activation sees alone.
+_TRANSPARENT = (nn.BatchNorm2d, nn.Dropout, nn.Identity)
+
+
+def _act_after(node: fx.Node, modules: dict) -> str:
+    """The activation applied to ``node``'s output before anything else reads it (see LayerSpec.act)."""
+    while len(node.users) == 1:
+        (user,) = node.users
+        if user.op == "call_module":
+            mod = modules[user.target]
+            if type(mod) in _ACT_MODULES:
+                return _ACT_MODULES[type(mod)]
+            if not isinstance(mod, _TRANSPARENT):
+                return "none"
+        elif user.op == "call_function" and user.target in _ACT_FUNCTIONS:
+            return _ACT_FUNCTIONS[user.target]
+        elif user.op == "call_method" and user.target in _ACT_METHODS:
+            return _ACT_METHODS[user.target]
+        elif not (user.op == "call_function" and user.target is nn.functional.dropout):
+            return "none"
+        node = user
+    return "none"
+
+
 def norm_layers(model: nn.Module) -> dict[str, str]:
     """{conv name: name of the BatchNorm2d that alone reads its output} (no forward pass needed)."""
     return _norms(fx.symbolic_trace(model))
@@ -190,7 +217,8 @@ def trace(model: nn.Module, resolution: int, name: str | None = None) -> Trace:
                 name=lname, kind=_conv_kind(mod, i == 0), kernel=mod.kernel_size[0], stride=mod.stride[0],
                 padding=mod.padding[0], groups=mod.groups, in_res=int(in_shape[-1]),
                 in_ch=mod.in_channels, out_ch=mod.out_channels, group=group_of(out_id),
-                in_group=group_of(in_id), bias=mod.bias is not None, norm=lname in norms))
+                in_group=group_of(in_id), bias=mod.bias is not None, norm=lname in norms,
+                act=_act_after(node, modules)))
         else:
             feeding = [x.out_ch for x in layers if in_id >= 0 and x.group == group_of(in_id)]
             if len(in_shape) != 2 or feeding[:1] != [mod.in_features]:
@@ -199,10 +227,11 @@ def trace(model: nn.Module, resolution: int, name: str | None = None) -> Trace:
             layers.append(LayerSpec(
                 name=lname, kind="fc", kernel=1, stride=1, padding=0, groups=1, in_res=1,
                 in_ch=mod.in_features, out_ch=mod.out_features, group=-1, in_group=group_of(in_id),
-                bias=mod.bias is not None, norm=False))
+                bias=mod.bias is not None, norm=False, act="none"))
 
     ops = [OpSpec(kind=kind, in_res=int(_shape(node)[-1]), channels=int(_shape(node)[1]),
-                  group=group_of(uid), **extra) for kind, node, uid, extra in raw_ops]
+                  group=group_of(uid), act=_act_after(node, modules) if kind == "add" else "none", **extra)
+           for kind, node, uid, extra in raw_ops]
 
     groups = []
     for root, g in sorted(gid.items(), key=lambda kv: kv[1]):

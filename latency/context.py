@@ -11,8 +11,10 @@ their input and output, and the non-conv ops (pools, residual adds) separately. 
 rebuilt with one rule: a layer reads the latest tensor of its input group at its input size
 (made by a max pool when only a larger one exists, by the global average pool for the fc), and
 a non-depthwise layer whose output group already has a tensor of that size closes a residual
-block: the two are added (then ReLU). That reproduces ResNet (identity and downsample blocks),
-MobileNetV1/V2 and VGG exactly; a spec it cannot place raises ContextError.
+block: the two are added. Every layer and add is followed by the activation its spec records
+(ReLU, ReLU6 or none: MobileNetV2's linear bottlenecks, the conv before a residual add). That
+reproduces ResNet (identity and downsample blocks), MobileNetV1/V2 and VGG exactly; a spec it
+cannot place raises ContextError.
 
 **Design.** Each coupling group gets a colour so that a layer's input and output groups differ
 (greedy colouring); a run sets one channel ratio per colour and one density for every layer.
@@ -163,6 +165,19 @@ def build(spec, run: Run, rng: np.random.Generator):
     latest[(-1, spec.resolution)] = "x"
     ch[-1] = img
 
+    def activate(tensor: str, act: str) -> str:
+        """``tensor`` after the spec's activation (ReLU, or ReLU6 as Clip(0, 6) the way torch exports it)."""
+        if act == "none":
+            return tensor
+        if act == "relu":
+            nodes.append(helper.make_node("Relu", [tensor], [f"{tensor}.relu"], name=f"{tensor}.relu"))
+            return f"{tensor}.relu"
+        for bound, value in (("lo", 0.0), ("hi", 6.0)):
+            inits.setdefault(f"relu6.{bound}", np.array(value, dtype=np.float32))
+        nodes.append(helper.make_node("Clip", [tensor, "relu6.lo", "relu6.hi"], [f"{tensor}.relu6"],
+                                      name=f"{tensor}.relu6"))
+        return f"{tensor}.relu6"
+
     def read(group: int, size: int, who: str) -> str:
         if (group, size) in latest:
             return latest[(group, size)]
@@ -217,16 +232,14 @@ def build(spec, run: Run, rng: np.random.Generator):
         skip = latest.get(key) if x.kind != "depthwise" else None
         match = next((k2 for k2, (i, o) in enumerate(adds) if o.group == x.group and o.in_res == x.out_res), None)
         if skip is not None and match is not None:
-            i, _ = adds.pop(match)
+            i, op = adds.pop(match)
             name = f"add{i}"
             nodes.append(helper.make_node("Add", [conv, skip], [name], name=name))
-            nodes.append(helper.make_node("Relu", [name], [f"{name}.relu"], name=f"{name}.relu"))
             place.adds[i] = (cout, tuple(p for p in (producer.get(conv), producer.get(skip)) if p))
-            latest[key] = f"{name}.relu"
+            latest[key] = activate(name, op.act)
         else:
-            nodes.append(helper.make_node("Relu", [conv], [f"{conv}.relu"], name=f"{x.name}.relu"))
-            latest[key] = f"{conv}.relu"
-            producer[f"{conv}.relu"] = x.name
+            latest[key] = activate(conv, x.act)
+            producer[latest[key]] = x.name
     else:
         raise ContextError(f"{spec.model}: the spec has no fc layer to end the network")
     left = [f"{o.kind} {i}" for i, o in (*pools, *adds)] + [f"avgpool {i}" for i, _ in gap if i not in place.pools]

@@ -8,6 +8,7 @@ from pathlib import Path
 
 KINDS = ("stem", "regular", "depthwise", "pointwise", "fc")
 OP_KINDS = ("maxpool", "avgpool", "add")
+ACTS = ("relu", "relu6", "none")
 SPEC_DIR = Path(__file__).resolve().parent / "specs"
 
 
@@ -22,7 +23,11 @@ class LayerSpec:
 
     ``group`` owns the output channels (-1: not prunable, the fc), ``in_group`` the input channels
     (-1: the image).  A depthwise conv owns no channels: ``group == in_group``.  ``bias`` and
-    ``norm`` (a BatchNorm follows) only matter for parameter counts.
+    ``norm`` (a BatchNorm follows) only matter for parameter counts.  ``act``: the activation
+    applied to the layer's (normalised) output before anything else reads it, one of ``ACTS``
+    ("none" where a residual add or a linear bottleneck follows); the engine fuses it into the
+    conv, and the latency profiler's context networks reproduce it.  Specs written before it
+    existed load as "relu", as they were profiled.
     """
 
     name: str
@@ -38,10 +43,13 @@ class LayerSpec:
     in_group: int
     bias: bool = False
     norm: bool = False
+    act: str = "relu"
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"layer {self.name!r}: kind {self.kind!r} is not one of {KINDS}")
+        if self.act not in ACTS:
+            raise ValueError(f"layer {self.name!r}: act {self.act!r} is not one of {ACTS}")
 
     @property
     def out_res(self) -> int:
@@ -58,7 +66,10 @@ class LayerSpec:
 
 @dataclass(frozen=True)
 class OpSpec:
-    """Non-conv work: "maxpool", "avgpool" (kernel 0 = global) or "add" (of ``group``'s channels)."""
+    """Non-conv work: "maxpool", "avgpool" (kernel 0 = global) or "add" (of ``group``'s channels).
+
+    ``act``: the activation applied to an add's sum (one of ``ACTS``; "none" for pools).
+    """
 
     kind: str
     in_res: int
@@ -67,10 +78,13 @@ class OpSpec:
     kernel: int = 0
     stride: int = 0
     padding: int = 0
+    act: str = "none"
 
     def __post_init__(self) -> None:
         if self.kind not in OP_KINDS:
             raise ValueError(f"op kind {self.kind!r} is not one of {OP_KINDS}")
+        if self.act not in ACTS:
+            raise ValueError(f"{self.kind} op: act {self.act!r} is not one of {ACTS}")
 
     @property
     def out_res(self) -> int:
@@ -127,7 +141,8 @@ class NetSpec:
                 resolution=int(d["resolution"]),
                 num_classes=int(d["num_classes"]),
                 layers=tuple(LayerSpec(**x) for x in d["layers"]),
-                ops=tuple(OpSpec(**x) for x in d["ops"]),
+                # Specs from before ``act`` existed were profiled with a ReLU after every add.
+                ops=tuple(OpSpec(**{"act": "relu" if x.get("kind") == "add" else "none", **x}) for x in d["ops"]),
                 groups=tuple(GroupSpec(**{**x, "members": tuple(x["members"])}) for x in d["groups"]),
             )
         except (KeyError, TypeError) as e:

@@ -108,3 +108,26 @@ def test_a_spec_whose_graph_cannot_be_rebuilt_is_refused():
     full = Run({g.id: g.channels for g in spec.groups}, {i: 1.0 for i in range(len(spec.layers))})
     with pytest.raises(ContextError, match="no fc layer"):
         build(broken, full, np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("model", ["mobilenet_v2", "resnet18"])
+def test_full_width_network_runs_the_real_models_steps(model, tmp_path):
+    """The engine plans the context network with the same fused activations and residual adds, step
+    by step, as the zoo model exported by torch (ReLU6, linear bottlenecks, add-then-ReLU)."""
+    from jcw.export import export_onnx
+    from jcw.models import create_model
+
+    res = 64
+    spec = load_shipped(model).at_resolution(res)
+    full = Run({g.id: g.channels for g in spec.groups}, {i: 1.0 for i in range(len(spec.layers))})
+    context = Engine(build(spec, full, np.random.default_rng(0))[0])
+    real = Engine(str(export_onnx(create_model(model), tmp_path / "m.onnx", res)))
+
+    def steps(engine):
+        return [(p.op, p.shape, p.act, p.residual) for p in engine.plan
+                if p.op in ("conv", "depthwise", "linear")]
+
+    got, want = steps(context), steps(real)
+    assert len(got) == len(spec.layers)
+    assert got == want
+    assert {s[2] for s in want} == ({"none", "relu6"} if model == "mobilenet_v2" else {"none", "relu"})

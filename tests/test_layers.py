@@ -85,6 +85,48 @@ def test_toy_union_find():
     assert t.norms == {}
 
 
+def test_trace_records_the_activation_each_layer_and_add_feeds():
+    class Acts(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(3, 8, 3, padding=1)
+            self.bn = nn.BatchNorm2d(8)
+            self.act6 = nn.ReLU6()
+            self.b = nn.Conv2d(8, 8, 1)
+            self.c = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+            self.d = nn.Conv2d(8, 8, 1)
+            self.e = nn.Conv2d(8, 8, 1)
+            self.f = nn.Conv2d(8, 8, 1)
+            self.pool = nn.AdaptiveAvgPool2d(1)
+            self.fc = nn.Linear(8, 5)
+
+        def forward(self, x):
+            x = self.act6(self.bn(self.a(x)))              # module ReLU6 after a BatchNorm
+            y = nn.functional.relu(self.b(x))              # functional relu
+            y = self.c(y).relu()                           # method relu
+            y = self.d(y) + x                              # into an add: none; the add: none
+            z = self.e(y)                                  # two readers: none
+            z = torch.relu(self.f(z) + z) + z              # add then relu; the outer add: none
+            return self.fc(torch.flatten(self.pool(z), 1))
+
+    spec = describe(Acts(), 8, "acts")
+    assert [x.act for x in spec.layers] == ["relu6", "relu", "relu", "none", "none", "none", "none"]
+    assert [o.act for o in spec.ops if o.kind == "add"] == ["none", "relu", "none"]
+    assert [o.act for o in spec.ops if o.kind != "add"] == ["none"]
+
+
+def test_spec_json_without_activations_loads_as_profiled_before():
+    d = load_shipped("resnet20").to_dict()
+    for item in (*d["layers"], *d["ops"]):
+        del item["act"]
+    old = NetSpec.from_dict(d)
+    assert all(x.act == "relu" for x in old.layers)
+    assert [o.act for o in old.ops] == ["relu" if o.kind == "add" else "none" for o in old.ops]
+    d["layers"][1]["act"] = "gelu"
+    with pytest.raises(ValueError, match="act 'gelu' is not one of"):
+        NetSpec.from_dict(d)
+
+
 def test_unsupported_ops_are_named():
     class Cat(nn.Module):
         def __init__(self):
