@@ -102,6 +102,11 @@ class Run:
     channels: dict[int, int]
     density: dict[int, float]
 
+    @classmethod
+    def full_width(cls, spec) -> "Run":
+        """The unpruned network: every group at its full channels, every layer dense."""
+        return cls({g.id: g.channels for g in spec.groups}, {i: 1.0 for i in range(len(spec.layers))})
+
 
 def design(spec, ratios, densities) -> list[Run]:
     """The runs whose networks put every layer at every point of its grid (see module docstring)."""

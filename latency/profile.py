@@ -264,8 +264,7 @@ def reference_timer(spec, threads: int, repeats: int, warmup: int, seed: int = 0
     minimum ignores one-off spikes, a slower machine raises it. The network is built once."""
     from jcw.engine import Engine
 
-    full = Run({g.id: g.channels for g in spec.groups}, {i: 1.0 for i in range(len(spec.layers))})
-    model, _ = build(spec, full, np.random.default_rng(seed))
+    model, _ = build(spec, Run.full_width(spec), np.random.default_rng(seed))
     engine = Engine(model, threads=threads)
     x = np.random.default_rng(seed).standard_normal((1, *engine.input_shape), dtype=np.float32)
     return lambda: float(np.min(engine.benchmark(x, repeats=repeats, warmup=warmup)))

@@ -64,7 +64,7 @@ def _adds(model):
 @pytest.mark.parametrize("model", ZOO)
 def test_full_width_network_has_the_models_layers_and_residual_blocks(model):
     spec = load_shipped(model)
-    full = Run({g.id: g.channels for g in spec.groups}, {i: 1.0 for i in range(len(spec.layers))})
+    full = Run.full_width(spec)
     onnx_model, place = build(spec, full, np.random.default_rng(0))
     convs = [n for n in onnx_model.graph.node if n.op_type in ("Conv", "Gemm")]
     assert [n.name for n in convs] == [x.name for x in spec.layers]
@@ -105,7 +105,7 @@ def test_a_spec_whose_graph_cannot_be_rebuilt_is_refused():
 
     spec = load_shipped("resnet20")
     broken = replace(spec, layers=spec.layers[:-1])          # no fc: the pools and adds are left over
-    full = Run({g.id: g.channels for g in spec.groups}, {i: 1.0 for i in range(len(spec.layers))})
+    full = Run.full_width(spec)
     with pytest.raises(ContextError, match="no fc layer"):
         build(broken, full, np.random.default_rng(0))
 
@@ -119,7 +119,7 @@ def test_full_width_network_runs_the_real_models_steps(model, tmp_path):
 
     res = 64
     spec = load_shipped(model).at_resolution(res)
-    full = Run({g.id: g.channels for g in spec.groups}, {i: 1.0 for i in range(len(spec.layers))})
+    full = Run.full_width(spec)
     context = Engine(build(spec, full, np.random.default_rng(0))[0])
     real = Engine(str(export_onnx(create_model(model), tmp_path / "m.onnx", res)))
 
