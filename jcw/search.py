@@ -26,15 +26,17 @@ from tqdm.auto import tqdm
 from jcw import operators
 from jcw.problem import JointPruningProblem, hypervolume, non_dominated
 from jcw.random_prune import RandomStrategy
-from jcw.space import Bounds
+from jcw.space import BOUNDS_PRESETS, Bounds
+from jcw.supernet import RULES
 from jcw.survival import UniformTargetSurvival
 from latency.lut import atomic_write
 
 PRESETS = {
-    "quick": {"population": 8, "generations": 6, "supernet_steps": 40, "pretrain_epochs": 3},
+    "quick": {"population": 8, "generations": 6, "supernet_steps": 40, "pretrain_epochs": 8},
     "paper": {"population": 64, "generations": 128, "supernet_epochs": 30.0, "batch_size": 256},
 }
 UNIFORM_WIDTHS = (0.75, 0.5)
+REFERENCE_NAMES = ("unpruned",) + tuple(f"uniform {w:g}x" for w in UNIFORM_WIDTHS)
 _BUDGET = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(ms|s)?\s*$")
 
 
@@ -73,12 +75,14 @@ class SearchConfig:
     supernet_steps: int = 10
     supernet_epochs: float | None = None
     supernet_lr: float = 0.01
+    supernet_rule: str = "sandwich"
+    supernet_sampled: int = 2
     batch_size: int = 64
     calib_batches: int = 1
     val_samples: int | None = 256
     pretrain_epochs: int = 3
     pretrain_lr: float = 0.05
-    bounds: dict | None = None  # YAML only: overrides of jcw.space.Bounds, e.g. {channel: 0.3}
+    bounds: str | dict | None = None  # a BOUNDS_PRESETS name, or (YAML) overrides of the default, e.g. {channel: 0.3}
     resolution: int | None = None
     train_resolution: int | None = None
     train_on: str = "cpu"
@@ -128,16 +132,23 @@ def build_config(cli: dict, config_file: str | None = None) -> SearchConfig:
 
 
 def search_bounds(c: SearchConfig) -> Bounds:
-    """The gene lower bounds of a run: JCW's defaults with the config's `bounds` overrides."""
-    overrides = c.bounds or {}
-    if not isinstance(overrides, dict):
-        raise SearchError(f"bounds must be a mapping of rule: value, got {overrides!r}")
+    """The gene lower bounds of a run: a preset name (``BOUNDS_PRESETS``: default, jcw), or a mapping
+    of rule overrides of the default bounds."""
+    if c.bounds is None or isinstance(c.bounds, str):
+        name = c.bounds or "default"
+        if name not in BOUNDS_PRESETS:
+            raise SearchError(f"unknown bounds preset {name!r}; accepted: {', '.join(BOUNDS_PRESETS)}, "
+                              f"or a mapping of rule: value in --config")
+        return BOUNDS_PRESETS[name]
+    if not isinstance(c.bounds, dict):
+        raise SearchError(f"bounds must be a preset name ({', '.join(BOUNDS_PRESETS)}) or a mapping of rule: value, "
+                          f"got {c.bounds!r}")
     accepted = [f.name for f in dataclasses.fields(Bounds)]
-    unknown = sorted(set(overrides) - set(accepted))
+    unknown = sorted(set(c.bounds) - set(accepted))
     if unknown:
         raise SearchError(f"bounds: unknown rule(s) {', '.join(map(str, unknown))}; accepted: {', '.join(accepted)}")
     try:
-        return Bounds(**{k: float(v) for k, v in overrides.items()})
+        return Bounds(**{k: float(v) for k, v in c.bounds.items()})
     except (TypeError, ValueError) as e:
         raise SearchError(f"bounds: {e}") from None
 
@@ -151,6 +162,10 @@ def _check_config(c: SearchConfig) -> None:
         raise SearchError(f"population must be at least 4, got {c.population}")
     if not isinstance(c.supernet_steps, int) or c.supernet_steps < 0:
         raise SearchError(f"supernet_steps must be a non-negative integer, got {c.supernet_steps!r}")
+    if c.supernet_rule not in RULES:
+        raise SearchError(f"unknown supernet rule {c.supernet_rule!r}; accepted: {', '.join(RULES)}")
+    if not isinstance(c.supernet_sampled, int) or c.supernet_sampled < 0:
+        raise SearchError(f"supernet_sampled must be a non-negative integer, got {c.supernet_sampled!r}")
     if c.space not in ("joint", "channel", "weight"):
         raise SearchError(f"unknown space {c.space!r}; accepted: joint, channel, weight")
     if c.strategy not in STRATEGIES:
@@ -269,7 +284,7 @@ def prepare(config: SearchConfig, pretrain: bool = True) -> Setup:
         if config.lut is not None:
             table = LatencyTable.load(config.lut)
         else:
-            table = resolve_table(config.device, config.model, threads, resolution)
+            table = resolve_table(config.device, config.model, threads, resolution, spec=spec)
         latency_spec = spec
         if table.missing(spec) == [describe_layer(spec.layers[-1])]:
             latency_spec = load_shipped(config.model).at_resolution(resolution)
@@ -323,15 +338,22 @@ def _describe(setup: Setup, problem: JointPruningProblem, genes: np.ndarray, los
     ]
 
 
+def _describe_references(setup: Setup, problem: JointPruningProblem, genes: np.ndarray, loss, acc) -> list[dict]:
+    """JSON records of the reference models (``REFERENCE_NAMES``), scored with the candidates."""
+    refs = _describe(setup, problem, genes, loss, acc, problem.latency(genes))
+    return [{"name": name, **record} for name, record in zip(REFERENCE_NAMES, refs)]
+
+
 def _default_out(config: SearchConfig, device_name: str) -> Path:
     budget = "nobudget" if config.budget_ms is None else f"{config.budget_ms:g}ms"
     return Path("runs") / f"{config.model}-{device_name}-{budget}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def _generation_record(generation: int, scored: Population, budget_ms: float | None) -> dict:
+def _generation_record(generation: int, scored: Population, budget_ms: float | None, references: list[dict]) -> dict:
     F, X, acc = scored.get("F"), scored.get("X"), scored.get("acc")
     return {
         "generation": generation,
+        "references": [{k: r[k] for k in ("name", "genes", "latency_ms", "val_loss", "val_acc")} for r in references],
         "candidates": [
             {
                 "genes": [round(float(v), 6) for v in x],
@@ -394,8 +416,10 @@ def run_search(config: SearchConfig) -> Path:
     steps = config.supernet_steps
     if config.supernet_epochs is not None:
         steps = math.ceil(config.supernet_epochs * len(setup.data.train) / config.batch_size / config.generations)
+    ref_genes = np.stack([setup.space.full()] + [setup.space.uniform(w) for w in UNIFORM_WIDTHS])
     estimator = SupernetEstimator(supernet, setup.space, RandomBatches(setup.data.train, config.batch_size, generator, device),
-                                  calib, val, steps, config.supernet_lr, generator)
+                                  calib, val, steps, config.supernet_lr, generator, quiet=config.quiet,
+                                  references=ref_genes, rule=config.supernet_rule, sampled=config.supernet_sampled)
     problem = JointPruningProblem(setup.space, setup.predictor, estimator, config.budget_ms, setup.latency_space)
     latency_max = config.budget_ms if config.budget_ms is not None else setup.latency_full
     strategy = STRATEGIES[config.strategy](problem, config, (setup.latency_min, latency_max))
@@ -416,7 +440,8 @@ def run_search(config: SearchConfig) -> Path:
     with tqdm(total=config.generations, initial=start, desc="search", disable=config.quiet, unit="gen") as bar:
         for generation in range(start, config.generations):
             scored = strategy.step()
-            history.append(_generation_record(generation, scored, config.budget_ms))
+            history.append(_generation_record(generation, scored, config.budget_ms,
+                                              _describe_references(setup, problem, ref_genes, *estimator.reference_scores)))
             atomic_torch_save({
                 "generation": generation + 1,
                 "strategy": strategy.state(),
@@ -434,11 +459,8 @@ def run_search(config: SearchConfig) -> Path:
     idx = np.flatnonzero(feasible)[non_dominated(F[feasible])]
     idx = idx[np.argsort(F[idx, 1], kind="stable")]
     front = _describe(setup, problem, X[idx], F[idx, 0], acc[idx], F[idx, 1])
-    ref_genes = np.stack([setup.space.full()] + [setup.space.uniform(w) for w in UNIFORM_WIDTHS])
-    ref_loss, ref_acc = estimator.measure(ref_genes)
-    refs = _describe(setup, problem, ref_genes, ref_loss, ref_acc, problem.latency(ref_genes))
-    for record, name in zip(refs, ["unpruned"] + [f"uniform {w:g}x" for w in UNIFORM_WIDTHS]):
-        record["name"] = name
+    last = history[-1]["references"]
+    refs = _describe_references(setup, problem, ref_genes, [r["val_loss"] for r in last], [r["val_acc"] for r in last])
     best = max(front, key=lambda c: (c["val_acc"], -c["latency_ms"]), default=None)
     result = {
         "model": config.model,
@@ -486,7 +508,7 @@ def _print_header(config: SearchConfig, setup: Setup, out: Path) -> None:
 
 def final_table(best: dict | None, unpruned: dict, table, config: SearchConfig) -> str:
     """The closing table: chosen arch vs the unpruned model, and the latency table's provenance."""
-    rows = [("predicted latency (ms)", "latency_ms", "{:.2f}"), ("estimated accuracy", "val_acc", "{:.4f}"),
+    rows = [("predicted latency (ms)", "latency_ms", "{:.2f}"), ("supernet-estimated acc", "val_acc", "{:.4f}"),
             ("val loss", "val_loss", "{:.4f}"), ("MACs (M)", "macs", "{:.2f}"), ("params (M)", "params", "{:.3f}")]
     scale = {"macs": 1e-6, "params": 1e-6}
     lines = [f"{'':24}{'chosen':>12}{'unpruned':>12}"]
@@ -513,11 +535,15 @@ def parse_args(argv=None) -> tuple[SearchConfig, argparse.ArgumentParser]:
     add("--weights", metavar="FILE", help="full-model checkpoint (torchvision keys accepted); default: pretrain")
     add("--criterion", help="channel importance order (default l1)")
     add("--space", choices=["joint", "channel", "weight"], help="joint (default), channel-only, weight-only")
+    add("--bounds", help=f"gene lower bounds preset: {' | '.join(BOUNDS_PRESETS)} (default: default; jcw = JCW's "
+        "ResNet18 values); rule overrides go in --config as a `bounds:` mapping")
     add("--strategy", help=f"search strategy (default nsga2; registered: {', '.join(STRATEGIES)})")
     add("--threads", type=int, help="which table of the device: default 4 for a53/a72, 1 for host")
     add("--population", type=int, help="population size (quick 8, paper 64)")
     add("--generations", type=int, help="generations (quick 6, paper 128)")
     add("--supernet-steps", type=int, help="supernet training steps per generation (quick 40)")
+    add("--supernet-rule", help="candidates per supernet step: sandwich (default: largest + smallest + "
+        "sampled, distilled from the largest) | jcw (one sampled candidate per step)")
     add("--preset", choices=list(PRESETS), help="quick (default) | paper (64 x 128, JCW schedule)")
     add("--resolution", type=int, help="deployment resolution the latency table is queried at (model default)")
     add("--train-resolution", type=int, help="input size of the accuracy proxy (dataset default)")

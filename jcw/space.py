@@ -41,24 +41,37 @@ class Bounds:
     ``channel_strided`` for a group with a stride > 1 member conv; ``channel_residual`` for a group
     joined by a residual add.  Density genes (one per non-depthwise conv): ``density`` always;
     ``density_first`` for the stem; ``density_last`` for the last non-depthwise conv before the fc;
-    ``density_strided`` for a conv with stride > 1.  Defaults are JCW's.
+    ``density_strided`` for a conv with stride > 1.
+
+    The defaults keep the stem and the classifier's input protected and leave the rest to the
+    search: on every shipped table the fastest arch of the default joint space is <= 30 % of the
+    unpruned latency for the ImageNet zoo models and <= 50 % for the CIFAR ones (docs/search.md has
+    the floors).  ``BOUNDS_PRESETS["jcw"]`` holds JCW's published ResNet18 values.
     """
 
-    channel: float = 0.5
+    channel: float = 0.2
     channel_first: float = 0.8
     channel_last: float = 0.5
-    channel_strided: float = 0.6
-    channel_residual: float = 0.9
-    density: float = 0.3
+    channel_strided: float = 0.2
+    channel_residual: float = 0.2
+    density: float = 0.1
     density_first: float = 0.8
     density_last: float = 0.5
-    density_strided: float = 0.8
+    density_strided: float = 0.3
 
     def __post_init__(self) -> None:
         for f in fields(self):
             v = getattr(self, f.name)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"bound {f.name}={v} is outside [0, 1]")
+
+
+BOUNDS_PRESETS = {
+    "default": Bounds(),
+    # JCW's search config for ResNet18 (experiments/res18-search.yaml of the official code)
+    "jcw": Bounds(channel=0.5, channel_first=0.8, channel_last=0.5, channel_strided=0.6, channel_residual=0.9,
+                  density=0.3, density_first=0.8, density_last=0.5, density_strided=0.8),
+}
 
 
 @dataclass(frozen=True)
@@ -338,6 +351,9 @@ class SpaceCLIConfig:
     resolution: int | None = None
     mode: str = "joint"
     as_json: bool = False
+    device: str | None = None
+    threads: int | None = None
+    bounds: str = "default"
 
 
 def shipped_models() -> list[str]:
@@ -345,24 +361,53 @@ def shipped_models() -> list[str]:
     return sorted(p.stem for p in SPEC_DIR.glob("*.json"))
 
 
+def latency_range(space: SearchSpace, device: str, threads: int) -> tuple[float, float]:
+    """Predicted ms of the fastest arch of ``space`` (every gene at its lower bound) and of the unpruned model."""
+    from latency.devices import resolve_table
+    from latency.predictor import Predictor
+
+    table = resolve_table(device, space.spec.model, threads, space.spec.resolution, spec=space.spec, progress=False)
+    out_ch, in_ch, density = space.decode_arrays(np.stack([space.minimal(), space.full()]))
+    fastest, full = Predictor(table, space.spec).predict(out_ch, in_ch, density)
+    return float(fastest), float(full)
+
+
 def run_cli(config: SpaceCLIConfig) -> str:
     """The text ``python -m jcw.space`` prints for ``config``."""
-    report = space_report(SearchSpace.for_model(config.model, config.resolution, mode=config.mode))
-    return json.dumps(report) if config.as_json else format_report(report)
+    space = SearchSpace.for_model(config.model, config.resolution, mode=config.mode, bounds=BOUNDS_PRESETS[config.bounds])
+    report = space_report(space)
+    report["bounds"] = config.bounds
+    if config.device is not None:
+        threads = config.threads or (1 if config.device == "host" else 4)
+        fastest, full = latency_range(space, config.device, threads)
+        report.update(device=config.device, threads=threads, latency_min_ms=fastest, latency_full_ms=full)
+    if config.as_json:
+        return json.dumps(report)
+    text = format_report(report)
+    if config.device is not None:
+        text += (f"\n\nlatency on {report['device']} ({report['threads']} thread(s)): fastest arch "
+                 f"{report['latency_min_ms']:.2f} ms, unpruned {report['latency_full_ms']:.2f} ms "
+                 f"({report['latency_min_ms'] / report['latency_full_ms']:.1%})")
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI: print a zoo model's search space (layer table, coupling groups, genes, MACs/params)."""
+    """CLI: print a zoo model's search space (layer table, coupling groups, genes, MACs/params, and with
+    --device the predicted latency of its fastest arch and of the unpruned model)."""
     parser = argparse.ArgumentParser(prog="python -m jcw.space", description=main.__doc__)
     parser.add_argument("--model", required=True, help=f"zoo model: {', '.join(shipped_models())}")
     parser.add_argument("--resolution", type=int, default=None, help="input size (default: the model's)")
     parser.add_argument("--mode", choices=MODES, default="joint", help="which genes are free (default joint)")
+    parser.add_argument("--bounds", choices=list(BOUNDS_PRESETS), default="default", help="lower-bound preset")
+    parser.add_argument("--device", help="a53 | a72 | host | a table path: add the fastest and unpruned latency")
+    parser.add_argument("--threads", type=int, help="which table of the device (default 4 on a53/a72, 1 on host)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     args = parser.parse_args(argv)
     if args.model not in shipped_models():
         parser.error(f"unknown model {args.model!r}; known models: {', '.join(shipped_models())}")
     try:
-        text = run_cli(SpaceCLIConfig(args.model, args.resolution, args.mode, args.json))
+        text = run_cli(SpaceCLIConfig(args.model, args.resolution, args.mode, args.json, args.device, args.threads,
+                                      args.bounds))
     except ValueError as e:
         parser.error(str(e))
     print(text)

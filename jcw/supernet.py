@@ -186,26 +186,56 @@ class Supernet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
 
-    def train_steps(self, batches, steps: int, generator: torch.Generator, optimizer: torch.optim.Optimizer,
-                    progress=None) -> None:
-        """Trains the shared weights ``steps`` steps, one uniformly sampled candidate per step.
+    def train_steps(self, batches, steps: int, rule: "TrainingRule", optimizer: torch.optim.Optimizer,
+                    progress=None) -> list[list[int]]:
+        """Trains the shared weights ``steps`` steps; ``rule`` picks the candidates of each step.
+
+        Every step draws one batch and accumulates the gradients of all the rule's candidates on it
+        before one optimiser step. With ``rule.distill`` the first candidate (the largest) learns from
+        the labels and every other one from its soft labels (in-place distillation).
 
         Args:
             batches: callable ``() -> (images, labels)`` giving the next training batch.
+        Returns:
+            the candidate indices trained at each step.
         """
         self.net.train()
         self.active.calibrating = False
-        for _ in range(steps):
-            self.select(int(torch.randint(self.n_candidates, (1,), generator=generator)))
-            images, labels = batches()
-            loss = F.cross_entropy(self.net(images), labels)
-            optimizer.zero_grad(set_to_none=True)
+        trained = []
+        try:
+            for _ in range(steps):
+                chosen = rule.pick()
+                self.train_step(batches(), chosen, rule.distill, optimizer)
+                trained.append(chosen)
+                if progress is not None:
+                    progress.update(1)
+        finally:
+            self.select(None)
+            self.active.masks.clear()
+        return trained
+
+    def train_step(self, batch: Batch, chosen: list[int], distill: bool, optimizer: torch.optim.Optimizer) -> Tensor:
+        """One optimiser step over the candidates ``chosen`` on one batch; returns the first one's logits.
+
+        With ``distill`` the candidates after the first are trained towards the first one's soft
+        labels (``distillation_loss``, targets detached), else all towards the labels.
+        """
+        images, labels = batch
+        optimizer.zero_grad(set_to_none=True)
+        teacher = None
+        for k, index in enumerate(chosen):
+            self.select(index)
+            logits = self.net(images)
+            if k == 0 or not distill:
+                loss = F.cross_entropy(logits, labels)
+            else:
+                loss = distillation_loss(logits, teacher)
             loss.backward()
-            optimizer.step()
-            if progress is not None:
-                progress.update(1)
+            if k == 0:
+                teacher = logits.detach()
+        optimizer.step()
         self.select(None)
-        self.active.masks.clear()
+        return teacher
 
     @torch.no_grad()
     def calibrate(self, index: int, batches: list[Batch]) -> None:
@@ -231,8 +261,64 @@ class Supernet(nn.Module):
             self.select(None)
 
 
+def distillation_loss(student: Tensor, teacher: Tensor) -> Tensor:
+    """In-place distillation: mean over the batch of -sum_c softmax(teacher)_c * log_softmax(student)_c.
+
+    The teacher's logits are detached: no gradient flows back into the network that produced them.
+    """
+    return torch.sum(-F.softmax(teacher.detach(), dim=1) * F.log_softmax(student, dim=1), dim=1).mean()
+
+
+class TrainingRule:
+    """Which members of the scored set a supernet training step trains (indices into the set).
+
+    Args:
+        macs: (N,) MACs of the scored set's members; the largest and smallest are found by them.
+        generator: torch.Generator drawing the sampled members.
+        sampled: members drawn per step besides the fixed ones.
+    """
+
+    distill = False
+
+    def __init__(self, macs: np.ndarray, generator: torch.Generator, sampled: int = 2):
+        macs = np.asarray(macs)
+        self.n, self.generator, self.sampled = len(macs), generator, sampled
+        self.largest, self.smallest = int(np.argmax(macs)), int(np.argmin(macs))
+
+    def pick(self) -> list[int]:
+        raise NotImplementedError
+
+
+class OneCandidateRule(TrainingRule):
+    """JCW's rule: one uniformly drawn member per step, trained on the labels."""
+
+    def pick(self) -> list[int]:
+        return [int(torch.randint(self.n, (1,), generator=self.generator))]
+
+
+class SandwichRule(TrainingRule):
+    """The sandwich rule: the largest member, the smallest and ``sampled`` others drawn without
+    replacement, the narrower ones distilled from the largest's soft labels."""
+
+    distill = True
+
+    def pick(self) -> list[int]:
+        fixed = [self.largest] if self.largest == self.smallest else [self.largest, self.smallest]
+        rest = [i for i in range(self.n) if i not in fixed]
+        order = torch.randperm(len(rest), generator=self.generator)[: self.sampled]
+        return fixed + [rest[int(j)] for j in order]
+
+
+RULES: dict[str, type[TrainingRule]] = {"jcw": OneCandidateRule, "sandwich": SandwichRule}
+
+
 class SupernetEstimator:
-    """Scores a set of candidates: rebuild the supernet for exactly that set, train, calibrate, measure.
+    """Scores a set of candidates: rebuild the supernet for that set plus the reference models, train,
+    calibrate, measure.
+
+    The reference models (e.g. the unpruned and uniformly narrowed ones) join every scored set, so
+    they are trained, calibrated and measured on the same terms as the candidates;
+    ``reference_scores`` holds their (loss, accuracy) from the last call.
 
     Args:
         supernet: the Supernet (its shared weights persist from set to set).
@@ -241,14 +327,23 @@ class SupernetEstimator:
         calib_batches: cached training batches for BatchNorm recalibration.
         val_batches: validation batches.
         steps: training steps per set; lr: their SGD learning rate.
-        generator: torch.Generator sampling the candidate of each step.
+        generator: torch.Generator drawing the candidates of each step.
+        references: (R, G) genomes scored with every set (may be empty).
+        rule: a name in ``RULES``; sampled: its members drawn per step besides the fixed ones.
     """
 
     def __init__(self, supernet: Supernet, space, train_batches, calib_batches: list[Batch],
-                 val_batches: list[Batch], steps: int, lr: float, generator: torch.Generator, quiet: bool = True):
+                 val_batches: list[Batch], steps: int, lr: float, generator: torch.Generator, quiet: bool = True,
+                 references: np.ndarray | None = None, rule: str = "sandwich", sampled: int = 2):
+        if rule not in RULES:
+            raise ValueError(f"unknown supernet rule {rule!r}; accepted: {', '.join(RULES)}")
         self.supernet, self.space = supernet, space
         self.train_batches, self.calib_batches, self.val_batches = train_batches, calib_batches, val_batches
         self.steps, self.lr, self.generator, self.quiet = steps, lr, generator, quiet
+        self.references = np.zeros((0, space.n_genes)) if references is None else np.atleast_2d(references)
+        self.rule, self.sampled = RULES[rule], sampled
+        self.reference_scores = (np.zeros(0), np.zeros(0))
+        self.trained: list[list[int]] = []
 
     def measure(self, genes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Val loss and accuracy of each row of genes with the current shared weights (no training)."""
@@ -262,10 +357,17 @@ class SupernetEstimator:
         return loss, acc
 
     def __call__(self, genes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        out_ch, _, density = self.space.decode_arrays(np.atleast_2d(genes))
+        genes = np.atleast_2d(genes)
+        scored = np.concatenate([genes, self.references])
+        out_ch, _, density = self.space.decode_arrays(scored)
         self.supernet.set_candidates(out_ch, density)
+        self.trained = []
         if self.steps > 0:
+            rule = self.rule(self.space.macs(scored), self.generator, self.sampled)
             optimizer = sgd(self.supernet.parameters(), self.lr)
-            with tqdm(total=self.steps, desc="supernet", disable=self.quiet, leave=False) as bar:
-                self.supernet.train_steps(self.train_batches, self.steps, self.generator, optimizer, bar)
-        return self.measure(genes)
+            with tqdm(total=self.steps, desc="supernet steps", disable=self.quiet, leave=False) as bar:
+                self.trained = self.supernet.train_steps(self.train_batches, self.steps, rule, optimizer, bar)
+        loss, acc = self.measure(scored)
+        n = len(genes)
+        self.reference_scores = (loss[n:], acc[n:])
+        return loss[:n], acc[:n]

@@ -1,8 +1,28 @@
-"""Cost model of our engine on Cortex-A53 / A72 boards; writes the shipped modelled tables."""
+"""Cost model of our engine on Cortex-A53 / A72 boards, from llvm-mca cycle counts of our own NEON
+microkernels plus a memory roofline; writes the shipped modelled tables and builds tables on demand.
+
+Per conv at a grid point (out_ch, in_ch, density), on one core:
+
+    compute cycles = inner-loop iterations x cycles_per_iter + outer units x overhead_cycles
+
+with the microkernel the engine runs for that layer (``kernel_for``) and both figures from
+``kernel_cycles.json`` (``python benchmarks/arm_mca.py --json``: llvm-mca's model of the core run on
+the steady-state loop of each NEON microkernel and on the code around it).  Memory time is the bytes
+the layer moves (activations in and out, packed weights, padded input planes) over the board's
+sustained bandwidth (``Board.bandwidth_gbs``, sources in ``Board.bandwidth_source``).  A layer
+costs max(compute, memory) + the per-op dispatch cost; with T threads the compute is split over
+min(T, parallel parts), the bandwidth is the whole board's, and every op pays a thread barrier.
+Non-conv ops (adds, pools, the input copy) are memory-bound.  No constant is fitted to anything:
+ncnn's published dense figures are printed beside ours (``python -m latency.devicemodel --compare``)
+as a fact about our engine, not as a target.
+"""
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,232 +32,247 @@ import numpy as np
 from latency.lut import Entry, LatencyTable, atomic_write, layer_axes, layer_key, op_axes, op_key, table_ops
 from latency.netspec import load_shipped
 
-TABLE_DIR = Path(__file__).resolve().parent / "tables"
+PACKAGE_DIR = Path(__file__).resolve().parent
+TABLE_DIR = PACKAGE_DIR / "tables"
+KERNEL_CYCLES = PACKAGE_DIR / "kernel_cycles.json"
 TABLE_MODELS = ("resnet18", "mobilenet_v1", "mobilenet_v2", "resnet20", "resnet56", "vgg16")
-THREADS = (1, 4)
-SPARSE_EFFICIENCY = 0.4
-SOURCES = (
-    "ncnn benchmark/README.md (Tencent/ncnn): Raspberry Pi 3 Model B+ (Cortex-A53 @ 1.4 GHz) and "
-    "Raspberry Pi 4 Model B (Cortex-A72 @ 1.8 GHz), fp32, 1 and 4 threads: mobilenet, resnet18, "
-    "mobilenet_v2 at 224x224",
-    "Elsen, Dukhan, Gale, Simonyan: Fast Sparse ConvNets (CVPR 2020): sparse 1x1 convolution on ARM "
-    "runs at about 40% of the dense FLOP rate; 1.3-2.4x end to end at 70-90% sparsity",
-)
+THREADS = (1, 4)   # shipped tables; tables for 1-4 threads are built on demand
+CORES = 4          # both boards have four cores
+METHOD = "llvm-mca {core} + roofline"
+LANES = 4          # NEON: 4 floats per vector
+TILE_PIXELS = 16   # tile_rows<4,4>: 4 vectors of 4 pixels
+CV_PIXELS = 7      # cv_tile<4,7>: 7 pixels x 4 output channels
+CV_MAX_PIXELS = 64  # the engine runs dense 1x1 stride-1 layers on images of <= 64 pixels channel-vectorised
+NCNN_SOURCE = ("ncnn benchmark/README.md (Tencent/ncnn), fp32, 224x224: Raspberry Pi 3 Model B+ (Cortex-A53 "
+               "@ 1.4 GHz) and Raspberry Pi 4 Model B (Cortex-A72 @ 1.5 GHz), 1 and 4 threads")
 
 
 @dataclass(frozen=True)
-class Device:
-    """A modelled board core: published dense latencies and the assumed (unfitted) constants."""
+class Board:
+    """A modelled board: its core (llvm-mca model name), clock, memory and the assumed fixed costs."""
 
     name: str
-    core: str
-    published_ms: dict          # (model, threads) -> published end-to-end ms (ncnn, 224x224)
-    bandwidth_gbs: dict         # threads -> assumed sustained memory bandwidth (GB/s)
-    layer_overhead_us: dict     # threads -> assumed fixed cost per op (dispatch + thread barrier)
+    core: str                   # llvm-mca -mcpu
+    description: str
+    clock_ghz: float
+    bandwidth_gbs: float        # sustained memory bandwidth of the board (GB/s), one core or all
+    bandwidth_source: str
+    op_overhead_us: float       # per op: plan lookup, call, argument set-up (assumed)
+    barrier_us: float           # per op with more than one thread: wake the pool and join (assumed)
+    ncnn_ms: dict               # (model, threads) -> ncnn's published dense ms (comparison only)
 
 
-DEVICES = {
-    "a53": Device(
-        name="a53",
-        core="Cortex-A53 @ 1.4 GHz (Raspberry Pi 3 Model B+)",
-        published_ms={
-            ("mobilenet_v1", 1): 206.0, ("resnet18", 1): 380.0, ("mobilenet_v2", 1): 159.0,
-            ("mobilenet_v1", 4): 109.0, ("resnet18", 4): 272.0, ("mobilenet_v2", 4): 112.0,
-        },
-        bandwidth_gbs={1: 2.0, 4: 2.8},
-        layer_overhead_us={1: 8.0, 4: 40.0},
+BOARDS = {
+    "a53": Board(
+        name="a53", core="cortex-a53", description="Cortex-A53 @ 1.4 GHz (Raspberry Pi 3 Model B+)", clock_ghz=1.4,
+        bandwidth_gbs=1.55,
+        bandwidth_source=("LPDDR2-900 on a 32-bit bus (BCM2837B0): 3.6 GB/s peak, at the 43 % STREAM efficiency "
+                          "the Raspberry Pi 4 reaches (below) = 1.55 GB/s, for one core and four alike"),
+        op_overhead_us=2.0, barrier_us=10.0,
+        ncnn_ms={("mobilenet_v1", 1): 206.0, ("resnet18", 1): 380.0, ("mobilenet_v2", 1): 159.0,
+                 ("mobilenet_v1", 4): 109.0, ("resnet18", 4): 272.0, ("mobilenet_v2", 4): 111.7},
     ),
-    "a72": Device(
-        name="a72",
-        core="Cortex-A72 @ 1.8 GHz (Raspberry Pi 4 Model B)",
-        published_ms={
-            ("mobilenet_v1", 1): 124.0, ("resnet18", 1): 191.0, ("mobilenet_v2", 1): 93.0,
-            ("mobilenet_v1", 4): 61.0, ("resnet18", 4): 123.0, ("mobilenet_v2", 4): 62.0,
-        },
-        bandwidth_gbs={1: 4.0, 4: 5.5},
-        layer_overhead_us={1: 5.0, 4: 25.0},
+    "a72": Board(
+        name="a72", core="cortex-a72", description="Cortex-A72 @ 1.5 GHz (Raspberry Pi 4 Model B)", clock_ghz=1.5,
+        bandwidth_gbs=5.5,
+        bandwidth_source=("STREAM copy 5.5 GB/s measured on a Raspberry Pi 4 (sci-pi.org.uk/bench/stream.html) "
+                          "of LPDDR4-3200 x32 = 12.8 GB/s peak (43 %)"),
+        op_overhead_us=1.5, barrier_us=6.0,
+        ncnn_ms={("mobilenet_v1", 1): 124.0, ("resnet18", 1): 191.0, ("mobilenet_v2", 1): 93.0,
+                 ("mobilenet_v1", 4): 61.0, ("resnet18", 4): 123.0, ("mobilenet_v2", 4): 62.0},
     ),
 }
 
 
 @dataclass(frozen=True)
-class CostModel:
-    """Per-device, per-thread-count constants: ms per MAC for conv and depthwise work, ms per byte."""
+class Kernel:
+    """One microkernel on one core: llvm-mca cycles per inner iteration and per outer unit."""
 
-    device: Device
-    threads: int
-    ms_per_mac: float
-    ms_per_dw_mac: float
-
-    @property
-    def ms_per_byte(self) -> float:
-        return 1e3 / (self.device.bandwidth_gbs[self.threads] * 1e9)
-
-    @property
-    def overhead_ms(self) -> float:
-        return self.device.layer_overhead_us[self.threads] * 1e-3
-
-    def layer_ms(self, layer, out_ch, in_ch, density) -> np.ndarray:
-        """Modelled ms of a conv/fc LayerSpec at (broadcastable) out_ch, in_ch, density arrays."""
-        return _combine(self._layer_terms(layer, out_ch, in_ch, density), self)
-
-    def _layer_terms(self, layer, out_ch, in_ch, density):
-        """(conv MACs, depthwise MACs, bytes moved, ops): the engine's sparse/dense choice folded in.
-
-        Sparse kernels run kept MACs at SPARSE_EFFICIENCY of the dense rate, so the engine picks
-        sparse below that density; sparse weights carry a 4-byte position code per 4x1 block.
-        """
-        out_ch = np.asarray(out_ch, dtype=float)
-        in_ch = np.asarray(in_ch, dtype=float)
-        density = np.asarray(density, dtype=float)
-        pixels = float(layer.out_res ** 2)
-        k2 = float(layer.kernel ** 2)
-        if layer.kind == "depthwise":
-            macs = out_ch * k2 * pixels
-            moved = 4.0 * (out_ch * layer.in_res ** 2 + out_ch * pixels + out_ch * (k2 + 1))
-            return np.zeros_like(macs), macs, moved, 1.0
-        rows = np.ceil(out_ch / 4) * 4
-        dense_macs = rows * in_ch * k2 * pixels
-        sparse = density < SPARSE_EFFICIENCY
-        macs = np.where(sparse, dense_macs * density / SPARSE_EFFICIENCY, dense_macs)
-        weights = 4.0 * rows * in_ch * k2 * np.where(sparse, density * 1.25, 1.0)
-        in_pixels = 1.0 if layer.kind == "fc" else float(layer.in_res ** 2)
-        moved = 4.0 * (in_ch * in_pixels + out_ch * pixels) + weights
-        return macs, np.zeros_like(macs), moved, 1.0
-
-    def op_ms(self, op, channels) -> np.ndarray:
-        """Modelled ms of a non-conv OpSpec at an array of channel counts."""
-        return _combine(self._op_terms(op, channels), self)
-
-    def _op_terms(self, op, channels):
-        c = np.asarray(channels, dtype=float)
-        area_in = float(op.in_res ** 2)
-        area_out = float(op.out_res ** 2)
-        zero = np.zeros_like(c)
-        if op.kind == "add":
-            return zero, zero, 4.0 * 3 * c * area_in, 1.0
-        if op.kind == "input":
-            return zero, zero, 4.0 * c * area_in, 1.0
-        if op.kind == "maxpool":
-            return zero, c * op.kernel ** 2 * area_out, 4.0 * c * (area_in + area_out), 1.0
-        return zero, c * area_in, 4.0 * c * (area_in + 1), 1.0
-
-    def network_terms(self, spec) -> np.ndarray:
-        """(conv MACs, depthwise MACs, bytes, ops) of the unpruned network."""
-        total = np.zeros(4)
-        for layer in spec.layers:
-            total += [float(np.sum(t)) for t in self._layer_terms(layer, layer.out_ch, layer.in_ch, 1.0)]
-        for op in table_ops(spec):
-            total += [float(np.sum(t)) for t in self._op_terms(op, op.channels)]
-        return total
-
-    def network_ms(self, spec) -> float:
-        """Modelled ms of the unpruned network."""
-        return float(_combine(tuple(self.network_terms(spec)), self))
+    name: str
+    cycles_per_iter: float
+    overhead_cycles: float
+    peak_fraction: float
 
 
-def _combine(terms, model: CostModel):
-    macs, dw_macs, moved, ops = terms
-    return macs * model.ms_per_mac + dw_macs * model.ms_per_dw_mac + moved * model.ms_per_byte + ops * model.overhead_ms
+def load_kernel_cycles(path: Path = KERNEL_CYCLES) -> list[dict]:
+    """The entries of ``benchmarks/arm_mca.py --json`` this model rests on."""
+    return json.loads(Path(path).read_text())
+
+
+def kernel_sources_sha256(entries: list[dict], root: Path) -> str:
+    """sha256 of the kernel sources the entries were analysed from, as they are under ``root`` now
+    (same recipe as arm_mca.py: the files concatenated in sorted path order)."""
+    h = hashlib.sha256()
+    for rel in sorted(entries[0]["sources"]):
+        h.update((Path(root) / rel).read_bytes())
+    return h.hexdigest()
+
+
+# Which entry of kernel_cycles.json runs a role, by kernel-name prefix (the first non-prefetch match).
+ROLES = {
+    "tile": "tile_rows<",                     # block-sparse (and dense-packed) 1x1 / 3x3 / strided convs
+    "channel_1x1": "cv_tile<",                # dense 1x1 stride 1 on <= 64 pixels
+    "depthwise_s1": "depthwise3x3_direct<",   # iteration: one vector column of an output row pair
+    "depthwise_s2": "depthwise3x3s2_direct<",  # iteration: one output vector
+    "depthwise_flat": "depthwise3x3_flat<",   # stride 1 on images narrower than a vector
+}
+
+
+def core_kernels(entries: list[dict], core: str) -> dict[str, Kernel]:
+    """role -> Kernel of ``core``."""
+    found = {}
+    for role, prefix in ROLES.items():
+        match = [e for e in entries if e["core"] == core and e["kernel"].startswith(prefix)
+                 and "prefetch" not in e["kernel"]]
+        if not match:
+            raise ValueError(f"{KERNEL_CYCLES.name} has no {prefix}...> entry for {core}; re-run benchmarks/arm_mca.py")
+        e = match[0]
+        found[role] = Kernel(e["kernel"], float(e["cycles_per_iter"]), float(e["overhead_cycles"]),
+                             float(e["peak_fraction"]))
+    return found
 
 
 @dataclass(frozen=True)
-class Fit:
-    """A calibrated CostModel and its residuals against the published figures."""
+class CostModel:
+    """The cost of our engine's layers on one board at one thread count."""
 
-    model: CostModel
-    rows: tuple                 # (model name, published ms, modelled ms)
+    board: Board
+    threads: int
+    kernels: dict
+
+    @classmethod
+    def for_board(cls, board: str, threads: int, entries: list[dict] | None = None) -> "CostModel":
+        b = BOARDS[board]
+        return cls(b, threads, core_kernels(entries if entries is not None else load_kernel_cycles(), b.core))
 
     @property
-    def residuals(self) -> list[float]:
-        """Relative errors (modelled / published - 1)."""
-        return [m / p - 1 for _, p, m in self.rows]
+    def ms_per_cycle(self) -> float:
+        return 1e-6 / self.board.clock_ghz
 
+    @property
+    def ms_per_byte(self) -> float:
+        return 1e-6 / self.board.bandwidth_gbs
 
-def fit(device: Device, threads: int) -> Fit:
-    """Least-squares relative fit of ms per conv MAC and per depthwise MAC (both >= 0).
+    @property
+    def fixed_ms(self) -> float:
+        """Per-op cost: dispatch, plus a thread barrier with more than one thread."""
+        return 1e-3 * (self.board.op_overhead_us + (self.board.barrier_us if self.threads > 1 else 0.0))
 
-    Bandwidth and per-op overhead are assumed constants of the Device, not fitted.
-    """
-    probe = CostModel(device, threads, 0.0, 0.0)
-    names = sorted(m for m, t in device.published_ms if t == threads)
-    specs = [load_shipped(m) for m in names]
-    terms = np.array([probe.network_terms(s) for s in specs])
-    target = np.array([device.published_ms[(m, threads)] for m in names])
-    fixed = terms[:, 2] * probe.ms_per_byte + terms[:, 3] * probe.overhead_ms
-    a = terms[:, :2] / target[:, None]
-    b = (target - fixed) / target
-    best = None
-    for cols in ((0, 1), (0,), (1,)):
-        x = np.zeros(2)
-        x[list(cols)] = np.linalg.lstsq(a[:, cols], b, rcond=None)[0]
-        if (x < 0).any():
-            continue
-        err = float(np.sum((a @ x - b) ** 2))
-        if best is None or err < best[0]:
-            best = (err, x)
-    model = CostModel(device, threads, float(best[1][0]), float(best[1][1]))
-    rows = tuple((m, float(p), model.network_ms(s)) for m, p, s in zip(names, target, specs))
-    return Fit(model, rows)
+    def _finish(self, cycles, parts, moved) -> np.ndarray:
+        """max(compute over min(threads, parts) cores, memory) + the per-op cost, in ms."""
+        cores = np.minimum(self.threads, np.maximum(parts, 1))
+        compute = cycles / cores * self.ms_per_cycle
+        return np.maximum(compute, moved * self.ms_per_byte) + self.fixed_ms
 
+    def kernel_for(self, layer, density) -> np.ndarray:
+        """The role name of the microkernel the engine runs for a LayerSpec at each density."""
+        density = np.asarray(density, dtype=float)
+        if layer.kind == "depthwise":
+            if layer.kernel != 3:
+                raise ValueError(f"layer {layer.name}: the NEON model covers 3x3 depthwise convs only")
+            if layer.stride == 2:
+                return np.full(density.shape, "depthwise_s2")
+            return np.full(density.shape, "depthwise_flat" if layer.in_res < LANES else "depthwise_s1")
+        cv = (layer.kind != "fc" and layer.kernel == 1 and layer.stride == 1 and layer.padding == 0
+              and layer.out_res ** 2 <= CV_MAX_PIXELS)
+        return np.where(cv & (density >= 1.0), "channel_1x1", "tile")
 
-def sparse_speedup(model: CostModel, density: float) -> float:
-    """Modelled end-to-end speedup of mobilenet_v1 with every pointwise conv at ``density``."""
-    spec = load_shipped("mobilenet_v1")
-    dense = sparse = 0.0
-    for layer in spec.layers:
-        d = density if layer.kind == "pointwise" else 1.0
-        dense += float(model.layer_ms(layer, layer.out_ch, layer.in_ch, 1.0))
-        sparse += float(model.layer_ms(layer, layer.out_ch, layer.in_ch, d))
-    ops = sum(float(model.op_ms(op, op.channels)) for op in table_ops(spec))
-    return (dense + ops) / (sparse + ops)
+    def layer_ms(self, layer, out_ch, in_ch, density) -> np.ndarray:
+        """Modelled ms of a conv/fc LayerSpec at (broadcastable) out_ch, in_ch, density arrays."""
+        out_ch = np.asarray(out_ch, dtype=float)
+        in_ch = np.asarray(in_ch, dtype=float)
+        density = np.asarray(density, dtype=float)
+        out_ch, in_ch, density = np.broadcast_arrays(out_ch, in_ch, density)
+        k = self.kernels
+        ho = layer.out_res
+        pixels = float(ho * ho)
+        k2 = float(layer.kernel ** 2)
+        in_bytes = 4.0 * in_ch * (1.0 if layer.kind == "fc" else layer.in_res ** 2)
+        out_bytes = 4.0 * out_ch * pixels
+        if layer.kind == "depthwise":
+            role = str(self.kernel_for(layer, 1.0))
+            kern = k[role]
+            vectors = math.ceil(ho / LANES) if role != "depthwise_flat" else math.ceil(pixels / LANES)
+            if role == "depthwise_s1":
+                iters, units = out_ch * math.ceil(ho / 2) * vectors, out_ch * math.ceil(ho / 2)
+            elif role == "depthwise_s2":
+                iters, units = out_ch * ho * vectors, out_ch * ho
+            else:
+                iters, units = out_ch * vectors, out_ch
+            cycles = iters * kern.cycles_per_iter + units * kern.overhead_cycles
+            moved = in_bytes + out_bytes + 4.0 * out_ch * (k2 + 1)
+            return self._finish(cycles, out_ch, moved)
+        rows = np.ceil(out_ch / 4)
+        blocks = rows * in_ch * k2                         # 4x1 blocks of the layer
+        kept = np.round(density * blocks)
+        # tile_rows: tiles over the virtual output row (padded planes are wider by the kernel's reach)
+        reach = (layer.kernel - 1) // layer.stride if layer.padding > 0 else 0
+        qend = 1.0 if layer.kind == "fc" else (ho - 1) * (ho + reach) + ho
+        tiles = math.ceil(qend / TILE_PIXELS)
+        tile = k["tile"]
+        tile_cycles = kept * tiles * tile.cycles_per_iter + rows * tiles * tile.overhead_cycles
+        if layer.kind == "fc":  # the engine's GEMV is not in the analysis: its MACs at the tile kernel's MAC rate
+            tile_cycles = kept * 4 * tile.cycles_per_iter / TILE_PIXELS + rows * tile.overhead_cycles / TILE_PIXELS
+        planes = 0.0 if reach == 0 and layer.stride == 1 else 4.0 * in_ch * (layer.in_res + 2 * layer.padding) ** 2
+        tile_moved = in_bytes + out_bytes + 20.0 * kept + 2.0 * planes  # 4 weights + a 4-byte code per block
+        cv = k["channel_1x1"]
+        cv_tiles = np.ceil(out_ch / 4) * math.ceil(pixels / CV_PIXELS)
+        cv_cycles = cv_tiles * (in_ch * cv.cycles_per_iter + cv.overhead_cycles)
+        cv_moved = in_bytes + out_bytes + 4.0 * out_ch * in_ch
+        use_cv = self.kernel_for(layer, density) == "channel_1x1"
+        cycles = np.where(use_cv, cv_cycles, tile_cycles)
+        moved = np.where(use_cv, cv_moved, tile_moved)
+        parts = np.maximum(rows, tiles)
+        return self._finish(cycles, parts, moved)
+
+    def op_ms(self, op, channels) -> np.ndarray:
+        """Modelled ms of a non-conv op (add, pools, the input copy) at an array of channel counts:
+        memory-bound (bytes read and written over the bandwidth) plus the per-op cost."""
+        c = np.asarray(channels, dtype=float)
+        area_in, area_out = float(op.in_res ** 2), float(op.out_res ** 2)
+        reads = {"add": 2.0 * area_in, "input": area_in}.get(op.kind, area_in)
+        moved = 4.0 * c * (reads + (area_in if op.kind in ("add", "input") else area_out))
+        return self._finish(np.zeros_like(c), c, moved)
+
+    def network_ms(self, spec) -> float:
+        """Modelled ms of the unpruned network of a NetSpec."""
+        layers = sum(float(self.layer_ms(x, x.out_ch, x.in_ch, 1.0)) for x in spec.layers)
+        return layers + sum(float(self.op_ms(op, op.channels)) for op in table_ops(spec))
 
 
 def _r(x: float, digits: int = 4) -> float:
     return float(f"{x:.{digits}g}")
 
 
-def provenance(f: Fit) -> dict:
-    """The provenance block of a modelled table: sources, assumptions, fitted values, residuals."""
-    m = f.model
+def provenance(model: CostModel, entries: list[dict]) -> dict:
+    """The provenance block of a modelled table: method, kernels, board constants and their sources."""
+    b = model.board
     return {
         "kind": "modelled",
-        "device": m.device.core,
-        "threads": m.threads,
-        "model": (
-            "per conv: max-rate MACs (4x1-block rows, sparse below density "
-            f"{SPARSE_EFFICIENCY} at {SPARSE_EFFICIENCY:.0%} of the dense rate) * ms_per_mac + "
-            "bytes moved (activations in/out, packed weights) * ms_per_byte + op_overhead; "
-            "depthwise and pooling windows at ms_per_dw_mac; adds and pools memory-bound"
-        ),
+        "device": b.description,
+        "threads": model.threads,
+        "method": METHOD.format(core=b.core),
+        "engine": f"NEON kernels, sources sha256 {entries[0]['sources_sha256'][:12]}",
+        "kernels": {role: {"kernel": k.name, "cycles_per_iter": k.cycles_per_iter,
+                           "overhead_cycles": k.overhead_cycles, "peak_fraction": k.peak_fraction}
+                    for role, k in model.kernels.items()},
+        "model": ("per conv: max(llvm-mca cycles (iterations x cycles/iter + outer units x overhead) / clock / "
+                  "min(threads, parallel parts), bytes moved / bandwidth) + per-op dispatch (+ a barrier with "
+                  "> 1 thread); non-conv ops memory-bound; memory behaviour (caches) beyond the roofline is not modelled"),
         "command": "python -m latency.devicemodel",
-        "sources": list(SOURCES),
-        "assumed": {
-            "bandwidth_gbs": m.device.bandwidth_gbs[m.threads],
-            "op_overhead_us": m.device.layer_overhead_us[m.threads],
-            "sparse_efficiency": SPARSE_EFFICIENCY,
-        },
-        "fitted": {
-            "conv_gmacs": _r(1e-6 / m.ms_per_mac) if m.ms_per_mac else None,
-            "depthwise_gmacs": _r(1e-6 / m.ms_per_dw_mac) if m.ms_per_dw_mac else None,
-        },
-        "fit_residuals": [
-            {"model": n, "published_ms": p, "modelled_ms": _r(mod), "residual": _r(mod / p - 1, 3)}
-            for n, p, mod in f.rows
-        ],
-        "check_sparse_speedup_mobilenet_v1": {
-            "density_0.3": _r(sparse_speedup(m, 0.3), 3),
-            "density_0.1": _r(sparse_speedup(m, 0.1), 3),
-        },
+        "assumed": {"clock_ghz": b.clock_ghz, "bandwidth_gbs": b.bandwidth_gbs,
+                    "op_overhead_us": b.op_overhead_us, "barrier_us": b.barrier_us if model.threads > 1 else 0.0},
+        "sources": [b.bandwidth_source, "cycles: benchmarks/arm_mca.py --json (latency/kernel_cycles.json)"],
     }
 
 
-def build_table(device: str, threads: int, models=TABLE_MODELS) -> LatencyTable:
-    """The modelled table of ``device`` at ``threads`` over the default grids of ``models``."""
-    f = fit(DEVICES[device], threads)
+def build_table(device: str, threads: int, models=TABLE_MODELS, specs=(), entries: list[dict] | None = None) -> LatencyTable:
+    """The modelled table of ``device`` at ``threads`` over the default grids of the shipped ``models``
+    and any further NetSpecs ``specs``."""
+    entries = entries if entries is not None else load_kernel_cycles()
+    model = CostModel.for_board(device, threads, entries)
     layers, ops, covered = {}, {}, []
-    for name in models:
-        spec = load_shipped(name)
+    for spec in [load_shipped(name) for name in models] + list(specs):
         covered.append(f"{spec.model}@{spec.resolution}")
         for layer in spec.layers:
             key = layer_key(layer)
@@ -247,14 +282,15 @@ def build_table(device: str, threads: int, models=TABLE_MODELS) -> LatencyTable:
             o = np.asarray(axes["out_ch"], dtype=float)[:, None, None]
             i = o if axes["in_ch"] is None else np.asarray(axes["in_ch"], dtype=float)[None, :, None]
             d = np.ones(1) if axes["density"] is None else np.asarray(axes["density"])[None, None, :]
-            mean = np.broadcast_to(f.model.layer_ms(layer, o, i, d), _shape(axes))
+            mean = np.broadcast_to(model.layer_ms(layer, o, i, d), _shape(axes))
             layers[key] = Entry.build(key, axes, mean)
         for op in table_ops(spec):
             key = op_key(op)
             if key not in ops:
                 axes = op_axes(op)
-                ops[key] = Entry.build(key, axes, f.model.op_ms(op, np.asarray(axes["out_ch"], dtype=float)))
-    return LatencyTable(device=device, threads=threads, provenance=provenance(f), layers=layers, ops=ops, models=covered)
+                ops[key] = Entry.build(key, axes, model.op_ms(op, np.asarray(axes["out_ch"], dtype=float)))
+    return LatencyTable(device=device, threads=threads, provenance=provenance(model, entries), layers=layers,
+                        ops=ops, models=covered)
 
 
 def _shape(axes: dict) -> tuple:
@@ -266,14 +302,33 @@ def table_path(device: str, threads: int, directory: Path = TABLE_DIR) -> Path:
     return Path(directory) / f"{device}-{threads}t.json"
 
 
+def comparison() -> str:
+    """Our modelled dense whole-network ms beside ncnn's published figures (a fact, not a target)."""
+    lines = [f"modelled dense latency of our engine vs ncnn's published figures ({NCNN_SOURCE})",
+             f"{'board':6}{'threads':>8}  {'model':14}{'ours ms':>9}{'ncnn ms':>9}{'ours/ncnn':>10}"]
+    for name, board in BOARDS.items():
+        for threads in THREADS:
+            model = CostModel.for_board(name, threads)
+            for (net, t), ncnn in board.ncnn_ms.items():
+                if t == threads:
+                    ours = model.network_ms(load_shipped(net))
+                    lines.append(f"{name:6}{threads:>8}  {net:14}{ours:>9.1f}{ncnn:>9.1f}{ours / ncnn:>10.2f}")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
-    """python -m latency.devicemodel [--out-dir DIR] [--check]: (re)write or verify the shipped tables."""
-    p = argparse.ArgumentParser(prog="python -m latency.devicemodel", description=__doc__)
+    """python -m latency.devicemodel [--out-dir DIR] [--check] [--compare]: (re)write or verify the shipped tables."""
+    p = argparse.ArgumentParser(prog="python -m latency.devicemodel", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out-dir", type=Path, default=TABLE_DIR, help="where to write the tables (default: the package's)")
     p.add_argument("--check", action="store_true", help="only verify the files there are byte-identical to a regeneration")
+    p.add_argument("--compare", action="store_true", help="print our modelled dense ms beside ncnn's published figures")
     args = p.parse_args(argv)
+    if args.compare:
+        print(comparison())
+        return 0
     stale = []
-    for device in DEVICES:
+    for device in BOARDS:
         for threads in THREADS:
             path = table_path(device, threads, args.out_dir)
             text = build_table(device, threads).to_json()
@@ -282,9 +337,7 @@ def main(argv=None) -> int:
                     stale.append(str(path))
                 continue
             atomic_write(path, text)
-            f = fit(DEVICES[device], threads)
-            res = ", ".join(f"{n} {m:.0f}/{p:.0f} ms ({m / p - 1:+.1%})" for n, p, m in f.rows)
-            print(f"{path}: modelled/published {res}")
+            print(f"{path}: {len(text) // 1024} KiB")
     if stale:
         print("stale or missing: " + ", ".join(stale) + "; run python -m latency.devicemodel", file=sys.stderr)
         return 1

@@ -7,11 +7,11 @@ import os
 import platform
 from pathlib import Path
 
-from latency.devicemodel import DEVICES, THREADS, table_path
+from latency.devicemodel import BOARDS, CORES, THREADS, table_path
 from latency.lut import LatencyTable, LatencyTableError
 from latency.netspec import load_shipped
 
-SHIPPED = tuple(sorted(DEVICES))
+SHIPPED = tuple(sorted(BOARDS))
 
 
 def cache_dir() -> Path:
@@ -48,27 +48,48 @@ def _covering(table: LatencyTable, spec, what: str, remedy: str) -> LatencyTable
     return table
 
 
-def resolve_table(device: str, model: str, threads: int = 1, resolution: int | None = None,
-                  progress: bool = True) -> LatencyTable:
-    """The table for ``device`` covering ``model`` at ``resolution`` (None: the model's default).
+def modelled_table(device: str, threads: int, spec) -> LatencyTable:
+    """The device model's table of ``device`` at ``threads`` for any NetSpec, built on first use and
+    cached in ``cache_dir()/modelled`` (keyed by the spec, the threads and the kernel cycle counts)."""
+    from latency.devicemodel import build_table, load_kernel_cycles
 
-    ``device``: "a53" / "a72" (shipped modelled tables, 1 or 4 threads), "host" (measured on this
-    machine with the quick grid on first use, then cached per CPU + engine version + threads), or a
-    path to a table JSON.  Raises LatencyTableError saying what is accepted.
+    entries = load_kernel_cycles()
+    key = hashlib.sha256(f"{spec.to_json()}|{entries[0]['sources_sha256']}|{BOARDS[device]!r}"
+                         .encode()).hexdigest()[:12]
+    path = cache_dir() / "modelled" / f"{device}-{threads}t-{spec.model}@{spec.resolution}-{key}.json"
+    if path.exists():
+        return LatencyTable.load(path)
+    table = build_table(device, threads, models=(), specs=[spec], entries=entries)
+    table.save(path)
+    return table
+
+
+def resolve_table(device: str, model: str, threads: int = 1, resolution: int | None = None,
+                  progress: bool = True, spec=None) -> LatencyTable:
+    """The table for ``device`` covering ``model`` at ``resolution`` (None: the model's default), or
+    covering ``spec`` (a NetSpec) when given.
+
+    ``device``: "a53" / "a72" (modelled: the shipped tables for 1 and 4 threads, or a table the
+    device model builds for any other network, resolution or thread count on first use, then
+    cached), "host" (measured on this machine with the quick grid on first use, then cached per CPU
+    + engine version + threads), or a path to a table JSON.  Raises LatencyTableError saying what
+    is accepted.
     """
-    spec = _spec(model, resolution)
     if not isinstance(threads, int) or threads < 1:
         raise LatencyTableError(f"threads must be a positive integer, got {threads!r}")
     if device in SHIPPED:
-        if threads not in THREADS:
+        spec = _spec(model, resolution) if spec is None else spec
+        if threads > CORES:
             raise LatencyTableError(
-                f"the shipped {device} tables are for {' and '.join(map(str, THREADS))} thread(s), not {threads}; "
-                f"measure one on the board: profile-latency --device {device} --threads {threads} --out {device}.json"
+                f"the {device} board has {CORES} cores, not {threads}; accepted --threads: 1-{CORES} "
+                f"(tables for {' and '.join(map(str, THREADS))} ship, others are modelled on first use)"
             )
-        table = LatencyTable.load(table_path(device, threads))
-        return _covering(table, spec, f"shipped {device} table",
-                         f"measure on the board: profile-latency --device {device} --threads {threads} "
-                         f"--model {model} --resolution {spec.resolution} --out {device}.json, then pass that file")
+        if threads in THREADS:
+            table = LatencyTable.load(table_path(device, threads))
+            if not table.missing(spec):
+                return table
+        return modelled_table(device, threads, spec)
+    spec = _spec(model, resolution)  # measured tables cover the zoo model's own layers
     if device == "host":
         from latency.profile import ProfileConfig, profile
 

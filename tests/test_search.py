@@ -109,6 +109,9 @@ def test_search_outputs_and_resume_equality(tmp_path, tiny_yaml):
     assert {r["name"] for r in front["references"]} == {"unpruned", "uniform 0.75x", "uniform 0.5x"}
     history = json.loads((a / "history.json").read_text())["generations"]
     assert [len(g["candidates"]) for g in history] == [4, 8, 8]
+    for g in history:  # the reference models are scored with every generation's set
+        assert [r["name"] for r in g["references"]] == ["unpruned", "uniform 0.75x", "uniform 0.5x"]
+    assert [r["val_loss"] for r in front["references"]] == [r["val_loss"] for r in history[-1]["references"]]
     best = json.loads((a / "best.json").read_text())
     assert best["val_acc"] == max(c["val_acc"] for c in cands)
     assert len(best["arch"]["layers"]) == 22

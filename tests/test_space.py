@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from jcw.models import create_model, list_models
-from jcw.space import Arch, Bounds, SearchSpace, kept_channels, n_kept_blocks
+from jcw.space import BOUNDS_PRESETS, Arch, Bounds, SearchSpace, kept_channels, n_kept_blocks
 from latency.netspec import load_shipped
 
 GENES = {"resnet18": (12, 20), "mobilenet_v1": (14, 14), "mobilenet_v2": (25, 35)}
@@ -30,7 +30,7 @@ def test_channel_formula():
 
 
 def test_resnet18_bounds_follow_rules():
-    space = SearchSpace.for_model("resnet18")
+    space = SearchSpace.for_model("resnet18", bounds=BOUNDS_PRESETS["jcw"])
     spec = space.spec
     ch = dict(zip(space.channel_groups, space.lower[: space.n_channel_genes]))
     assert ch[0] == 0.9  # stem group: first (0.8), strided (0.6) and residual (0.9)
@@ -48,6 +48,20 @@ def test_resnet18_bounds_follow_rules():
         Bounds(density=1.5)
 
 
+def test_jcw_preset_is_jcws_resnet18_config_and_the_default_is_wider():
+    jcw = BOUNDS_PRESETS["jcw"]
+    assert (jcw.channel, jcw.channel_first, jcw.channel_last, jcw.channel_strided, jcw.channel_residual) == \
+        (0.5, 0.8, 0.5, 0.6, 0.9)
+    assert (jcw.density, jcw.density_first, jcw.density_last, jcw.density_strided) == (0.3, 0.8, 0.5, 0.8)
+    default = BOUNDS_PRESETS["default"]
+    assert default == Bounds()
+    wide, narrow = SearchSpace.for_model("mobilenet_v2"), SearchSpace.for_model("mobilenet_v2", bounds=jcw)
+    assert (wide.lower <= narrow.lower).all() and (wide.lower < narrow.lower).any()
+    assert wide.macs(wide.minimal())[0] < narrow.macs(narrow.minimal())[0]
+    # the stem and the classifier's input stay protected
+    assert (default.channel_first, default.density_first, default.channel_last) == (0.8, 0.8, 0.5)
+
+
 def test_mobilenet_v2_last_group_and_modes():
     space = SearchSpace.for_model("mobilenet_v2", mode="channel")
     assert np.all(space.lower[space.n_channel_genes:] == 1.0)
@@ -56,7 +70,7 @@ def test_mobilenet_v2_last_group_and_modes():
     g = weight.snap(np.zeros(weight.n_genes))[0]
     out_ch, _, density = weight.decode_arrays(g)
     assert np.array_equal(out_ch[0], [x.out_ch for x in weight.spec.layers])
-    assert density.min() == 0.3
+    assert density.min() == Bounds().density
     with pytest.raises(ValueError, match="mode"):
         SearchSpace.for_model("mobilenet_v2", mode="both")
 
@@ -172,3 +186,20 @@ def test_cli_runs_as_module_without_torch():
     out = subprocess.run([sys.executable, "-P", "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["params"] == 11_689_512
+
+
+def test_space_cli_json_reports_the_latency_range(capsys):
+    from jcw.space import main
+    from latency.devicemodel import table_path
+    from latency.lut import LatencyTable
+    from latency.predictor import Predictor
+
+    assert main(["--model", "mobilenet_v2", "--device", "a53", "--threads", "4", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    spec = load_shipped("mobilenet_v2")
+    table = LatencyTable.load(table_path("a53", 4))
+    assert report["latency_full_ms"] == pytest.approx(Predictor(table, spec).full())
+    assert report["latency_min_ms"] <= 0.3 * report["latency_full_ms"]
+    assert main(["--model", "mobilenet_v2", "--device", "a53", "--bounds", "jcw", "--json"]) == 0
+    jcw = json.loads(capsys.readouterr().out)
+    assert jcw["latency_min_ms"] > report["latency_min_ms"] and jcw["latency_full_ms"] == report["latency_full_ms"]
