@@ -501,6 +501,7 @@ def _print_header(config: SearchConfig, setup: Setup, out: Path) -> None:
           f"{setup.table.kind} latency table), budget {budget}; fastest arch {setup.latency_min:.2f} ms, "
           f"unpruned {setup.latency_full:.2f} ms; space {config.space}, {config.strategy}, "
           f"population {config.population} x {config.generations} generations -> {out}")
+    print(describe_provenance(setup.table))
     if setup.latency_space is not setup.space:
         print(f"note: the table prices {config.model}'s classifier at {setup.latency_space.spec.num_classes} "
               f"classes (it has no entry for {setup.spec.num_classes}); the other layers are exact")
@@ -517,10 +518,17 @@ def final_table(best: dict | None, unpruned: dict, table, config: SearchConfig) 
         lines.append(f"{label:24}{chosen:>12}{fmt.format(unpruned[key] * scale.get(key, 1)):>12}")
     if best is None:
         lines.append("no candidate met the budget")
+    lines.append(describe_provenance(table))
+    return "\n".join(lines)
+
+
+def describe_provenance(table) -> str:
+    """One line: which table, measured or modelled, on what, and how."""
     prov = table.provenance
     where = prov.get("device") or prov.get("cpu")
-    lines.append(f"latency table: {table.device}, {table.threads} thread(s), {prov['kind']}" + (f" ({where})" if where else ""))
-    return "\n".join(lines)
+    engine = prov.get("engine") or (f"engine {prov['engine_version']}" if prov.get("engine_version") else None)
+    details = ", ".join(str(x) for x in (where, prov.get("method"), engine) if x)
+    return f"latency table: {table.device}, {table.threads} thread(s), {prov['kind']}" + (f" ({details})" if details else "")
 
 
 def parse_args(argv=None) -> tuple[SearchConfig, argparse.ArgumentParser]:
