@@ -1,4 +1,22 @@
-"""Latency prediction accuracy: random joint-pruned archs, materialized, exported, timed on the engine."""
+"""Latency prediction accuracy: random joint-pruned archs, materialized, exported, timed on the engine.
+
+Errors are reported twice. **Raw**: predicted / measured - 1, the arch's fastest round as timed.
+**Normalised**: the same, with every measurement brought to the machine speed the table was
+normalised to, the way profile-latency does it (latency.profile.normalise). The full-width
+network of the model (the profiler's reference network, latency.profile.reference_timer: the
+fastest of --repeats runs, same threads and warm-up as the archs) is timed before every arch and
+after the last one in every round: ref, arch 0, ref, arch 1, ..., ref. An arch's round is scaled
+by ``target / min(ref before, ref after)`` (like the profiler, the faster of the two timings
+around it: one caught spike is not taken for the machine's speed), where ``target`` is the
+table's reference time: the median of the reference timings the profiler took (provenance
+``reference_ms``), i.e. the speed the table was scaled to. A table without reference timings
+(modelled, or profiled before they were recorded) uses its own prediction of the full-width
+network instead, and the report says so. The normalised measurement of an arch is the median of
+its normalised rounds (the profiler's per-point statistic: once the speed is taken out the
+rounds measure the same thing, and the median does not turn the ratio's noise into a downward
+bias as the fastest round would). A slow spell that slows an arch and the reference next to it
+alike cancels; a real bias of the table does not, and the raw mean error stays printed beside.
+"""
 
 from __future__ import annotations
 
@@ -45,6 +63,37 @@ def summarize(predicted: np.ndarray, measured: np.ndarray) -> dict:
     }
 
 
+def normalise(round_ms: np.ndarray, reference_ms: np.ndarray, target_ms: float) -> np.ndarray:
+    """Arch times of every round scaled to the speed ``target_ms`` of the reference network.
+
+    ``round_ms`` (R, N): arch n's time in round r; ``reference_ms`` (R, N + 1): the reference
+    network timed before each arch of a round and after its last (``[r, n]`` before arch n,
+    ``[r, n + 1]`` after it). Returns (R, N): ``round_ms * target_ms / min(before, after)``.
+    """
+    round_ms, reference_ms = np.asarray(round_ms, float), np.asarray(reference_ms, float)
+    if round_ms.ndim != 2 or reference_ms.shape != (round_ms.shape[0], round_ms.shape[1] + 1):
+        raise ValueError(f"need round_ms (R, N) and reference_ms (R, N + 1), got {round_ms.shape} and "
+                         f"{reference_ms.shape}")
+    if not target_ms > 0 or np.any(reference_ms <= 0):
+        raise ValueError("reference times must be positive")
+    return round_ms * (target_ms / np.minimum(reference_ms[:, :-1], reference_ms[:, 1:]))
+
+
+def normalised_measured(round_ms: np.ndarray, reference_ms: np.ndarray, target_ms: float) -> np.ndarray:
+    """(N,) per arch: the median over rounds of its normalised times (see normalise)."""
+    return np.median(normalise(round_ms, reference_ms, target_ms), axis=0)
+
+
+def table_reference(table, predictor, space, tag: str) -> tuple[float, str]:
+    """(ms, source) of the speed the table is normalised to: the median of the profiler's reference
+    timings of ``tag`` (its ``typical``), else the table's own prediction of the full-width network."""
+    timings = (table.provenance.get("reference_ms") or {}).get(tag)
+    if timings:
+        return float(np.median(timings)), f"median of the table's {len(timings)} reference timings"
+    full = float(predictor.predict(*space.decode_arrays(space.full()[None]))[0])
+    return full, "the table records no reference timings: its own prediction of the full-width network"
+
+
 def throughput(predictor, space, rng: np.random.Generator, n: int = 100_000) -> float:
     """Archs per second of Predictor.predict on n decoded random genomes (best of 3, decoding excluded)."""
     import time
@@ -61,9 +110,11 @@ def throughput(predictor, space, rng: np.random.Generator, n: int = 100_000) -> 
 def run(config: AccuracyConfig) -> dict:
     """Predict and measure ``config.archs`` random archs; returns the summary with one row per arch.
 
-    Measured = the lowest of ``rounds`` medians, each round timing every arch once in turn.  Every
-    materialized arch gets its BatchNorm statistics re-estimated on random images (as fine-tuning
-    would); a randomly initialised pruned net otherwise decays into float denormals, which are slow.
+    Measured = the lowest of ``rounds`` medians, each round timing every arch once in turn, the
+    full-width reference network before every arch and after the last (the normalised errors, see
+    the module docstring).  Every materialized arch gets its BatchNorm statistics re-estimated on
+    random images (as fine-tuning would); a randomly initialised pruned net otherwise decays into
+    float denormals, which are slow.
     """
     import torch
     from tqdm import tqdm
@@ -102,27 +153,39 @@ def run(config: AccuracyConfig) -> dict:
             calibrate_batchnorm(small, spec.resolution, gen)
             paths.append(export_onnx(small, Path(tmp) / f"arch{n}.onnx", spec.resolution))
         rounds = np.zeros((config.rounds, config.archs))
-        # The full-width network the profiler times between its runs, timed here every 20 archs:
-        # the machine's speed while measuring, to hold against the table's (provenance.reference_ms).
+        # The full-width network the profiler times between its runs, timed next to every arch
+        # (ref, arch 0, ref, arch 1, ..., ref in each round): the machine's speed at that moment.
         reference = reference_timer(spec, config.threads, config.repeats, config.warmup, config.seed)
-        reference_ms = []
+        refs = np.zeros((config.rounds, config.archs + 1))
         for r in tqdm(range(config.rounds * config.archs), disable=config.quiet, desc=f"{config.model} timing"):
-            if r % 20 == 0:
-                reference_ms.append(reference())
-            engine = Engine(paths[r % config.archs], threads=config.threads)
+            i, n = divmod(r, config.archs)
+            refs[i, n] = reference()
+            engine = Engine(paths[n], threads=config.threads)
             ms = engine.benchmark(x, repeats=config.repeats, warmup=config.warmup)
-            rounds[r // config.archs, r % config.archs] = np.median(ms)
-        reference_ms.append(reference())
+            rounds[i, n] = np.median(ms)
+            if n == config.archs - 1:
+                refs[i, n + 1] = reference()
+    tag = f"{config.model}@{spec.resolution}"
+    target, target_source = table_reference(table, predictor, space, tag)
+    full_predicted = float(predictor.predict(*space.decode_arrays(space.full()[None]))[0])
+    scaled = normalise(rounds, refs, target)
     measured = rounds.min(axis=0)
+    normalised = normalised_measured(rounds, refs, target)
     rows = [{"arch": n, "predicted_ms": float(predicted[n]), "measured_ms": float(measured[n]),
              "error": float(predicted[n] / measured[n] - 1), "round_ms": rounds[:, n].tolist(),
+             "reference_ms": np.minimum(refs[:, n], refs[:, n + 1]).tolist(),
+             "normalised_ms": float(normalised[n]), "normalised_error": float(predicted[n] / normalised[n] - 1),
+             "normalised_round_ms": scaled[:, n].tolist(),
              "genes": genomes[n].tolist()} for n in range(config.archs)]
-    result = summarize(np.array([r["predicted_ms"] for r in rows]), np.array([r["measured_ms"] for r in rows]))
+    result = summarize(predicted, measured)
+    result["normalised"] = summarize(predicted, normalised) | {
+        "target_ms": target, "target": target_source,
+        "method": "round_ms * target_ms / min(reference before, reference after); median over rounds"}
     result.update(model=config.model, resolution=spec.resolution, threads=config.threads, archs=config.archs,
                   engine_version=ENGINE_VERSION, predictor_archs_per_s=throughput(predictor, space, rng),
                   seed=config.seed, table=str(config.lut) if config.lut else "host (cached)",
-                  reference_ms=reference_ms,
-                  table_reference_ms=table.provenance.get("reference_ms", {}).get(f"{config.model}@{spec.resolution}"),
+                  reference_ms=refs.ravel().tolist(), full_width_predicted_ms=full_predicted,
+                  table_reference_ms=(table.provenance.get("reference_ms") or {}).get(tag),
                   table_provenance=table.provenance, rows=rows)
     return result
 
@@ -135,22 +198,41 @@ def _speed_line(when: str, ms) -> str:
             f"(min / median / max of {len(ms)})")
 
 
+def _errors(label: str, e: dict) -> str:
+    return (f"{label:<10} median |error| {e['median_abs_err']:.2%}   p95 |error| {e['p95_abs_err']:.2%}   "
+            f"within +-5% {e['within_5']:.0%}   within +-10% {e['within_10']:.0%}   "
+            f"RMSPE {e['rmspe']:.2%}   mean error {e['mean_err']:+.2%}")
+
+
 def report(result: dict, worst: int = 5) -> str:
-    """Human-readable summary and the worst archs."""
+    """Human-readable summary (raw and normalised errors) and the worst archs."""
+    norm = result.get("normalised")
     lines = [
         f"{result['model']} @ {result['resolution']}, {result['threads']} thread(s), {result['archs']} random archs "
         f"(seed {result['seed']}), table: {result['table']}",
-        f"median |error| {result['median_abs_err']:.2%}   p95 |error| {result['p95_abs_err']:.2%}   "
-        f"within +-5% {result['within_5']:.0%}   within +-10% {result['within_10']:.0%}   "
-        f"RMSPE {result['rmspe']:.2%}   mean error {result['mean_err']:+.2%}",
+        _errors("raw", result),
+    ]
+    if norm:
+        lines.append(_errors("normalised", norm))
+        lines.append(f"normalised to {norm['target_ms']:.2f} ms ({norm['target']}); the table predicts the "
+                     f"full-width network at {result['full_width_predicted_ms']:.2f} ms")
+    lines += [
         f"predictor: {result['predictor_archs_per_s']:,.0f} archs/s",
         _speed_line("while measuring", result.get("reference_ms")),
         _speed_line("while profiling the table", result.get("table_reference_ms")),
-        "worst archs:",
+        "worst archs (raw):",
     ]
     for r in sorted(result["rows"], key=lambda r: -abs(r["error"]))[:worst]:
         lines.append(f"  arch {r['arch']:>3}: predicted {r['predicted_ms']:.3f} ms, measured {r['measured_ms']:.3f} ms "
-                     f"({r['error']:+.2%})")
+                     f"({r['error']:+.2%})" + (f", normalised {r['normalised_ms']:.3f} ms ({r['normalised_error']:+.2%})"
+                                               if "normalised_ms" in r else ""))
+    if norm:
+        lines.append("worst archs (normalised):")
+        for r in sorted(result["rows"], key=lambda r: -abs(r["normalised_error"]))[:worst]:
+            lines.append(f"  arch {r['arch']:>3}: predicted {r['predicted_ms']:.3f} ms, normalised "
+                         f"{r['normalised_ms']:.3f} ms ({r['normalised_error']:+.2%}), rounds "
+                         + " ".join(f"{v:.2f}" for v in r["round_ms"]) + " ms, reference "
+                         + " ".join(f"{v:.2f}" for v in r["reference_ms"]) + " ms")
     return "\n".join(lines)
 
 
@@ -166,7 +248,8 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=3, help="untimed runs per arch (default 3)")
     p.add_argument("--rounds", type=int, default=3,
                    help="time every arch in this many rounds over all archs, keep the fastest round's median "
-                        "(robust to load that drifts over minutes; default 3)")
+                        "(raw) and the median of the rounds normalised by the full-width network timed next to "
+                        "the arch (normalised; robust to load that drifts over minutes; default 3)")
     p.add_argument("--seed", type=int, default=0, help="seed of the archs and inputs (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
