@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -157,14 +158,17 @@ def run(config: AccuracyConfig) -> dict:
         # (ref, arch 0, ref, arch 1, ..., ref in each round): the machine's speed at that moment.
         reference = reference_timer(spec, config.threads, config.repeats, config.warmup, config.seed)
         refs = np.zeros((config.rounds, config.archs + 1))
+        fastest = np.zeros((config.rounds, config.archs))  # diagnostic: each round's fastest run
+        load = [os.getloadavg()[0]]
         for r in tqdm(range(config.rounds * config.archs), disable=config.quiet, desc=f"{config.model} timing"):
             i, n = divmod(r, config.archs)
             refs[i, n] = reference()
             engine = Engine(paths[n], threads=config.threads)
             ms = engine.benchmark(x, repeats=config.repeats, warmup=config.warmup)
-            rounds[i, n] = np.median(ms)
+            rounds[i, n], fastest[i, n] = np.median(ms), np.min(ms)
             if n == config.archs - 1:
                 refs[i, n + 1] = reference()
+        load.append(os.getloadavg()[0])
     tag = f"{config.model}@{spec.resolution}"
     target, target_source = table_reference(table, predictor, space, tag)
     full_predicted = float(predictor.predict(*space.decode_arrays(space.full()[None]))[0])
@@ -173,7 +177,7 @@ def run(config: AccuracyConfig) -> dict:
     normalised = normalised_measured(rounds, refs, target)
     rows = [{"arch": n, "predicted_ms": float(predicted[n]), "measured_ms": float(measured[n]),
              "error": float(predicted[n] / measured[n] - 1), "round_ms": rounds[:, n].tolist(),
-             "reference_ms": np.minimum(refs[:, n], refs[:, n + 1]).tolist(),
+             "round_fastest_ms": fastest[:, n].tolist(), "reference_ms": np.minimum(refs[:, n], refs[:, n + 1]).tolist(),
              "normalised_ms": float(normalised[n]), "normalised_error": float(predicted[n] / normalised[n] - 1),
              "normalised_round_ms": scaled[:, n].tolist(),
              "genes": genomes[n].tolist()} for n in range(config.archs)]
@@ -185,6 +189,7 @@ def run(config: AccuracyConfig) -> dict:
                   engine_version=ENGINE_VERSION, predictor_archs_per_s=throughput(predictor, space, rng),
                   seed=config.seed, table=str(config.lut) if config.lut else "host (cached)",
                   reference_ms=refs.ravel().tolist(), full_width_predicted_ms=full_predicted,
+                  load_average=load,
                   table_reference_ms=(table.provenance.get("reference_ms") or {}).get(tag),
                   table_provenance=table.provenance, rows=rows)
     return result
@@ -220,8 +225,11 @@ def report(result: dict, worst: int = 5) -> str:
         f"predictor: {result['predictor_archs_per_s']:,.0f} archs/s",
         _speed_line("while measuring", result.get("reference_ms")),
         _speed_line("while profiling the table", result.get("table_reference_ms")),
-        "worst archs (raw):",
     ]
+    if result.get("load_average"):
+        lines.append(f"load average (1 min) before / after timing: {result['load_average'][0]:.2f} / "
+                     f"{result['load_average'][-1]:.2f} on {os.cpu_count()} CPUs")
+    lines.append("worst archs (raw):")
     for r in sorted(result["rows"], key=lambda r: -abs(r["error"]))[:worst]:
         lines.append(f"  arch {r['arch']:>3}: predicted {r['predicted_ms']:.3f} ms, measured {r['measured_ms']:.3f} ms "
                      f"({r['error']:+.2%})" + (f", normalised {r['normalised_ms']:.3f} ms ({r['normalised_error']:+.2%})"
