@@ -1,4 +1,5 @@
-"""Data-parallel scale-out on torch.distributed: process group, DDP wrapping, sharded samplers, rank 0 writes."""
+"""Data-parallel scale-out on torch.distributed: process group, DDP wrapping, sharded samplers and batches,
+broadcasts from rank 0, gradient averaging, rank 0 writes."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-from torch import nn
+import torch.distributed.nn.functional as dist_fn
+from torch import Tensor, nn
 from torch.utils.data import Dataset, DistributedSampler
 
 
@@ -56,6 +58,51 @@ class DistContext:
             values = values.to(self.device)
             dist.all_reduce(values, op=dist.ReduceOp.SUM)
         return values.cpu()
+
+    def all_reduce_sum_with_grad(self, values: Tensor) -> Tensor:
+        """Element-wise sum of ``values`` over all processes that gradients flow through (the backward
+        pass sums the gradients of all processes' uses), on ``values``' device; ``values`` for one process."""
+        if not self.distributed:
+            return values
+        return dist_fn.all_reduce(values, op=dist.ReduceOp.SUM)
+
+    def broadcast_object(self, obj):
+        """Rank 0's ``obj`` (any picklable value) on every process; the others pass anything, e.g. None."""
+        if not self.distributed:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0, device=self.device if self.device.type == "cuda" else None)
+        return box[0]
+
+    def broadcast_state(self, module: nn.Module) -> None:
+        """Overwrites ``module``'s parameters and buffers with rank 0's."""
+        if self.distributed:
+            with torch.no_grad():
+                for tensor in [*module.parameters(), *module.buffers()]:
+                    dist.broadcast(tensor.data, src=0)
+
+    def average_gradients(self, params) -> None:
+        """Replaces every gradient of ``params`` by its mean over all processes: one all-reduce of all of
+        them flattened. Every process must hold gradients for the same parameters (the same sub-network)."""
+        if not self.distributed:
+            return
+        grads = [p.grad for p in params if p.grad is not None]
+        if not grads:
+            return
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        flat /= self.world_size
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset:offset + g.numel()].view_as(g))
+            offset += g.numel()
+
+    def split(self, index: Tensor) -> Tensor:
+        """This rank's contiguous part of one global batch's sample ``index`` (parts differ by at most one
+        sample; rank r takes the r-th of ``world_size`` runs), so all ranks together hold exactly that batch."""
+        if not self.distributed:
+            return index
+        return torch.tensor_split(index, self.world_size)[self.rank]
 
     def barrier(self) -> None:
         if self.distributed:

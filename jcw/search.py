@@ -24,6 +24,7 @@ from pymoo.algorithms.moo.nsga2 import NSGA2
 from tqdm.auto import tqdm
 
 from jcw import operators
+from jcw.distributed import DistContext, init_distributed, shutdown
 from jcw.problem import JointPruningProblem, hypervolume, non_dominated
 from jcw.random_prune import RandomStrategy
 from jcw.space import BOUNDS_PRESETS, Bounds
@@ -378,12 +379,17 @@ def _summary(record: dict, reference: tuple[float, float], budget_ms: float | No
             f"front {len(front)}, HV {hypervolume(F, reference):.4f}")
 
 
-def run_search(config: SearchConfig) -> Path:
-    """Runs (or resumes) a search; returns the run directory holding front.json and friends."""
+def run_search(config: SearchConfig, dist: DistContext | None = None) -> Path:
+    """Runs (or resumes) a search; returns the run directory holding front.json and friends.
+
+    Under torchrun every process calls it (``dist``: default ``init_distributed``): rank 0 runs the
+    strategy, prints and writes; the others train and score the supernet with it (``SupernetEstimator.follow``).
+    """
     from jcw.plot import plot_runs
     from jcw.supernet import Supernet, SupernetEstimator
     from jcw.training import RandomBatches, atomic_torch_save, gather, ordered_batches
 
+    dist = dist or init_distributed(config.train_on)
     checkpoint = None
     if config.resume:
         if config.out is None:
@@ -392,33 +398,38 @@ def run_search(config: SearchConfig) -> Path:
         if not (out / "config.json").is_file():
             raise SearchError(f"--resume: {out} is not a search run directory (no config.json)")
         if (out / "front.json").is_file() and not (out / ".incomplete").exists():
-            print(f"{out}: the search already finished; see {out / 'front.json'}")
+            if dist.is_main:
+                print(f"{out}: the search already finished; see {out / 'front.json'}")
             return out
         saved = json.loads((out / "config.json").read_text())
+        saved.pop("world_size", None)
         config = SearchConfig(**{**saved, "resume": True, "quiet": config.quiet, "out": str(out)})
         if (out / "checkpoint.pt").is_file():
             checkpoint = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=False)
 
     if config.torch_threads is not None:
         torch.set_num_threads(config.torch_threads)
+    check_world_size(config, dist)
     setup = prepare(config, pretrain=checkpoint is None)
-    out = Path(config.out) if config.out else _default_out(config, setup.device_name)
+    out = dist.broadcast_object(Path(config.out) if config.out else _default_out(config, setup.device_name))
     if not config.resume and (out / "config.json").exists():
         raise SearchError(f"--out {out} already holds a search run; use --resume to continue it or another --out")
-    device = config.train_on
-    supernet = Supernet(setup.model, setup.spec).to(device)
+    dist.barrier()  # every rank has read the run directory before rank 0 writes to it
+    device = dist.device
+    supernet = Supernet(setup.model, setup.spec, dist).to(device)
     generator = torch.Generator().manual_seed(config.seed)
     calib_index = torch.randperm(len(setup.data.train), generator=torch.Generator().manual_seed(config.seed + 1))
     calib_index = calib_index[: config.batch_size * config.calib_batches]
-    calib = [gather(setup.data.train, calib_index[s:s + config.batch_size], device)
+    calib = [gather(setup.data.train, dist.split(calib_index[s:s + config.batch_size]), device)
              for s in range(0, len(calib_index), config.batch_size)]
-    val = ordered_batches(setup.data.val, config.batch_size, config.val_samples, device)
+    val = ordered_batches(setup.data.val, config.batch_size, config.val_samples, device, dist)
     steps = config.supernet_steps
     if config.supernet_epochs is not None:
         steps = math.ceil(config.supernet_epochs * len(setup.data.train) / config.batch_size / config.generations)
     ref_genes = np.stack([setup.space.full()] + [setup.space.uniform(w) for w in UNIFORM_WIDTHS])
-    estimator = SupernetEstimator(supernet, setup.space, RandomBatches(setup.data.train, config.batch_size, generator, device),
-                                  calib, val, steps, config.supernet_lr, generator, quiet=config.quiet,
+    estimator = SupernetEstimator(supernet, setup.space,
+                                  RandomBatches(setup.data.train, config.batch_size, generator, device, dist),
+                                  calib, val, steps, config.supernet_lr, generator, quiet=config.quiet or not dist.is_main,
                                   references=ref_genes, rule=config.supernet_rule, sampled=config.supernet_sampled)
     problem = JointPruningProblem(setup.space, setup.predictor, estimator, config.budget_ms, setup.latency_space)
     latency_max = config.budget_ms if config.budget_ms is not None else setup.latency_full
@@ -431,11 +442,15 @@ def run_search(config: SearchConfig) -> Path:
         generator.set_state(checkpoint["generator"])
         strategy.restore(checkpoint["strategy"])
         history, start = checkpoint["history"], checkpoint["generation"]
+    dist.broadcast_state(supernet)
+    if not dist.is_main:
+        estimator.follow()
+        return out
 
     out.mkdir(parents=True, exist_ok=True)
     (out / ".incomplete").touch()
     (out / "front.json").unlink(missing_ok=True)
-    write_json(out / "config.json", config.to_dict())
+    write_json(out / "config.json", {**config.to_dict(), "world_size": dist.world_size})
     _print_header(config, setup, out)
     with tqdm(total=config.generations, initial=start, desc="search", disable=config.quiet, unit="gen") as bar:
         for generation in range(start, config.generations):
@@ -452,6 +467,7 @@ def run_search(config: SearchConfig) -> Path:
             if not config.quiet:
                 bar.write(_summary(history[-1], reference, config.budget_ms, config.generations))
             bar.update(1)
+    estimator.release()
 
     pop = strategy.population()
     F, X, acc = pop.get("F"), pop.get("X"), pop.get("acc")
@@ -464,6 +480,7 @@ def run_search(config: SearchConfig) -> Path:
     best = max(front, key=lambda c: (c["val_acc"], -c["latency_ms"]), default=None)
     result = {
         "model": config.model,
+        "world_size": dist.world_size,
         "device": setup.device_name,
         "threads": setup.table.threads,
         "resolution": setup.spec.resolution,
@@ -491,6 +508,13 @@ def run_search(config: SearchConfig) -> Path:
     print(final_table(best, refs[0], setup.table, config))
     print(f"results: {out}")
     return out
+
+
+def check_world_size(config: SearchConfig, dist: DistContext) -> None:
+    """The global batch (``batch_size``) must split evenly over the processes (each trains on an equal part)."""
+    if config.batch_size % dist.world_size:
+        raise SearchError(f"batch_size {config.batch_size} does not split evenly over {dist.world_size} processes; "
+                          f"use a multiple of {dist.world_size}")
 
 
 def _print_header(config: SearchConfig, setup: Setup, out: Path) -> None:
@@ -573,14 +597,19 @@ def parse_args(argv=None) -> tuple[SearchConfig, argparse.ArgumentParser]:
 
 def main(argv=None) -> int:
     config, parser = parse_args(argv)
+    dist = init_distributed(config.train_on)
     try:
-        run_search(config)
+        run_search(config, dist)
     except SearchError as e:
-        print(f"jcw-search: error: {e}", file=sys.stderr)
+        if dist.is_main:
+            print(f"jcw-search: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("jcw-search: interrupted; continue with --resume --out RUN_DIR", file=sys.stderr)
+        if dist.is_main:
+            print("jcw-search: interrupted; continue with --resume --out RUN_DIR", file=sys.stderr)
         return 130
+    finally:
+        shutdown(dist)
     return 0
 
 

@@ -11,19 +11,22 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from jcw.distributed import DistContext
 from jcw.materialize import block_mask
-from jcw.training import Batch, evaluate, sgd
+from jcw.training import Batch, evaluation_sums, sgd
 
 
 @dataclass
 class _Active:
-    """The candidate set the dynamic modules read: per candidate and spec layer (out_ch, density)."""
+    """The candidate set the dynamic modules read: per candidate and spec layer (out_ch, density),
+    and the processes a batch is split over (``dist``)."""
 
     out_ch: np.ndarray | None = None
     density: np.ndarray | None = None
     index: int | None = None
     calibrating: bool = False
     masks: dict = field(default_factory=dict)
+    dist: DistContext = field(default_factory=DistContext)
 
     def mask(self, layer: int, weight: Tensor, density: float) -> Tensor:
         """The 4x1 block mask of the active candidate's sliced weight; cached while no gradient is taken
@@ -97,7 +100,10 @@ class DynamicBatchNorm2d(nn.Module):
 
     With no active candidate it is the full model's BatchNorm (its own running statistics).
     Training uses batch statistics; calibration accumulates the active candidate's statistics as
-    the cumulative average over the calibration batches; evaluation uses them.
+    the cumulative average over the calibration batches; evaluation uses them. With several
+    processes each holding a part of every batch, the batch statistics of training and calibration
+    are those of the whole batch (``batch_moments``), so every process computes what one process
+    would on the whole batch.
     """
 
     def __init__(self, bn: nn.BatchNorm2d, active: _Active):
@@ -125,18 +131,44 @@ class DynamicBatchNorm2d(nn.Module):
             if self.training:
                 return F.batch_norm(x, self.running_mean, self.running_var, weight, bias, True, self.momentum, self.eps)
             return F.batch_norm(x, self.running_mean, self.running_var, weight, bias, False, 0.0, self.eps)
+        if self.active.dist.distributed and (self.training or self.active.calibrating):
+            mean, var, count = batch_moments(x, self.active.dist)
+            if self.active.calibrating:
+                self._accumulate(i, mean, var * count / (count - 1) if count > 1 else var)
+            shape = (1, c, 1, 1)
+            return (x - mean.view(shape)) * (weight * torch.rsqrt(var + self.eps)).view(shape) + bias.view(shape)
         if self.active.calibrating:
-            with torch.no_grad():
-                mean = x.mean(dim=(0, 2, 3))
-                var = x.var(dim=(0, 2, 3), unbiased=x.numel() // c > 1)
-                k = int(self.cand_count[i])
-                self.cand_mean[i, :c] = (self.cand_mean[i, :c] * k + mean) / (k + 1) if k else mean
-                self.cand_var[i, :c] = (self.cand_var[i, :c] * k + var) / (k + 1) if k else var
-                self.cand_count[i] += 1
+            self._accumulate(i, x.mean(dim=(0, 2, 3)), x.var(dim=(0, 2, 3), unbiased=x.numel() // c > 1))
             return F.batch_norm(x, None, None, weight, bias, True, 0.0, self.eps)
         if self.training:
             return F.batch_norm(x, None, None, weight, bias, True, 0.0, self.eps)
         return F.batch_norm(x, self.cand_mean[i, :c], self.cand_var[i, :c], weight, bias, False, 0.0, self.eps)
+
+    @torch.no_grad()
+    def _accumulate(self, i: int, mean: Tensor, var: Tensor) -> None:
+        """Folds one calibration batch's mean and (unbiased) variance into candidate i's cumulative averages."""
+        c = len(mean)
+        k = int(self.cand_count[i])
+        self.cand_mean[i, :c] = (self.cand_mean[i, :c] * k + mean) / (k + 1) if k else mean
+        self.cand_var[i, :c] = (self.cand_var[i, :c] * k + var) / (k + 1) if k else var
+        self.cand_count[i] += 1
+
+
+def batch_moments(x: Tensor, dist: DistContext) -> tuple[Tensor, Tensor, int]:
+    """Per-channel mean and biased variance of the batch whose part on this process is ``x`` (N, C, H, W),
+    and its number of values per channel.
+
+    The processes' counts, sums and sums of squares (n * mean, n * squared mean) are summed in float64
+    with one all-reduce that gradients flow through: mean = sum / n, var = sum of squares / n - mean^2.
+    """
+    c = x.shape[1]
+    wide = x.double()
+    local = torch.cat([wide.sum(dim=(0, 2, 3)), wide.square().sum(dim=(0, 2, 3)), wide.new_tensor([x.numel() // c])])
+    total = dist.all_reduce_sum_with_grad(local)
+    count = total[-1].detach()
+    mean = total[:c] / count
+    var = (total[c:2 * c] / count - mean.square()).clamp_min(0.0)
+    return mean.to(x.dtype), var.to(x.dtype), int(count)
 
 
 class Supernet(nn.Module):
@@ -144,12 +176,22 @@ class Supernet(nn.Module):
 
     The model must already be channel-ordered (``materialize.order_channels``) so that a prefix
     of every coupling group's channels is its most important part.
+
+    Data-parallel over several processes (``dist``, e.g. under torchrun): every rank holds the same
+    weights and trains the same candidates (rank 0 picks them and broadcasts), each on its part of
+    the batch. BatchNorm normalises by the whole batch's statistics (``batch_moments``), gradients
+    are averaged over the ranks by one all-reduce before each optimiser step
+    (``DistContext.average_gradients``), and validation sums are all-reduced. Not DDP: a step runs
+    forward and backward once per candidate, with a different sub-network each time, and DDP would
+    all-reduce after every one of those backward passes; one all-reduce of the accumulated
+    gradients gives the same update. Equal parts of the batch make the result that of one process
+    on the whole batch, up to float rounding.
     """
 
-    def __init__(self, model: nn.Module, spec):
+    def __init__(self, model: nn.Module, spec, dist: DistContext | None = None):
         super().__init__()
         self.net = copy.deepcopy(model)
-        self.active = _Active()
+        self.active = _Active(dist=dist or DistContext())
         layer_index = {layer.name: i for i, layer in enumerate(spec.layers)}
         self._norms: list[DynamicBatchNorm2d] = []
         for name, module in list(self.net.named_modules()):
@@ -165,6 +207,10 @@ class Supernet(nn.Module):
                 continue
             parent_name, _, child = name.rpartition(".")
             setattr(self.net.get_submodule(parent_name) if parent_name else self.net, child, replacement)
+
+    @property
+    def dist(self) -> DistContext:
+        return self.active.dist
 
     @property
     def n_candidates(self) -> int:
@@ -192,7 +238,8 @@ class Supernet(nn.Module):
 
         Every step draws one batch and accumulates the gradients of all the rule's candidates on it
         before one optimiser step. With ``rule.distill`` the first candidate (the largest) learns from
-        the labels and every other one from its soft labels (in-place distillation).
+        the labels and every other one from its soft labels (in-place distillation). With several
+        processes rank 0's rule picks and every rank trains those candidates.
 
         Args:
             batches: callable ``() -> (images, labels)`` giving the next training batch.
@@ -204,7 +251,7 @@ class Supernet(nn.Module):
         trained = []
         try:
             for _ in range(steps):
-                chosen = rule.pick()
+                chosen = self.dist.broadcast_object(rule.pick() if self.dist.is_main else None)
                 self.train_step(batches(), chosen, rule.distill, optimizer)
                 trained.append(chosen)
                 if progress is not None:
@@ -233,6 +280,7 @@ class Supernet(nn.Module):
             loss.backward()
             if k == 0:
                 teacher = logits.detach()
+        self.dist.average_gradients(self.parameters())
         optimizer.step()
         self.select(None)
         return teacher
@@ -253,12 +301,15 @@ class Supernet(nn.Module):
             self.select(None)
 
     def measure(self, index: int | None, batches: list[Batch]) -> tuple[float, float]:
-        """Mean cross-entropy loss and top-1 accuracy of candidate ``index`` on the given batches."""
+        """Mean cross-entropy loss and top-1 accuracy of candidate ``index`` on the given batches (with
+        several processes: on all the ranks' batches together)."""
         self.select(index)
         try:
-            return evaluate(self.net, batches)
+            sums = evaluation_sums(self.net, batches)
         finally:
             self.select(None)
+        total, correct, count = self.dist.all_reduce_sum(torch.tensor(sums, dtype=torch.float64)).tolist()
+        return total / count, correct / count
 
 
 def distillation_loss(student: Tensor, teacher: Tensor) -> Tensor:
@@ -330,6 +381,11 @@ class SupernetEstimator:
         generator: torch.Generator drawing the candidates of each step.
         references: (R, G) genomes scored with every set (may be empty).
         rule: a name in ``RULES``; sampled: its members drawn per step besides the fixed ones.
+
+    With several processes (the supernet's ``dist``) only rank 0 calls it (its strategy owns the
+    candidates, and ``generator`` there draws every step's candidates and batch); each call
+    broadcasts what to do and the genes to the other ranks, which wait in ``follow`` and run the
+    same scoring on their parts of the batches, until rank 0's ``release``.
     """
 
     def __init__(self, supernet: Supernet, space, train_batches, calib_batches: list[Batch],
@@ -347,6 +403,32 @@ class SupernetEstimator:
 
     def measure(self, genes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Val loss and accuracy of each row of genes with the current shared weights (no training)."""
+        return self._on_all_ranks("measure", genes)
+
+    def __call__(self, genes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Val loss and accuracy of each row of genes after training the supernet for them and the references."""
+        return self._on_all_ranks("score", genes)
+
+    def follow(self) -> None:
+        """What ranks other than 0 do during a search: run each call that rank 0 broadcasts, until ``release``."""
+        while True:
+            command, genes = self.supernet.dist.broadcast_object(None)
+            if command is None:
+                return
+            self._commands[command](self, genes)
+
+    def release(self) -> None:
+        """Rank 0, after its last call: ends the other ranks' ``follow``."""
+        if self.supernet.dist.distributed and self.supernet.dist.is_main:
+            self.supernet.dist.broadcast_object((None, None))
+
+    def _on_all_ranks(self, command: str, genes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        genes = np.atleast_2d(genes)
+        if self.supernet.dist.distributed:
+            self.supernet.dist.broadcast_object((command, genes))
+        return self._commands[command](self, genes)
+
+    def _measure(self, genes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         out_ch, _, density = self.space.decode_arrays(np.atleast_2d(genes))
         self.supernet.set_candidates(out_ch, density)
         scores = []
@@ -356,8 +438,7 @@ class SupernetEstimator:
         loss, acc = np.asarray(scores, dtype=float).reshape(-1, 2).T
         return loss, acc
 
-    def __call__(self, genes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        genes = np.atleast_2d(genes)
+    def _score(self, genes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         scored = np.concatenate([genes, self.references])
         out_ch, _, density = self.space.decode_arrays(scored)
         self.supernet.set_candidates(out_ch, density)
@@ -367,7 +448,9 @@ class SupernetEstimator:
             optimizer = sgd(self.supernet.parameters(), self.lr)
             with tqdm(total=self.steps, desc="supernet steps", disable=self.quiet, leave=False) as bar:
                 self.trained = self.supernet.train_steps(self.train_batches, self.steps, rule, optimizer, bar)
-        loss, acc = self.measure(scored)
+        loss, acc = self._measure(scored)
         n = len(genes)
         self.reference_scores = (loss[n:], acc[n:])
         return loss[:n], acc[:n]
+
+    _commands = {"measure": _measure, "score": _score}

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset, TensorDataset
 from tqdm.auto import tqdm
 
+from jcw.distributed import DistContext
 from latency.devices import cache_dir
 
 Batch = tuple[Tensor, Tensor]
@@ -41,27 +42,38 @@ def gather(dataset: Dataset, index: Tensor, device: str | torch.device = "cpu") 
 
 
 def ordered_batches(dataset: Dataset, batch_size: int, limit: int | None = None,
-                    device: str | torch.device = "cpu") -> list[Batch]:
-    """The first ``limit`` samples (all when None) in order, as a list of batches (for evaluation)."""
+                    device: str | torch.device = "cpu", dist: DistContext = DistContext()) -> list[Batch]:
+    """The first ``limit`` samples (all when None) in order, as a list of batches (for evaluation);
+    with several processes this rank's share of them (``DistContext.shard``)."""
     n = len(dataset) if limit is None else min(limit, len(dataset))
-    return [gather(dataset, torch.arange(s, min(s + batch_size, n)), device) for s in range(0, n, batch_size)]
+    index = torch.arange(dist.rank, n, dist.world_size)
+    return [gather(dataset, index[s:s + batch_size], device) for s in range(0, len(index), batch_size)]
 
 
 class RandomBatches:
-    """Callable giving training batches sampled with replacement by an explicit torch.Generator."""
+    """Callable giving training batches sampled with replacement by an explicit torch.Generator.
+
+    With several processes (``dist``) rank 0 draws each global batch and broadcasts its sample
+    indices; every rank gathers its own part of it (``DistContext.split``).
+    """
 
     def __init__(self, dataset: Dataset, batch_size: int, generator: torch.Generator,
-                 device: str | torch.device = "cpu"):
+                 device: str | torch.device = "cpu", dist: DistContext = DistContext()):
         self.dataset, self.batch_size, self.generator, self.device = dataset, batch_size, generator, device
+        self.dist = dist
 
     def __call__(self) -> Batch:
-        index = torch.randint(len(self.dataset), (min(self.batch_size, len(self.dataset)),), generator=self.generator)
-        return gather(self.dataset, index, self.device)
+        index = None
+        if self.dist.is_main:
+            index = torch.randint(len(self.dataset), (min(self.batch_size, len(self.dataset)),),
+                                  generator=self.generator)
+        return gather(self.dataset, self.dist.split(self.dist.broadcast_object(index)), self.device)
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches: list[Batch]) -> tuple[float, float]:
-    """Mean cross-entropy and top-1 accuracy of ``model`` (in eval mode) over the batches."""
+def evaluation_sums(model: nn.Module, batches: list[Batch]) -> tuple[float, int, int]:
+    """Summed cross-entropy, number of correct top-1 predictions and number of samples of ``model``
+    (in eval mode) over the batches."""
     model.eval()
     total, correct, count = 0.0, 0, 0
     for images, labels in batches:
@@ -69,6 +81,12 @@ def evaluate(model: nn.Module, batches: list[Batch]) -> tuple[float, float]:
         total += float(F.cross_entropy(logits, labels, reduction="sum"))
         correct += int((logits.argmax(1) == labels).sum())
         count += len(labels)
+    return total, correct, count
+
+
+def evaluate(model: nn.Module, batches: list[Batch]) -> tuple[float, float]:
+    """Mean cross-entropy and top-1 accuracy of ``model`` (in eval mode) over the batches."""
+    total, correct, count = evaluation_sums(model, batches)
     return total / count, correct / count
 
 
