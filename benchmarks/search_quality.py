@@ -73,14 +73,14 @@ def fidelity(config: SearchConfig, n_archs: int, epochs: int, lr: float, rules: 
     rows = [{"name": name, "genes": [float(v) for v in g], "latency_ms": float(t), "macs": int(m)}
             for name, g, t, m in zip(names, genes, latency, setup.space.macs(genes))]
     estimates = {}
-    for rule, steps in rules:
-        label = rule if steps == config.supernet_steps else f"{rule} x{steps // config.supernet_steps} steps"
+    for label, rule, steps, warmup in rules:
         supernet = Supernet(setup.model, setup.spec).to(device)
         generator = torch.Generator().manual_seed(config.seed)
         estimator = SupernetEstimator(supernet, setup.space, RandomBatches(setup.data.train, config.batch_size,
                                       generator, device), calib, val_search, steps, config.supernet_lr, generator,
                                       quiet=config.quiet, rule=rule, sampled=config.supernet_sampled)
         start = time.perf_counter()
+        estimator.warm_up(warmup)
         for _ in range(config.generations):  # rebuilt and trained as often as a search rebuilds it
             loss, acc = estimator(genes)
         estimates[label] = {"loss": loss.tolist(), "acc": acc.tolist(), "seconds": time.perf_counter() - start}
@@ -166,11 +166,12 @@ def main(argv=None) -> int:
     parser.add_argument("--population", type=int, default=8)
     parser.add_argument("--generations", type=int, default=4)
     parser.add_argument("--supernet-steps", type=int, default=15)
+    parser.add_argument("--warmup-steps", type=int, default=0, help="supernet warm-up steps of every search")
     parser.add_argument("--archs", type=int, default=12, help="archs fine-tuned for the fidelity check (>= 12)")
     parser.add_argument("--finetune-epochs", type=int, default=3)
     parser.add_argument("--finetune-lr", type=float, default=0.01)
-    parser.add_argument("--rules", default="sandwich,jcw,jcw*4", help="supernet rules compared for fidelity "
-                        "(RULE or RULE*K: K times the steps)")
+    parser.add_argument("--rules", default="sandwich,jcw,jcw*4", help="supernet rules compared for fidelity: "
+                        "RULE[*K][+wN] (K times the steps per generation; N warm-up steps before the first)")
     parser.add_argument("--skip-hypervolume", action="store_true", help="fidelity only")
     parser.add_argument("--bounds", type=json.loads, default=None,
                         help='overrides of the search\'s default lower bounds, as JSON, e.g. \'{"channel": 0.3}\'')
@@ -186,25 +187,28 @@ def main(argv=None) -> int:
         parser.error("--archs must be at least 12 and --seeds at least 1")
     rules = []
     for item in args.rules.split(","):
-        rule, _, times = item.partition("*")
-        if rule not in RULES or (times and not times.isdigit()):
-            parser.error(f"--rules: {item!r}; accepted: RULE or RULE*K with RULE in {', '.join(RULES)}")
-        rules.append((rule, args.supernet_steps * int(times or 1)))
+        head, _, warmup = item.partition("+w")
+        rule, _, times = head.partition("*")
+        if rule not in RULES or (times and not times.isdigit()) or (warmup and not warmup.isdigit()):
+            parser.error(f"--rules: {item!r}; accepted: RULE[*K][+wN] with RULE in {', '.join(RULES)}")
+        rules.append((item, rule, args.supernet_steps * int(times or 1), int(warmup or 0)))
     out = Path(args.out)
+    torch.set_num_threads(1)  # as the search does (SearchConfig.torch_threads): oversubscribed pools crawl
     results: dict = {"args": vars(args), "models": {}}
     try:
         for name in models:
             m = MODELS[name]
             base = SearchConfig(model=name, device=m["device"], threads=m["threads"], budget_ms=parse_budget(m["budget"]),
                                 population=args.population, generations=args.generations,
-                                supernet_steps=args.supernet_steps, bounds=args.bounds, seed=0, quiet=args.quiet)
+                                supernet_steps=args.supernet_steps, supernet_warmup_steps=args.warmup_steps,
+                                bounds=args.bounds, seed=0, quiet=args.quiet)
             base = dataclasses.replace(base, weights=str(pretrained_weights(base, out / name)))
             r = {} if args.skip_hypervolume else hypervolumes(base, out / name, list(range(args.seeds)))
             r["settings"] = (f"{m['device']} x{m['threads']}, budget {m['budget']}, population {args.population} x "
                              f"{args.generations} generations, {args.supernet_steps} supernet steps "
-                             f"({base.supernet_rule}, {base.supernet_sampled} sampled), bounds: {args.bounds or 'search defaults'}")
+                             f"({base.supernet_rule}, {base.supernet_sampled} sampled, {args.warmup_steps} warm-up), bounds: {args.bounds or 'search defaults'}")
             r["fidelity"] = fidelity(base, args.archs, args.finetune_epochs, args.finetune_lr, rules)
-            r["kendall_tau"] = r["fidelity"]["rules"][base.supernet_rule]["kendall_tau"]
+            r["kendall_tau"] = r["fidelity"]["rules"][rules[0][0]]["kendall_tau"]
             r["archs"] = r["fidelity"]["archs"]
             results["models"][name] = r
             write_json(Path(args.json) if args.json else out / "search_quality.json", results)

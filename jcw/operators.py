@@ -28,8 +28,7 @@ class GridRepair(Repair):
 class LatencySpreadSampling(Sampling):
     """Initial genomes spread from the smallest arch to the full one, preferring those within budget.
 
-    Each draw picks a level t ~ U(0, 1) and sets every gene to lower + (upper - lower) * (t + noise),
-    snapped to the grid. With a budget (``problem.budget_ms``), ``oversample`` times more genomes
+    Draws are ``SearchSpace.random`` (one level per genome plus per-gene noise). With a budget (``problem.budget_ms``), ``oversample`` times more genomes
     are drawn, their latency predicted (``problem.latency``), and the n kept are the feasible ones
     evenly spread over latency, topped up with the fastest infeasible ones.
     """
@@ -39,11 +38,9 @@ class LatencySpreadSampling(Sampling):
         self.space, self.oversample, self.noise = space, oversample, noise
 
     def _do(self, problem, n_samples, random_state=None, **kwargs):
-        lower, upper = np.asarray(self.space.lower), np.asarray(self.space.upper)
         budget = getattr(problem, "budget_ms", None)
         n_draw = n_samples * (self.oversample if budget is not None else 1)
-        level = random_state.random((n_draw, 1)) + random_state.normal(0.0, self.noise, (n_draw, len(lower)))
-        X = self.space.snap(lower + (upper - lower) * np.clip(level, 0.0, 1.0))
+        X = self.space.random(n_draw, random_state, self.noise)
         if budget is None:
             return X
         X = np.unique(X, axis=0)

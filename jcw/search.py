@@ -78,6 +78,7 @@ class SearchConfig:
     supernet_lr: float = 0.01
     supernet_rule: str = "sandwich"
     supernet_sampled: int = 2
+    supernet_warmup_steps: int = 0
     batch_size: int = 64
     calib_batches: int = 1
     val_samples: int | None = 256
@@ -165,6 +166,8 @@ def _check_config(c: SearchConfig) -> None:
         raise SearchError(f"supernet_steps must be a non-negative integer, got {c.supernet_steps!r}")
     if c.supernet_rule not in RULES:
         raise SearchError(f"unknown supernet rule {c.supernet_rule!r}; accepted: {', '.join(RULES)}")
+    if not isinstance(c.supernet_warmup_steps, int) or c.supernet_warmup_steps < 0:
+        raise SearchError(f"supernet_warmup_steps must be a non-negative integer, got {c.supernet_warmup_steps!r}")
     if not isinstance(c.supernet_sampled, int) or c.supernet_sampled < 0:
         raise SearchError(f"supernet_sampled must be a non-negative integer, got {c.supernet_sampled!r}")
     if c.space not in ("joint", "channel", "weight"):
@@ -452,6 +455,8 @@ def run_search(config: SearchConfig, dist: DistContext | None = None) -> Path:
     (out / "front.json").unlink(missing_ok=True)
     write_json(out / "config.json", {**config.to_dict(), "world_size": dist.world_size})
     _print_header(config, setup, out)
+    if checkpoint is None:
+        estimator.warm_up(config.supernet_warmup_steps)
     with tqdm(total=config.generations, initial=start, desc="search", disable=config.quiet, unit="gen") as bar:
         for generation in range(start, config.generations):
             scored = strategy.step()

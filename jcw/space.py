@@ -225,6 +225,12 @@ class SearchSpace:
         """The smallest genome (all genes at their lower bound)."""
         return self.lower.copy()
 
+    def random(self, n: int, rng: np.random.Generator, noise: float = 0.15) -> np.ndarray:
+        """n random genomes spread from the smallest arch to the full one: each draws a level
+        t ~ U(0, 1) and sets every gene to lower + (upper - lower) * (t + N(0, noise)), snapped."""
+        level = rng.random((n, 1)) + rng.normal(0.0, noise, (n, self.n_genes))
+        return self.snap(self.lower + (self.upper - self.lower) * np.clip(level, 0.0, 1.0))
+
     def uniform(self, width: float, density: float = 1.0) -> np.ndarray:
         """Every channel ratio ``width`` and every density ``density``, snapped and clipped."""
         g = np.concatenate([np.full(self.n_channel_genes, width), np.full(self.n_density_genes, density)])

@@ -401,6 +401,18 @@ class SupernetEstimator:
         self.reference_scores = (np.zeros(0), np.zeros(0))
         self.trained: list[list[int]] = []
 
+    def warm_up(self, steps: int) -> None:
+        """Sandwich training over the whole space before the search (BigNAS-style): every step the
+        unpruned model, the space's smallest arch and ``sampled`` fresh random archs
+        (``SearchSpace.random``), the narrower ones distilled from the unpruned one."""
+        if steps <= 0:
+            return
+        space = self.space
+        rng = np.random.default_rng(int(torch.randint(2 ** 31 - 1, (1,), generator=self.generator)))
+        ends = np.stack([space.full(), space.minimal()])
+        self._on_all_ranks("warm_up", np.concatenate([np.concatenate([ends, space.random(self.sampled, rng)])
+                                                      for _ in range(steps)]))
+
     def measure(self, genes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Val loss and accuracy of each row of genes with the current shared weights (no training)."""
         return self._on_all_ranks("measure", genes)
@@ -453,4 +465,15 @@ class SupernetEstimator:
         self.reference_scores = (loss[n:], acc[n:])
         return loss[:n], acc[:n]
 
-    _commands = {"measure": _measure, "score": _score}
+    def _warm_up(self, genes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        per_step = 2 + self.sampled
+        optimizer = sgd(self.supernet.parameters(), self.lr)
+        self.supernet.net.train()
+        for start in tqdm(range(0, len(genes), per_step), desc="supernet warm-up", disable=self.quiet, leave=False):
+            out_ch, _, density = self.space.decode_arrays(genes[start:start + per_step])
+            self.supernet.set_candidates(out_ch, density)
+            self.supernet.train_step(self.train_batches(), list(range(per_step)), True, optimizer)
+        self.supernet.active.masks.clear()
+        return np.zeros(0), np.zeros(0)
+
+    _commands = {"measure": _measure, "score": _score, "warm_up": _warm_up}

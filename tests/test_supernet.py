@@ -1,3 +1,5 @@
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -182,3 +184,33 @@ def test_references_are_scored_with_every_set():
         again_loss, _ = estimator.measure(refs)
         np.testing.assert_allclose(again_loss, ref_loss, rtol=1e-5)
         assert supernet.n_candidates == 3
+
+
+def test_warm_up_trains_sandwiches_over_the_whole_space():
+    from jcw.supernet import SupernetEstimator
+
+    start, _ = _resnet20_supernet(19)
+    start = copy.deepcopy(start.net.state_dict())
+
+    def warmed(seed):
+        supernet, space = _resnet20_supernet(19)
+        supernet.net.load_state_dict(start)
+        val = [_batches(20)()]
+        estimator = SupernetEstimator(supernet, space, _batches(21), val, val, steps=0, lr=0.05,
+                                      generator=torch.Generator().manual_seed(seed), sampled=2)
+        before = {k: v.clone() for k, v in supernet.net.state_dict().items()}
+        estimator.warm_up(3)
+        return supernet, space, before
+
+    supernet, space, before = warmed(22)
+    out_ch, _, _ = space.decode_arrays(np.stack([space.full(), space.minimal()]))
+    # the last step's set: the unpruned model, the space's smallest arch, then 2 random archs
+    assert supernet.n_candidates == 4
+    np.testing.assert_array_equal(supernet.active.out_ch[:2], out_ch)
+    random_rows = supernet.active.out_ch[2:]
+    assert ((random_rows >= out_ch[1]) & (random_rows <= out_ch[0])).all() and (random_rows != out_ch[1]).any()
+    after = supernet.net.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before if after[k].is_floating_point())
+    again, _, _ = warmed(22)
+    for k, v in again.net.state_dict().items():
+        torch.testing.assert_close(v, after[k])
