@@ -1,6 +1,12 @@
 """The supernet on two gloo processes (half of every batch each) computes what one process does on the whole batch."""
 
+import json
+import os
+import subprocess
+import sys
+
 import numpy as np
+import pytest
 import torch
 import torch.multiprocessing as mp
 from torch.utils.data import TensorDataset
@@ -128,3 +134,35 @@ def test_estimator_followed_by_the_other_rank_scores_like_one_process(tmp_path, 
         np.testing.assert_allclose(np.asarray(two[key]), np.asarray(single[key]), rtol=1e-4, atol=1e-6)
     for key, value in single["state"].items():
         torch.testing.assert_close(two["state"][key], value, rtol=1e-4, atol=1e-5, msg=key)
+
+
+def _torchrun(args: list, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-P", "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "jcw.search", *args], env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_torchrun_search_writes_each_file_once_and_resumes(tmp_path):
+    env = {**os.environ, "JCW_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    tiny = tmp_path / "tiny.yaml"
+    tiny.write_text("pretrain_epochs: 1\nbatch_size: 32\nval_samples: 64\n")
+    out = tmp_path / "run"
+    args = ["--config", str(tiny), "--model", "resnet20", "--device", "a72", "--threads", "1",
+            "--train-resolution", "16", "--population", "4", "--supernet-steps", "2", "--out", str(out)]
+    done = _torchrun(args + ["--generations", "1"], env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(p.name for p in out.iterdir()) == ["best.json", "checkpoint.pt", "config.json", "front.json",
+                                                     "front.png", "history.json"]
+    assert done.stdout.count("results: ") == 1  # only rank 0 prints
+    assert json.loads((out / "config.json").read_text())["world_size"] == 2
+    assert json.loads((out / "front.json").read_text())["world_size"] == 2
+
+    config = json.loads((out / "config.json").read_text())  # a run stopped after 1 of 2 generations
+    (out / "config.json").write_text(json.dumps({**config, "generations": 2}))
+    (out / "front.json").unlink()
+    (out / ".incomplete").touch()
+    resumed = _torchrun(["--resume", "--quiet", "--out", str(out)], env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert [g["generation"] for g in json.loads((out / "history.json").read_text())["generations"]] == [0, 1]
+    assert json.loads((out / "front.json").read_text())["world_size"] == 2
+    assert not (out / ".incomplete").exists()
