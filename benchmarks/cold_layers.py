@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from jcw import kernels
-from latency.lut import atomic_write
+from jcw.core.util import atomic_write
 
 # (in_ch, out_ch, hw) of 1x1 stride-1 convs from mobilenet_v1 / mobilenet_v2 at 224.
 SHAPES = [(32, 64, 112), (128, 128, 56), (256, 512, 14), (512, 512, 14), (512, 1024, 7), (1024, 1024, 7),

@@ -51,9 +51,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from jcw.engine import Engine
     from jcw.export import export_onnx
-    from jcw.materialize import materialize
+    from jcw.prune.materialize import materialize
     from jcw.models import create_model, default_resolution
-    from jcw.space import SearchSpace
+    from jcw.core.space import SearchSpace
     from latency.context import build
     from latency_accuracy import random_genomes
     from models import calibrate_batchnorm

@@ -11,8 +11,8 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from jcw.random_prune import RandomPruneConfig, run
-from latency.lut import atomic_write
+from jcw.prune.random_prune import RandomPruneConfig, run
+from jcw.core.util import atomic_write
 
 CRITERIA = ("l1", "l2", "gm", "taylor", "es", "kl")
 

@@ -17,9 +17,11 @@ from jcw.engine.compare import ort_session, timed_pair
 from jcw.export import ExportConfig, export_checkpoint, export_onnx
 from jcw.layers import describe
 from jcw.models import create_model, default_resolution
-from jcw.search import build_config, run_search, write_json
-from jcw.train import MODEL, TrainConfig, train
-from jcw.training import evaluate, ordered_batches, pretrained_path
+from jcw.core.util import write_json
+from jcw.search.config import build_config
+from jcw.search.runner import run_search
+from jcw.train.stages import MODEL, TrainConfig, train
+from jcw.train.loops import evaluate, ordered_batches, pretrained_path
 from latency.devices import resolve_table
 from latency.predictor import Predictor
 

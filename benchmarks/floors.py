@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from jcw.space import BOUNDS_PRESETS, SearchSpace, latency_range
+from jcw.cli.space import latency_range
+from jcw.core.space import BOUNDS_PRESETS, SearchSpace
 from latency.devicemodel import BOARDS, TABLE_MODELS, THREADS
 
 

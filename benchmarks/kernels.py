@@ -17,7 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 from tqdm import tqdm
 
 from jcw import kernels
-from latency.lut import atomic_write
+from jcw.core.util import atomic_write
 
 # (kernel, in_ch, out_ch, input hw, stride, source layer) at 224.
 SHAPES = [

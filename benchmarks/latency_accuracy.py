@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from jcw.core.errors import UsageError
 
 
 @dataclass
@@ -122,9 +123,9 @@ def run(config: AccuracyConfig) -> dict:
 
     from jcw.engine import ENGINE_VERSION, Engine
     from jcw.export import export_onnx
-    from jcw.materialize import materialize
+    from jcw.prune.materialize import materialize
     from jcw.models import create_model
-    from jcw.space import SearchSpace
+    from jcw.core.space import SearchSpace
     from latency.devices import resolve_table
     from latency.lut import LatencyTable
     from latency.predictor import Predictor
@@ -264,16 +265,15 @@ def main(argv=None) -> int:
     if args.archs < 1 or args.threads < 1 or args.repeats < 1 or args.warmup < 0 or args.rounds < 1:
         p.error("need --archs >= 1, --threads >= 1, --repeats >= 1, --warmup >= 0, --rounds >= 1")
     config = AccuracyConfig(**vars(args))
-    from latency.lut import LatencyTableError
 
     try:
         result = run(config)
-    except (LatencyTableError, ValueError) as e:
+    except (UsageError, ValueError) as e:
         print(f"latency_accuracy: error: {e}", file=sys.stderr)
         return 2
     print(report(result))
     if config.json:
-        from latency.lut import atomic_write
+        from jcw.core.util import atomic_write
 
         atomic_write(config.json, json.dumps(result, indent=1) + "\n")
     return 0

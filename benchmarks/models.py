@@ -17,10 +17,10 @@ from tqdm import tqdm
 from jcw.engine import ENGINE_VERSION, Engine
 from jcw.engine.compare import ort_session, timed_pair
 from jcw.export import export_onnx
-from jcw.materialize import materialize
+from jcw.prune.materialize import materialize
 from jcw.models import create_model, default_resolution, list_models
-from jcw.space import Bounds, SearchSpace
-from latency.lut import atomic_write
+from jcw.core.space import Bounds, SearchSpace
+from jcw.core.util import atomic_write
 
 # arch label -> (channel ratio of every coupling group, density of every non-depthwise conv but the stem)
 ARCHS = {"dense": (1.0, 1.0), "c0.75-d0.3": (0.75, 0.3), "c0.5-d0.5": (0.5, 0.5), "c1.0-d0.2": (1.0, 0.2)}

@@ -24,11 +24,14 @@ import numpy as np
 import torch
 from scipy.stats import kendalltau
 
-from jcw.materialize import materialize
-from jcw.problem import hypervolume
-from jcw.search import UNIFORM_WIDTHS, SearchConfig, SearchError, parse_budget, prepare, run_search, write_json
-from jcw.supernet import RULES, Supernet, SupernetEstimator
-from jcw.training import RandomBatches, atomic_torch_save, evaluate, gather, ordered_batches, train
+from jcw.prune.materialize import materialize
+from jcw.search.problem import hypervolume
+from jcw.core.util import parse_budget, write_json
+from jcw.search.config import SearchConfig
+from jcw.search.runner import UNIFORM_WIDTHS, prepare, run_search
+from jcw.core.errors import UsageError
+from jcw.search.supernet import RULES, Supernet, SupernetEstimator
+from jcw.train.loops import RandomBatches, atomic_torch_save, evaluate, gather, ordered_batches, train
 
 MODELS = {
     "mobilenet_v2": {"device": "a53", "threads": 4, "budget": "35ms"},
@@ -213,7 +216,7 @@ def main(argv=None) -> int:
             results["models"][name] = r
             write_json(Path(args.json) if args.json else out / "search_quality.json", results)
             print(report(name, r))
-    except SearchError as e:
+    except UsageError as e:
         print(f"search_quality: error: {e}", file=sys.stderr)
         return 2
     return 0

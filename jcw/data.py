@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
+from jcw.core.errors import UsageError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -22,10 +23,6 @@ CIFAR_LAYOUT = {
                 ["test_batch"], b"labels", 10, "cifar-10-batches-py"),
     "cifar100": (["train"], ["test"], b"fine_labels", 100, "cifar-100-python"),
 }
-
-
-class DataError(ValueError):
-    """A dataset path is missing or not in the expected layout."""
 
 
 class ImageTensors(Dataset):
@@ -77,7 +74,7 @@ class ImageFiles(Dataset):
                 left, top = (w - r) // 2, (h - r) // 2
                 arr = np.asarray(im.crop((left, top, left + r, top + r)), dtype=np.float32) / 255.0
         except OSError as e:
-            raise DataError(f"cannot read image {self.files[i]}: {e}") from None
+            raise UsageError(f"cannot read image {self.files[i]}: {e}") from None
         x = torch.from_numpy(arr).permute(2, 0, 1)
         return (x - self.mean) / self.std, self.labels[i]
 
@@ -133,7 +130,7 @@ def _unpickle(path: Path, label_key: bytes) -> tuple[Tensor, Tensor]:
         if len(labels) != len(images):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
     except (OSError, pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, AttributeError) as e:
-        raise DataError(f"{path} is not a CIFAR python pickle batch (dict with b'data' (N, 3072) uint8 and "
+        raise UsageError(f"{path} is not a CIFAR python pickle batch (dict with b'data' (N, 3072) uint8 and "
                         f"{label_key!r}): {e!r}") from None
     return torch.from_numpy(images), torch.from_numpy(labels)
 
@@ -146,10 +143,10 @@ def load_cifar(kind: str, root: str | Path, resolution: int = 32) -> DataBundle:
         root = root / subdir
     layout = f"{root}/{{{','.join(train_files + val_files)}}} (the python version, e.g. {subdir}/)"
     if not root.is_dir():
-        raise DataError(f"{kind} directory {root} does not exist; expected {layout}")
+        raise UsageError(f"{kind} directory {root} does not exist; expected {layout}")
     missing = [f for f in train_files + val_files if not (root / f).is_file()]
     if missing:
-        raise DataError(f"{kind} directory {root} lacks {', '.join(missing)}; expected {layout}")
+        raise UsageError(f"{kind} directory {root} lacks {', '.join(missing)}; expected {layout}")
 
     def load(files: list[str]) -> tuple[Tensor, Tensor]:
         parts = [_unpickle(root / f, label_key) for f in files]
@@ -158,7 +155,7 @@ def load_cifar(kind: str, root: str | Path, resolution: int = 32) -> DataBundle:
     train, val = load(train_files), load(val_files)
     bad = int(max(train[1].max(), val[1].max()))
     if min(int(train[1].min()), int(val[1].min())) < 0 or bad >= num_classes:
-        raise DataError(f"{root}: labels must lie in 0..{num_classes - 1}, found {bad}")
+        raise UsageError(f"{root}: labels must lie in 0..{num_classes - 1}, found {bad}")
     return _in_memory(kind, train, val, num_classes, resolution)
 
 
@@ -169,22 +166,22 @@ def load_image_folder(root: str | Path, resolution: int = 224) -> DataBundle:
               f"(val classes must also exist under train)")
     for split in ("train", "val"):
         if not (root / split).is_dir():
-            raise DataError(f"ImageFolder {root}: missing directory {root / split}; {layout}")
+            raise UsageError(f"ImageFolder {root}: missing directory {root / split}; {layout}")
     classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
     if not classes:
-        raise DataError(f"ImageFolder {root}: no class folders in {root / 'train'}; {layout}")
+        raise UsageError(f"ImageFolder {root}: no class folders in {root / 'train'}; {layout}")
     index = {c: i for i, c in enumerate(classes)}
 
     def scan(split: str) -> ImageFiles:
         files, labels = [], []
         for d in sorted(p for p in (root / split).iterdir() if p.is_dir()):
             if d.name not in index:
-                raise DataError(f"ImageFolder {root}: class {d.name!r} in {split} is not in train; {layout}")
+                raise UsageError(f"ImageFolder {root}: class {d.name!r} in {split} is not in train; {layout}")
             found = sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
             files += found
             labels += [index[d.name]] * len(found)
         if not files:
-            raise DataError(f"ImageFolder {root}: no images under {root / split}; {layout}")
+            raise UsageError(f"ImageFolder {root}: no images under {root / split}; {layout}")
         return ImageFiles(files, labels, resolution)
 
     return DataBundle(scan("train"), scan("val"), len(classes), int(resolution), f"imagefolder:{root}")
@@ -196,16 +193,45 @@ def load_dataset(spec: str | Path | None = None, resolution: int | None = None, 
     Default resolution: 32 (digits, CIFAR) or 224 (ImageFolder).  ``seed`` drives the digits split.
     """
     if resolution is not None and int(resolution) < 1:
-        raise DataError(f"resolution must be a positive integer, got {resolution}")
+        raise UsageError(f"resolution must be a positive integer, got {resolution}")
     text = "digits" if spec is None else str(spec)
     if text == "digits":
         return load_digits(resolution or 32, seed)
     kind, sep, path = text.partition(":")
     if sep and kind in CIFAR_LAYOUT:
         if not path:
-            raise DataError(f"{kind}: missing PATH in {text!r}; accepted: {ACCEPTED}")
+            raise UsageError(f"{kind}: missing PATH in {text!r}; accepted: {ACCEPTED}")
         return load_cifar(kind, path, resolution or 32)
     root = Path(text).expanduser()
     if not root.is_dir():
-        raise DataError(f"dataset {text!r} is neither a known name nor an existing directory; accepted: {ACCEPTED}")
+        raise UsageError(f"dataset {text!r} is neither a known name nor an existing directory; accepted: {ACCEPTED}")
     return load_image_folder(root, resolution or 224)
+
+
+def as_bundle(data, num_classes: int | None, resolution: int | None = None, seed: int = 0) -> DataBundle:
+    """The DataBundle of ``data``: a spec string (``load_dataset``), a DataBundle, or a (train, val) pair of
+    Datasets yielding (image tensor (3, r, r), int label).  ``num_classes``: the model's class count (None:
+    unchecked); the data's labels must fit it."""
+    if isinstance(data, DataBundle):
+        bundle = data
+    elif isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(d, Dataset) for d in data):
+        train, val = data
+        if len(train) == 0 or len(val) == 0:
+            raise UsageError("data: the train and val datasets must both be non-empty")
+        image, label = train[0]
+        image = torch.as_tensor(image)
+        if image.dim() != 3 or image.shape[1] != image.shape[2] or isinstance(label, float):
+            raise UsageError(f"data: items must be (image tensor of shape (C, r, r), int label), got image shape "
+                             f"{tuple(image.shape)} and label {label!r}")
+        if num_classes is None:
+            raise UsageError("data: a (train, val) pair needs a model whose classifier gives the class count")
+        bundle = DataBundle(train, val, num_classes, int(image.shape[-1]), "custom")
+    elif data is None or isinstance(data, (str, Path)):
+        bundle = load_dataset(data, resolution, seed)
+    else:
+        raise UsageError(f"data must be a dataset spec ({ACCEPTED}), a jcw.data.DataBundle or a (train, val) pair "
+                         f"of torch Datasets, got {type(data).__name__}")
+    if num_classes is not None and bundle.num_classes > num_classes:
+        raise UsageError(f"data {bundle.name} has {bundle.num_classes} classes but the model's classifier has "
+                         f"{num_classes} outputs; create the model with num_classes={bundle.num_classes}")
+    return bundle

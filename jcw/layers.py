@@ -14,7 +14,8 @@ import torch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from latency.netspec import SPEC_DIR, GroupSpec, LayerSpec, NetSpec, OpSpec
+from jcw.core.errors import UsageError
+from jcw.core.netspec import SPEC_DIR, GroupSpec, LayerSpec, NetSpec, OpSpec
 
 # Modules and functions that keep the channels of their (first) input untouched.
 _PASS_MODULES = (nn.BatchNorm2d, nn.ReLU, nn.ReLU6, nn.Dropout, nn.Identity, nn.Flatten)
@@ -75,9 +76,9 @@ def _conv_kind(conv: nn.Conv2d, first: bool) -> str:
 def _check_conv(name: str, conv: nn.Conv2d) -> None:
     k, s, p, d = conv.kernel_size, conv.stride, conv.padding, conv.dilation
     if k[0] != k[1] or s[0] != s[1] or not isinstance(p, tuple) or p[0] != p[1] or d != (1, 1):
-        raise ValueError(f"conv {name!r}: only square kernels/strides/paddings without dilation are supported")
+        raise UsageError(f"conv {name!r}: only square kernels/strides/paddings without dilation are supported")
     if conv.groups > 1 and not (conv.groups == conv.in_channels == conv.out_channels):
-        raise ValueError(f"conv {name!r}: grouped convs other than depthwise are not supported")
+        raise UsageError(f"conv {name!r}: grouped convs other than depthwise are not supported")
 
 
 def _norms(gm: fx.GraphModule) -> dict[str, str]:
@@ -145,7 +146,7 @@ def trace(model: nn.Module, resolution: int, name: str | None = None) -> Trace:
     def src(node: fx.Node) -> fx.Node:
         arg = node.args[0]
         if not isinstance(arg, fx.Node):
-            raise ValueError(f"unsupported node {node.format_node()}: first argument is not a tensor")
+            raise UsageError(f"unsupported node {node.format_node()}: first argument is not a tensor")
         return arg
 
     for node in gm.graph.nodes:
@@ -173,31 +174,31 @@ def trace(model: nn.Module, resolution: int, name: str | None = None) -> Trace:
                 owner[node] = owner[inp]
                 k, s, p = (mod.kernel_size, mod.stride, mod.padding)
                 if not all(isinstance(v, int) for v in (k, s, p)) or mod.dilation != 1 or mod.ceil_mode:
-                    raise ValueError(f"max-pool {node.target!r}: only square, floor-mode pools are supported")
+                    raise UsageError(f"max-pool {node.target!r}: only square, floor-mode pools are supported")
                 raw_ops.append(("maxpool", inp, owner[inp], {"kernel": k, "stride": s, "padding": p}))
             elif isinstance(mod, nn.AdaptiveAvgPool2d):
                 if mod.output_size not in (1, (1, 1)):
-                    raise ValueError(f"{node.target!r}: only global average pooling (output size 1) is supported")
+                    raise UsageError(f"{node.target!r}: only global average pooling (output size 1) is supported")
                 owner[node] = owner[inp]
                 raw_ops.append(("avgpool", inp, owner[inp], {}))
             else:
-                raise ValueError(f"module {node.target!r} of type {type(mod).__name__} is not supported")
+                raise UsageError(f"module {node.target!r} of type {type(mod).__name__} is not supported")
         elif node.target in _ADD_FUNCTIONS or (node.op == "call_method" and node.target in _ADD_METHODS):
             a, b = node.args[:2]
             if not (isinstance(a, fx.Node) and isinstance(b, fx.Node)) or owner[a] < 0 or owner[b] < 0:
-                raise ValueError(f"unsupported add {node.format_node()}: both operands must be conv feature maps")
+                raise UsageError(f"unsupported add {node.format_node()}: both operands must be conv feature maps")
             owner[node] = uf.union(owner[a], owner[b])
             raw_ops.append(("add", node, owner[node], {}))
         elif node.target in _PASS_FUNCTIONS or (node.op == "call_method" and node.target in _PASS_METHODS):
             owner[node] = owner[src(node)]
         else:
-            raise ValueError(f"unsupported operation {node.format_node()} in {type(model).__name__}")
+            raise UsageError(f"unsupported operation {node.format_node()} in {type(model).__name__}")
 
     norms = _norms(gm)
     convs = [x for x in raw_layers if isinstance(x[1], nn.Conv2d)]
     fcs = [x for x in raw_layers if isinstance(x[1], nn.Linear)]
     if not convs or len(fcs) != 1 or raw_layers[-1] is not fcs[0]:
-        raise ValueError("the model must be convs followed by exactly one final linear layer")
+        raise UsageError("the model must be convs followed by exactly one final linear layer")
 
     # Group ids: roots numbered in order of first appearance among the layers' outputs.
     gid: dict[int, int] = {}
@@ -212,7 +213,7 @@ def trace(model: nn.Module, resolution: int, name: str | None = None) -> Trace:
         in_shape = _shape(src(node))
         if isinstance(mod, nn.Conv2d):
             if in_shape[-1] != in_shape[-2]:
-                raise ValueError(f"conv {lname!r}: non-square feature map {tuple(in_shape)}")
+                raise UsageError(f"conv {lname!r}: non-square feature map {tuple(in_shape)}")
             layers.append(LayerSpec(
                 name=lname, kind=_conv_kind(mod, i == 0), kernel=mod.kernel_size[0], stride=mod.stride[0],
                 padding=mod.padding[0], groups=mod.groups, in_res=int(in_shape[-1]),
@@ -222,7 +223,7 @@ def trace(model: nn.Module, resolution: int, name: str | None = None) -> Trace:
         else:
             feeding = [x.out_ch for x in layers if in_id >= 0 and x.group == group_of(in_id)]
             if len(in_shape) != 2 or feeding[:1] != [mod.in_features]:
-                raise ValueError(f"linear {lname!r} must read the globally pooled channels of the last conv "
+                raise UsageError(f"linear {lname!r} must read the globally pooled channels of the last conv "
                                  f"(an (N, C) tensor), got {tuple(in_shape)}")
             layers.append(LayerSpec(
                 name=lname, kind="fc", kernel=1, stride=1, padding=0, groups=1, in_res=1,
@@ -251,6 +252,29 @@ def describe(model: nn.Module, resolution: int, name: str | None = None) -> NetS
     its input's group; an add merges its operands' groups (union-find) and marks them residual.
     """
     return trace(model, resolution, name).spec
+
+
+def describe_model(model: nn.Module, resolution: int, name: str | None = None) -> NetSpec:
+    """``describe`` for a user's model: a model the tracer cannot follow raises UsageError saying what jcw handles."""
+    if not isinstance(model, nn.Module):
+        raise UsageError(f"model must be a torch nn.Module (e.g. jcw.create_model(...)), got {type(model).__name__}")
+    try:
+        return describe(model, resolution, name)
+    except UsageError as e:
+        raise UsageError(f"{type(model).__name__} cannot be pruned by jcw: {e}; supported: convs (square, plain or "
+                         "depthwise) with BatchNorm and ReLU/ReLU6, residual adds, max/global-average pooling, "
+                         "and one final linear classifier") from None
+    except Exception as e:  # torch.fx cannot trace it (data-dependent control flow, unsupported calls)
+        raise UsageError(f"{type(model).__name__} cannot be traced by torch.fx ({type(e).__name__}: {e}); "
+                         "jcw prunes models whose forward is a static graph") from None
+
+
+def classifier_classes(model: nn.Module) -> int:
+    """Class count of a model: the output size of its last nn.Linear."""
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)] if isinstance(model, nn.Module) else []
+    if not linears:
+        raise UsageError(f"model {type(model).__name__} has no nn.Linear classifier; jcw needs one final linear layer")
+    return linears[-1].out_features
 
 
 def write_specs(directory: Path = SPEC_DIR) -> list[Path]:

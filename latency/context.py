@@ -14,7 +14,7 @@ a non-depthwise layer whose output group already has a tensor of that size close
 block: the two are added. Every layer and add is followed by the activation its spec records
 (ReLU, ReLU6 or none: MobileNetV2's linear bottlenecks, the conv before a residual add). That
 reproduces ResNet (identity and downsample blocks), MobileNetV1/V2 and VGG exactly; a spec it
-cannot place raises ContextError.
+cannot place raises UsageError.
 
 **Design.** Each coupling group gets a colour so that a layer's input and output groups differ
 (greedy colouring); a run sets one channel ratio per colour and one density for every layer.
@@ -32,10 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from latency.lut import space_channels
-
-
-class ContextError(ValueError):
-    """A NetSpec whose graph cannot be rebuilt from its layer and op lists."""
+from jcw.core.errors import UsageError
 
 
 def kept(full: int, ratio: float) -> int:
@@ -196,7 +193,7 @@ def build(spec, run: Run, rng: np.random.Generator):
                 pools.pop(k)
                 latest[(group, size)] = name
                 return name
-        raise ContextError(f"{spec.model}: no tensor of group {group} at size {size} for {who}")
+        raise UsageError(f"{spec.model}: no tensor of group {group} at size {size} for {who}")
 
     for li, x in enumerate(spec.layers):
         d = None if x.kind in ("depthwise", "fc") else run.density[li]
@@ -204,7 +201,7 @@ def build(spec, run: Run, rng: np.random.Generator):
         if x.kind == "fc":
             src = next(((i, o) for i, o in gap if o.group == x.in_group), None)
             if src is None:
-                raise ContextError(f"{spec.model}: no global average pool feeds fc {x.name!r}")
+                raise UsageError(f"{spec.model}: no global average pool feeds fc {x.name!r}")
             i, o = src
             feat = read(x.in_group, o.in_res, f"avgpool {i}")
             nodes.append(helper.make_node("GlobalAveragePool", [feat], [f"avgpool{i}"], name=f"avgpool{i}"))
@@ -246,10 +243,10 @@ def build(spec, run: Run, rng: np.random.Generator):
             latest[key] = activate(conv, x.act)
             producer[latest[key]] = x.name
     else:
-        raise ContextError(f"{spec.model}: the spec has no fc layer to end the network")
+        raise UsageError(f"{spec.model}: the spec has no fc layer to end the network")
     left = [f"{o.kind} {i}" for i, o in (*pools, *adds)] + [f"avgpool {i}" for i, _ in gap if i not in place.pools]
     if left:
-        raise ContextError(f"{spec.model}: could not place ops {', '.join(left)} in the rebuilt graph")
+        raise UsageError(f"{spec.model}: could not place ops {', '.join(left)} in the rebuilt graph")
     graph = helper.make_graph(
         nodes, f"{spec.model}-context",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, img, spec.resolution, spec.resolution])],

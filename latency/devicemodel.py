@@ -29,8 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from latency.lut import Entry, LatencyTable, atomic_write, layer_axes, layer_key, op_axes, op_key, table_ops
-from latency.netspec import load_shipped
+from jcw.core.util import atomic_write
+from latency.lut import Entry, LatencyTable, layer_axes, layer_key, op_axes, op_key, table_ops
+from jcw.core.netspec import load_shipped
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 TABLE_DIR = PACKAGE_DIR / "tables"

@@ -8,8 +8,9 @@ import platform
 from pathlib import Path
 
 from latency.devicemodel import BOARDS, CORES, THREADS, table_path
-from latency.lut import LatencyTable, LatencyTableError
-from latency.netspec import load_shipped
+from latency.lut import LatencyTable
+from jcw.core.errors import UsageError
+from jcw.core.netspec import load_shipped
 
 SHIPPED = tuple(sorted(BOARDS))
 
@@ -37,14 +38,14 @@ def _spec(model: str, resolution: int | None):
         spec = load_shipped(model)
         return spec if resolution is None else spec.at_resolution(resolution)
     except ValueError as e:
-        raise LatencyTableError(str(e)) from None
+        raise UsageError(str(e)) from None
 
 
 def _covering(table: LatencyTable, spec, what: str, remedy: str) -> LatencyTable:
     try:
         table.check_covers(spec)
-    except LatencyTableError as e:
-        raise LatencyTableError(f"{what}: {e}; {remedy}") from None
+    except UsageError as e:
+        raise UsageError(f"{what}: {e}; {remedy}") from None
     return table
 
 
@@ -72,15 +73,15 @@ def resolve_table(device: str, model: str, threads: int = 1, resolution: int | N
     ``device``: "a53" / "a72" (modelled: the shipped tables for 1 and 4 threads, or a table the
     device model builds for any other network, resolution or thread count on first use, then
     cached), "host" (measured on this machine with the quick grid on first use, then cached per CPU
-    + engine version + threads), or a path to a table JSON.  Raises LatencyTableError saying what
+    + engine version + threads), or a path to a table JSON.  Raises UsageError saying what
     is accepted.
     """
     if not isinstance(threads, int) or threads < 1:
-        raise LatencyTableError(f"threads must be a positive integer, got {threads!r}")
+        raise UsageError(f"threads must be a positive integer, got {threads!r}")
     if device in SHIPPED:
         spec = _spec(model, resolution) if spec is None else spec
         if threads > CORES:
-            raise LatencyTableError(
+            raise UsageError(
                 f"the {device} board has {CORES} cores, not {threads}; accepted --threads: 1-{CORES} "
                 f"(tables for {' and '.join(map(str, THREADS))} ship, others are modelled on first use)"
             )
@@ -105,7 +106,7 @@ def resolve_table(device: str, model: str, threads: int = 1, resolution: int | N
     if path.suffix == ".json" or path.exists():
         return _covering(LatencyTable.load(path), spec, str(path),
                          f"profile it: profile-latency --model {model} --resolution {spec.resolution} --out {path}")
-    raise LatencyTableError(
+    raise UsageError(
         f"unknown device {device!r}; accepted: {', '.join(SHIPPED)} (shipped modelled tables), host (measured "
         f"here, cached in {cache_dir()}), or a path to a table .json written by profile-latency"
     )

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
-import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from latency.netspec import OP_KINDS
+from jcw.core.netspec import OP_KINDS
+from jcw.core.space import default_grid, kept_channels
+from jcw.core.util import atomic_write
+from jcw.core.errors import UsageError
 
 FORMAT = "jcw-latency-table"
 VERSION = 1
@@ -21,14 +21,10 @@ OP_KEYS = ("kind", "kernel", "stride", "padding", "in_res", "channels")
 AXES = ("out_ch", "in_ch", "density")
 
 
-RATIOS = tuple(i / 10 for i in range(11))
+RATIOS = tuple(float(r) for r in default_grid())
 QUICK_RATIOS = (0.0, 0.3, 0.5, 0.7, 0.9, 1.0)
-DENSITIES = tuple(i / 10 for i in range(11))
+DENSITIES = RATIOS
 QUICK_DENSITIES = (0.0, 0.3, 0.5, 0.7, 1.0)
-
-
-class LatencyTableError(ValueError):
-    """A table that is malformed, does not cover a model, or is queried off its axes."""
 
 
 @dataclass(frozen=True)
@@ -64,11 +60,8 @@ def op_key(op) -> tuple:
 
 
 def space_channels(full: int, ratios=RATIOS) -> list[int]:
-    """Channel counts the search space produces: clamp(ceil(full / 4 * ratio) * 4, 4, full).
-
-    Same float tolerance as jcw.space.kept_channels (which this must equal; a test checks it).
-    """
-    return sorted({min(max(math.ceil(full / 4 * r - 1e-9) * 4, 4), full) for r in ratios})
+    """Channel counts the search space produces at ``ratios`` (the space's own formula, ``kept_channels``)."""
+    return sorted(set(kept_channels(full, np.asarray(ratios, dtype=np.float64)).tolist()))
 
 
 def layer_axes(layer, quick: bool = False) -> dict:
@@ -171,21 +164,21 @@ class LatencyTable:
         return self.provenance["kind"]
 
     def layer(self, layer) -> Entry:
-        """The grid of a LayerSpec (LatencyTableError naming the layer when absent)."""
+        """The grid of a LayerSpec (UsageError naming the layer when absent)."""
         key = layer_key(layer)
         if key not in self.layers:
             raise self._no_entry(describe_layer(layer))
         return self.layers[key]
 
     def op(self, op) -> Entry:
-        """The grid of an OpSpec (LatencyTableError naming the op when absent)."""
+        """The grid of an OpSpec (UsageError naming the op when absent)."""
         key = op_key(op)
         if key not in self.ops:
             raise self._no_entry(_op_label(op))
         return self.ops[key]
 
-    def _no_entry(self, what: str) -> LatencyTableError:
-        return LatencyTableError(f"latency table ({self.device}, {self.threads} thread(s)) has no entry for "
+    def _no_entry(self, what: str) -> UsageError:
+        return UsageError(f"latency table ({self.device}, {self.threads} thread(s)) has no entry for "
                                  f"{what}; profile this model with profile-latency")
 
     def missing(self, spec) -> list[str]:
@@ -195,11 +188,11 @@ class LatencyTable:
         return miss
 
     def check_covers(self, spec) -> None:
-        """Raise LatencyTableError listing every layer/op of ``spec`` without an entry."""
+        """Raise UsageError listing every layer/op of ``spec`` without an entry."""
         miss = self.missing(spec)
         if miss:
             shown = "; ".join(miss[:5]) + (f"; ... ({len(miss)} in all)" if len(miss) > 5 else "")
-            raise LatencyTableError(
+            raise UsageError(
                 f"latency table ({self.device}, {self.threads} thread(s)) does not cover "
                 f"{spec.model} at {spec.resolution}: no entry for {shown}"
             )
@@ -261,7 +254,7 @@ class LatencyTable:
 
     @classmethod
     def from_dict(cls, d, source: str = "table") -> "LatencyTable":
-        """Validate a schema-1 dict (LatencyTableError naming the problem and ``source``)."""
+        """Validate a schema-1 dict (UsageError naming the problem and ``source``)."""
         return _parse(d, source)
 
     @classmethod
@@ -271,11 +264,11 @@ class LatencyTable:
         try:
             text = path.read_text()
         except OSError as e:
-            raise LatencyTableError(f"cannot read latency table {path}: {e.strerror or e}") from None
+            raise UsageError(f"cannot read latency table {path}: {e.strerror or e}") from None
         try:
             d = json.loads(text)
         except json.JSONDecodeError as e:
-            raise LatencyTableError(f"latency table {path} is not valid JSON: {e}") from None
+            raise UsageError(f"latency table {path} is not valid JSON: {e}") from None
         return _parse(d, str(path))
 
 
@@ -333,7 +326,7 @@ class Grid:
         self.density_groups = [(np.array(cols, dtype=np.intp), np.array(ax)) for ax, cols in groups.items()]
 
     def check(self, out_ch, in_ch, density, first: int = 0) -> None:
-        """Raise LatencyTableError naming the first column and value outside its axis.
+        """Raise UsageError naming the first column and value outside its axis.
 
         ``first`` is the candidate number of row 0 (for the message).
         """
@@ -347,7 +340,7 @@ class Grid:
                 lo, hi = self.lo[a, j], self.hi[a, j]
                 axis = f"[{_fmt(lo)}]" if lo == hi else f"[{_fmt(lo)}, {_fmt(hi)}]"
                 what = "an integer in " if a < 2 else ""
-                raise LatencyTableError(
+                raise UsageError(
                     f"{self.names[j]}: {AXES[a]} {_fmt(q[n, j])} (candidate {first + n}) is outside the "
                     f"table axis; accepted: {what}{axis}"
                 )
@@ -359,7 +352,7 @@ class Grid:
         return frac
 
     def __call__(self, out_ch, in_ch, density, first: int = 0) -> np.ndarray:
-        """(N, C) ms for (N, C) query arrays; raises LatencyTableError for off-axis queries."""
+        """(N, C) ms for (N, C) query arrays; raises UsageError for off-axis queries."""
         out_ch = np.asarray(out_ch, dtype=float)
         in_ch = np.asarray(in_ch, dtype=float)
         density = np.asarray(density, dtype=float)
@@ -438,26 +431,9 @@ def _nested(a: np.ndarray, kind) -> list:
     return np.vectorize(lambda x: float(f"{x:.6g}"), otypes=[float])(a).tolist() if a.size else a.tolist()
 
 
-def atomic_write(path, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically (temp file in the same folder + os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
 def _parse(d, source: str) -> LatencyTable:
     def fail(msg):
-        raise LatencyTableError(f"latency table {source}: {msg}")
+        raise UsageError(f"latency table {source}: {msg}")
 
     if not isinstance(d, dict):
         fail(f"top level must be a JSON object, got {type(d).__name__}")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from latency.lut import Grid, LatencyTable, LatencyTableError, describe_key, op_key, table_ops
+from jcw.core.netspec import load_shipped, shipped_models
+from latency.lut import Grid, LatencyTable, describe_key, describe_layer, op_key, table_ops
+from jcw.core.errors import UsageError
 
 
 class Predictor:
@@ -33,7 +35,7 @@ class Predictor:
         for i, layer in enumerate(self.spec.layers):
             if layer.group == group:
                 return i
-        raise LatencyTableError(f"{self.spec.model}: op refers to group {group}, which owns no layer")
+        raise UsageError(f"{self.spec.model}: op refers to group {group}, which owns no layer")
 
     CHUNK = 2048
 
@@ -70,8 +72,32 @@ class Predictor:
         """(N,) ms for (N, L) arrays of output channels, input channels and densities."""
         return np.concatenate([c.sum(axis=1) for c in self._chunks(out_ch, in_ch, density)])
 
+    def predict_arch(self, arch) -> float:
+        """Milliseconds of one Arch (a jcw.core.space.Arch of this spec's model; its classifier is priced at
+        this spec's class count)."""
+        by_name = {c.name: c for c in arch.layers}
+        try:
+            chosen = [by_name[x.name] for x in self.spec.layers]
+        except KeyError as e:
+            raise UsageError(f"arch has no layer {e.args[0]!r} of {self.spec.model}") from None
+        out_ch = [[x.out_ch if x.kind == "fc" else c.out_ch for x, c in zip(self.spec.layers, chosen)]]
+        in_ch = [[c.in_ch for c in chosen]]
+        density = [[c.density for c in chosen]]
+        return float(self.predict(np.array(out_ch), np.array(in_ch), np.array(density, dtype=float))[0])
+
     def full(self) -> float:
         """Latency (ms) of the unpruned network."""
         out = np.array([[x.out_ch for x in self.spec.layers]])
         inn = np.array([[x.in_ch for x in self.spec.layers]])
         return float(self.predict(out, inn, np.ones(out.shape))[0])
+
+
+def predictor_for(table: LatencyTable, spec) -> Predictor:
+    """The predictor of ``spec`` on ``table``.  A table lacking only the classifier at ``spec``'s class count
+    (tables are made for the zoo's own heads) prices it with the shipped zoo spec's classifier, so every other
+    layer stays exact; ``predict_arch`` and a SearchSpace over ``predictor.spec`` query that classifier."""
+    if spec.model in shipped_models() and table.missing(spec) == [describe_layer(spec.layers[-1])]:
+        shipped = load_shipped(spec.model).at_resolution(spec.resolution)
+        if not table.missing(shipped):
+            return Predictor(table, shipped)
+    return Predictor(table, spec)

@@ -18,11 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from latency.context import Run, build, design
-from latency.lut import (
-    DENSITIES, QUICK_DENSITIES, QUICK_RATIOS, RATIOS, Entry, LatencyTable, LatencyTableError, atomic_write,
-    describe_key, layer_axes, layer_key, op_axes, op_key, table_ops,
-)
-from latency.netspec import OP_KINDS, load_shipped
+from latency.lut import DENSITIES, QUICK_DENSITIES, QUICK_RATIOS, RATIOS, Entry, LatencyTable, describe_key, layer_axes, layer_key, op_axes, op_key, table_ops
+from jcw.core.errors import UsageError
+from jcw.core.netspec import OP_KINDS, load_shipped
+from jcw.core.util import atomic_write
 
 IMAGENET_ZOO = ("resnet18", "mobilenet_v1", "mobilenet_v2")
 # How grid points are timed; a table measured another way is not continued (see latency.context).
@@ -53,10 +52,6 @@ class ProfileConfig:
     fresh: bool = False
     seed: int = 0
     command: str = ""
-
-
-class ProfileError(ValueError):
-    """A profiling request that cannot be honoured (bad model, resolution, or incompatible --out)."""
 
 
 def _read(path: str) -> str | None:
@@ -253,7 +248,7 @@ def _index(axes: dict, out_ch: int, in_ch: int | None, density: float | None) ->
             return 0
         hit = np.flatnonzero(np.isclose(np.asarray(axes[axis], dtype=float), v))
         if not len(hit):
-            raise ProfileError(f"internal: {axis} {v} is not on the grid {list(axes[axis])}")
+            raise UsageError(f"internal: {axis} {v} is not on the grid {list(axes[axis])}")
         return int(hit[0])
     return at("out_ch", out_ch), at("in_ch", in_ch), at("density", density)
 
@@ -346,7 +341,7 @@ class ContextRunner:
             for idx in np.ndindex(*shape):
                 samples = [s for m in members for s in pooled.get((m, idx), [])]
                 if not samples:
-                    raise ProfileError(f"internal: the context design never reached {describe_key(key)} at {idx}")
+                    raise UsageError(f"internal: the context design never reached {describe_key(key)} at {idx}")
                 mean[idx], std[idx], count[idx] = _stats(np.array(samples))
             out[key] = Entry.build(key, axes, mean, std, count)
         return out
@@ -379,7 +374,7 @@ def _specs(config: ProfileConfig) -> list:
             if config.resolution is not None:
                 spec = spec.at_resolution(config.resolution)
         except ValueError as e:
-            raise ProfileError(str(e)) from None
+            raise UsageError(str(e)) from None
         specs.append(spec)
     return specs
 
@@ -391,8 +386,8 @@ def _start(config: ProfileConfig, info: dict) -> LatencyTable:
         return empty
     try:
         old = LatencyTable.load(config.out)
-    except LatencyTableError as e:
-        raise ProfileError(f"{e}; pass --fresh to overwrite it") from None
+    except UsageError as e:
+        raise UsageError(f"{e}; pass --fresh to overwrite it") from None
     p = old.provenance
     want = {"kind": "measured", "method": METHOD, "engine_version": info["engine_version"], "threads": config.threads,
             "grid": info["grid"], "repeats": info["repeats"], "rounds": info["rounds"], "cpu": info["cpu"]}
@@ -400,7 +395,7 @@ def _start(config: ProfileConfig, info: dict) -> LatencyTable:
     if old.device != config.device:
         diff.append(f"device {old.device!r} (now {config.device!r})")
     if diff:
-        raise ProfileError(f"{config.out} was measured differently: {', '.join(diff)}; pass --fresh to "
+        raise UsageError(f"{config.out} was measured differently: {', '.join(diff)}; pass --fresh to "
                            f"overwrite it or choose another --out")
     return old
 
@@ -428,7 +423,7 @@ def profile(config: ProfileConfig, progress: bool = True, log=print) -> LatencyT
     ``OUT.partial.json`` as they go, so a re-run continues where a stopped one ended.
     """
     if config.threads < 1 or config.repeats < 1 or config.warmup < 0 or config.rounds < 1:
-        raise ProfileError("need --threads >= 1, --repeats >= 1, --warmup >= 0 and --rounds >= 1")
+        raise UsageError("need --threads >= 1, --repeats >= 1, --warmup >= 0 and --rounds >= 1")
     specs = _specs(config)
     info, warnings = machine_info(config.threads)
     info.update(device=config.device, grid="quick" if config.quick else "full", method=METHOD,
@@ -567,7 +562,7 @@ def main(argv=None) -> int:
             parser.error("--compare needs --out (the table to compare)")
         try:
             a, b = LatencyTable.load(args.out), LatencyTable.load(args.compare)
-        except LatencyTableError as e:
+        except UsageError as e:
             print(f"profile-latency: error: {e}", file=sys.stderr)
             return 2
         within, points = a.agreement(b, tolerance=0.05)
@@ -584,7 +579,7 @@ def main(argv=None) -> int:
     )
     try:
         table = profile(config, progress=not args.quiet, log=lambda m: print(m, file=sys.stderr))
-    except ProfileError as e:
+    except UsageError as e:
         print(f"profile-latency: error: {e}", file=sys.stderr)
         return 2
     print(f"wrote {config.out}: {len(table.layers)} layer signatures, {len(table.ops)} ops "

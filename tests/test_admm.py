@@ -5,8 +5,8 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from jcw.admm import BlockADMM, apply_masks, energy_outside, project_blocks, weight_layers
-from jcw.train import StagedTrainer, TrainConfig
+from jcw.train.admm import BlockADMM, apply_masks, energy_outside, project_blocks, weight_layers
+from jcw.train.stages import StagedTrainer, TrainConfig
 
 
 def _block_norms(weight):

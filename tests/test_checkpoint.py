@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from jcw.checkpoint import CheckpointError, load_weights
+from jcw.train.checkpoint import load_weights
+from jcw.core.errors import UsageError
 from jcw.models import create_model
 
 
@@ -28,5 +29,5 @@ def test_bad_files_raise_checkpoint_error(tmp_path, content, message):
         path.write_bytes(content)
     elif content is not None:
         torch.save(content, path)
-    with pytest.raises(CheckpointError, match=message):
+    with pytest.raises(UsageError, match=message):
         load_weights(create_model("resnet20", num_classes=10), path, "fc")

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from jcw.engine import Engine
-from latency.context import COLOURS, ContextError, Run, build, colour_groups, design, kept, pair_covering
+from latency.context import COLOURS, Run, build, colour_groups, design, kept, pair_covering
+from jcw.core.errors import UsageError
 from latency.lut import QUICK_DENSITIES, QUICK_RATIOS, layer_axes
-from latency.netspec import load_shipped
+from jcw.core.netspec import load_shipped
 
 ZOO = ("resnet18", "mobilenet_v1", "mobilenet_v2", "resnet20", "resnet56", "vgg16")
 
@@ -106,7 +107,7 @@ def test_a_spec_whose_graph_cannot_be_rebuilt_is_refused():
     spec = load_shipped("resnet20")
     broken = replace(spec, layers=spec.layers[:-1])          # no fc: the pools and adds are left over
     full = Run.full_width(spec)
-    with pytest.raises(ContextError, match="no fc layer"):
+    with pytest.raises(UsageError, match="no fc layer"):
         build(broken, full, np.random.default_rng(0))
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from jcw.criteria import _sensitivity, list_criteria, score_channels
+from jcw.prune.criteria import _sensitivity, list_criteria, score_channels
 from jcw.layers import describe, trace
 from jcw.models import create_model, default_resolution, list_models
 

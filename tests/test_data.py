@@ -7,7 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from jcw.data import DataError, load_dataset
+from jcw.data import load_dataset
+from jcw.core.errors import UsageError
 
 
 def test_digits_default_split_and_normalisation():
@@ -52,15 +53,15 @@ def test_cifar10_and_cifar100(tmp_path):
 
 
 def test_cifar_errors_name_path_and_layout(tmp_path):
-    with pytest.raises(DataError, match=r"nope.*does not exist.*data_batch_1"):
+    with pytest.raises(UsageError, match=r"nope.*does not exist.*data_batch_1"):
         load_dataset(f"cifar10:{tmp_path / 'nope'}")
     (tmp_path / "train").write_bytes(b"not a pickle")
     (tmp_path / "test").write_bytes(b"")
-    with pytest.raises(DataError, match=r"train is not a CIFAR python pickle"):
+    with pytest.raises(UsageError, match=r"train is not a CIFAR python pickle"):
         load_dataset(f"cifar100:{tmp_path}")
-    with pytest.raises(DataError, match="lacks data_batch_1"):
+    with pytest.raises(UsageError, match="lacks data_batch_1"):
         load_dataset(f"cifar10:{tmp_path}")
-    with pytest.raises(DataError, match="missing PATH"):
+    with pytest.raises(UsageError, match="missing PATH"):
         load_dataset("cifar10:")
 
 
@@ -84,19 +85,19 @@ def test_image_folder(tmp_path):
 
 
 def test_image_folder_errors(tmp_path):
-    with pytest.raises(DataError, match="neither a known name nor an existing directory"):
+    with pytest.raises(UsageError, match="neither a known name nor an existing directory"):
         load_dataset(tmp_path / "missing")
     _png(tmp_path / "train" / "a" / "0.png", np.random.default_rng(0))
-    with pytest.raises(DataError, match=r"missing directory .*val.*train/<class>"):
+    with pytest.raises(UsageError, match=r"missing directory .*val.*train/<class>"):
         load_dataset(tmp_path)
     (tmp_path / "val" / "b").mkdir(parents=True)
-    with pytest.raises(DataError, match="class 'b' in val is not in train"):
+    with pytest.raises(UsageError, match="class 'b' in val is not in train"):
         load_dataset(tmp_path)
     (tmp_path / "val" / "b").rmdir()
     (tmp_path / "val" / "a").mkdir()
-    with pytest.raises(DataError, match="no images under"):
+    with pytest.raises(UsageError, match="no images under"):
         load_dataset(tmp_path)
     (tmp_path / "val" / "a" / "0.jpg").write_bytes(b"broken")
     d = load_dataset(tmp_path, resolution=8)
-    with pytest.raises(DataError, match="cannot read image"):
+    with pytest.raises(UsageError, match="cannot read image"):
         d.val[0]

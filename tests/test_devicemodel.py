@@ -11,7 +11,7 @@ from latency.devicemodel import (BOARDS, THREADS, CostModel, build_table, compar
                                  load_kernel_cycles, main, table_path)
 from latency.devices import resolve_table
 from latency.lut import LatencyTable
-from latency.netspec import load_shipped
+from jcw.core.netspec import load_shipped
 from latency.predictor import Predictor
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,7 +94,7 @@ def test_table_for_an_unshipped_network_is_built_on_demand(tmp_path, monkeypatch
 @pytest.mark.parametrize("device", sorted(BOARDS))
 @pytest.mark.parametrize("threads", THREADS)
 def test_default_space_reaches_its_floor(device, threads):
-    from jcw.space import SearchSpace
+    from jcw.core.space import SearchSpace
 
     table = LatencyTable.load(table_path(device, threads))
     for model in IMAGENET + CIFAR:

@@ -6,7 +6,7 @@ import pytest
 
 from latency.devicemodel import TABLE_MODELS
 from latency.devices import cache_dir, host_table_path, resolve_table
-from latency.lut import LatencyTableError
+from jcw.core.errors import UsageError
 from latency.profile import ProfileConfig, profile
 
 
@@ -25,7 +25,7 @@ def test_shipped_tables_cover_the_zoo(device, threads):
     (("missing.json", "resnet18", 1), "cannot read latency table missing.json"),
 ])
 def test_errors_say_what_is_accepted(args, message):
-    with pytest.raises(LatencyTableError) as e:
+    with pytest.raises(UsageError) as e:
         resolve_table(*args)
     assert message in str(e.value)
 
@@ -48,7 +48,7 @@ def test_host_table_is_cached_and_path_tables_load(monkeypatch, tmp_path):
     table = resolve_table("host", "resnet20", 1, 8, progress=False)
     assert table.kind == "measured" and os.stat(path).st_mtime_ns == before
     assert resolve_table(str(path), "resnet20", 1, 8).to_json() == table.to_json()
-    with pytest.raises(LatencyTableError, match=r"does not cover vgg16 at 32.*profile-latency --model vgg16"):
+    with pytest.raises(UsageError, match=r"does not cover vgg16 at 32.*profile-latency --model vgg16"):
         resolve_table(str(path), "vgg16", 1)
 
 

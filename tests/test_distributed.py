@@ -5,8 +5,8 @@ import torch.multiprocessing as mp
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from jcw.distributed import DistContext, init_distributed, shutdown
-from jcw.train import StagedTrainer, TrainConfig
+from jcw.train.distributed import DistContext, init_distributed, shutdown
+from jcw.train.stages import StagedTrainer, TrainConfig
 
 DENSITIES = {"conv1": 0.5, "conv2": 0.25}
 

@@ -10,7 +10,8 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from jcw.engine import ENGINE_VERSION, Engine, EngineError, time_conv
+from jcw.engine import ENGINE_VERSION, Engine, time_conv
+from jcw.core.errors import UsageError
 
 OPSET = 17
 
@@ -219,31 +220,31 @@ def test_output_can_be_an_intermediate_feature_map():
 def test_input_errors_are_clear():
     rng = np.random.default_rng(9)
     engine = Engine(residual_block(rng, 4, 5))
-    with pytest.raises(EngineError, match=r"\(N, 4, 5, 5\)"):
+    with pytest.raises(UsageError, match=r"\(N, 4, 5, 5\)"):
         engine.run(np.zeros((1, 4, 5, 6), np.float32))
-    with pytest.raises(EngineError, match="float32"):
+    with pytest.raises(UsageError, match="float32"):
         engine.run(np.zeros((1, 4, 5, 5), np.float64))
-    with pytest.raises(EngineError, match="numpy array"):
+    with pytest.raises(UsageError, match="numpy array"):
         engine.run([[0.0]])
-    with pytest.raises(EngineError, match=r"\(N, 4, 5, 5\)"):
+    with pytest.raises(UsageError, match=r"\(N, 4, 5, 5\)"):
         engine.run(np.zeros((4, 5, 5), np.float32))
 
 
 def test_model_errors_name_the_op_and_node(tmp_path):
     model = make_model([helper.make_node("Sigmoid", ["x"], ["y"], name="gate")], {}, (3, 4, 4))
-    with pytest.raises(EngineError, match="Sigmoid.*gate"):
+    with pytest.raises(UsageError, match="Sigmoid.*gate"):
         Engine(model)
     clip = make_model([helper.make_node("Clip", ["x", "lo", "hi"], ["y"], name="clip1")],
                       {"lo": np.array(-1, np.float32), "hi": np.array(1, np.float32)}, (3, 4, 4))
-    with pytest.raises(EngineError, match="clip1.*ReLU6"):
+    with pytest.raises(UsageError, match="clip1.*ReLU6"):
         Engine(clip)
-    with pytest.raises(EngineError, match="no such ONNX file"):
+    with pytest.raises(UsageError, match="no such ONNX file"):
         Engine(tmp_path / "missing.onnx")
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"\x00\xffnot a protobuf" * 10)
-    with pytest.raises(EngineError, match="not a readable ONNX model"):
+    with pytest.raises(UsageError, match="not a readable ONNX model"):
         Engine(junk)
-    with pytest.raises(EngineError, match="threads"):
+    with pytest.raises(UsageError, match="threads"):
         Engine(clip, threads=0)
 
 
@@ -278,9 +279,9 @@ def test_time_conv_times_one_layer(residual):
     assert ms.shape == (5,) and (ms > 0).all()
     dw = time_conv(rng.standard_normal((8, 1, 3, 3)).astype(np.float32), None, 2, 1, 8, (9, 7), repeats=3)
     assert dw.shape == (3,)
-    with pytest.raises(EngineError, match="act"):
+    with pytest.raises(UsageError, match="act"):
         time_conv(w, None, 1, 1, 1, 12, act="gelu")
-    with pytest.raises(EngineError, match="groups"):
+    with pytest.raises(UsageError, match="groups"):
         time_conv(w, None, 1, 1, 3, 12)
 
 
@@ -298,7 +299,7 @@ def test_engine_and_run_work_without_torch(tmp_path):
         sys.modules["torch"] = None
         import numpy as np
         import jcw.engine
-        import jcw.run
+        import jcw.cli.run
         y = jcw.engine.Engine({str(path)!r}).run(np.ones((1, 4, 6, 6), np.float32))
         assert y.shape == (1, 4, 6, 6)
         assert "torch" not in [m for m in sys.modules if sys.modules[m] is not None]

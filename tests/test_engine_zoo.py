@@ -8,9 +8,9 @@ import torch
 
 from jcw.engine import Engine
 from jcw.export import export_onnx
-from jcw.materialize import materialize
+from jcw.prune.materialize import materialize
 from jcw.models import create_model, default_resolution, list_models
-from jcw.space import SearchSpace
+from jcw.core.space import SearchSpace
 
 SMALL = {224: 64, 32: 32}  # test resolution per default resolution: keeps the default run fast
 

@@ -8,9 +8,9 @@ import torch
 
 from jcw.export import ENGINE_OPS, export_onnx, read_metadata
 from jcw.layers import describe
-from jcw.materialize import materialize
+from jcw.prune.materialize import materialize
 from jcw.models import create_model, default_resolution, list_models
-from jcw.space import SearchSpace
+from jcw.core.space import SearchSpace
 
 
 # Two zoo models (residual adds, depthwise + ReLU6) by default; the rest with -m slow (the exporter is slow).

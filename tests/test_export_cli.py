@@ -10,9 +10,9 @@ import torch
 from onnx import numpy_helper
 
 from jcw.engine import Engine
-from jcw.export import main
-from jcw.space import SearchSpace
-from jcw.train import MODEL, TrainConfig, load_trained, train
+from jcw.cli.export import main
+from jcw.core.space import SearchSpace
+from jcw.train.stages import MODEL, TrainConfig, load_trained, train
 
 
 @pytest.fixture(scope="module")

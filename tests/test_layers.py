@@ -6,7 +6,7 @@ from torch import nn
 
 from jcw.layers import describe, trace, write_specs
 from jcw.models import create_model, default_resolution, list_models
-from latency.netspec import NetSpec, load_shipped
+from jcw.core.netspec import NetSpec, load_shipped
 
 GENES = {"resnet18": (12, 20), "mobilenet_v1": (14, 14), "mobilenet_v2": (25, 35),
          "resnet20": (12, 21), "resnet56": (30, 57), "vgg16": (13, 13)}

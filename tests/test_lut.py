@@ -5,8 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from latency.lut import Entry, LatencyTable, LatencyTableError, layer_axes, space_channels
-from latency.netspec import LayerSpec, NetSpec, OpSpec, GroupSpec
+from latency.lut import Entry, LatencyTable, layer_axes, space_channels
+from jcw.core.errors import UsageError
+from jcw.core.netspec import LayerSpec, NetSpec, OpSpec, GroupSpec
 
 
 def _layer(name="conv", kind="pointwise", in_ch=32, out_ch=64):
@@ -110,7 +111,7 @@ def test_bad_tables_fail_naming_the_problem(tmp_path, mutate, message):
     mutate(d)
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(d))
-    with pytest.raises(LatencyTableError) as err:
+    with pytest.raises(UsageError) as err:
         LatencyTable.load(path)
     assert message in str(err.value) and "bad.json" in str(err.value)
 
@@ -118,9 +119,9 @@ def test_bad_tables_fail_naming_the_problem(tmp_path, mutate, message):
 def test_not_json_and_missing_file(tmp_path):
     path = tmp_path / "x.json"
     path.write_text("{nope")
-    with pytest.raises(LatencyTableError, match="not valid JSON"):
+    with pytest.raises(UsageError, match="not valid JSON"):
         LatencyTable.load(path)
-    with pytest.raises(LatencyTableError, match="cannot read"):
+    with pytest.raises(UsageError, match="cannot read"):
         LatencyTable.load(tmp_path / "absent.json")
 
 
@@ -129,7 +130,7 @@ def test_missing_layer_is_named():
     other = _layer(name="block.conv2", in_ch=64, out_ch=64)
     groups = (GroupSpec(0, 32, False, False, ()), GroupSpec(1, 64, True, False, ("conv", "block.conv2")))
     spec = NetSpec("toy", 8, 10, (layer, other), (op,), groups)
-    with pytest.raises(LatencyTableError, match=r"no entry for layer 'block.conv2' \(pointwise k1 s1 @8 64->64\)"):
+    with pytest.raises(UsageError, match=r"no entry for layer 'block.conv2' \(pointwise k1 s1 @8 64->64\)"):
         table.check_covers(spec)
     table.check_covers(NetSpec("toy", 8, 10, (layer,), (op,), groups))
 
@@ -137,18 +138,18 @@ def test_missing_layer_is_named():
 def test_off_axis_query_names_layer_axis_and_value():
     table, layer, _ = _table(np.random.default_rng(6))
     e = table.layer(layer)
-    with pytest.raises(LatencyTableError, match=r"out_ch 72 \(candidate 1\) is outside .* \[8, 64\]"):
+    with pytest.raises(UsageError, match=r"out_ch 72 \(candidate 1\) is outside .* \[8, 64\]"):
         e.interpolate([24, 72], [16, 16], [0.5, 0.5])
-    with pytest.raises(LatencyTableError, match=r"density 1.2 .*\[0, 1\]"):
+    with pytest.raises(UsageError, match=r"density 1.2 .*\[0, 1\]"):
         e.interpolate([24], [16], [1.2])
-    with pytest.raises(LatencyTableError, match=r"in_ch 2 .*\[4, 32\]"):
+    with pytest.raises(UsageError, match=r"in_ch 2 .*\[4, 32\]"):
         e.interpolate([24], [2], [0.5])
-    with pytest.raises(LatencyTableError, match=r"in_ch 7.5 .*integer"):
+    with pytest.raises(UsageError, match=r"in_ch 7.5 .*integer"):
         e.interpolate([24], [7.5], [0.5])
 
 
 def test_space_channels_equal_the_search_space():
-    from jcw.space import default_grid, kept_channels
+    from jcw.core.space import default_grid, kept_channels
 
     for full in (3, 10, 16, 24, 40, 96, 144, 320, 960, 1000, 1280, 2048):
         assert space_channels(full) == sorted(set(kept_channels(full, default_grid()).tolist()))

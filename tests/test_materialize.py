@@ -7,12 +7,12 @@ import pytest
 import torch
 from torch import nn
 
-from jcw import criteria
-from jcw.criteria import get_criterion, list_criteria, register_criterion, score_channels
+from jcw.prune import criteria
+from jcw.prune.criteria import get_criterion, list_criteria, register_criterion, score_channels
 from jcw.layers import describe, norm_layers
-from jcw.materialize import block_mask, materialize, order_channels, slice_model
+from jcw.prune.materialize import block_mask, materialize, order_channels, slice_model
 from jcw.models import create_model, default_resolution, list_models
-from jcw.space import SearchSpace
+from jcw.core.space import SearchSpace
 
 
 def _setup(randomize, name, seed=0):

@@ -3,9 +3,9 @@ import pytest
 from pymoo.core.population import Population
 from pymoo.core.problem import Problem
 
-from jcw import operators
-from jcw.space import SearchSpace
-from latency.netspec import load_shipped
+from jcw.search import operators
+from jcw.core.space import SearchSpace
+from jcw.core.netspec import load_shipped
 
 
 class _Box(Problem):
@@ -69,7 +69,7 @@ def test_initial_sampling_spreads_feasible_archs_over_latency():
     from latency.devices import resolve_table
     from latency.predictor import Predictor
 
-    from jcw.problem import JointPruningProblem
+    from jcw.search.problem import JointPruningProblem
 
     spec = load_shipped("resnet20")
     space = SearchSpace(spec)

@@ -3,7 +3,8 @@ import json
 import numpy as np
 from PIL import Image
 
-from jcw.plot import main, plot_runs
+from jcw.cli.plot import main
+from jcw.search.plot import draw_runs, plot_runs
 
 
 def _run(tmp_path, name, budget, seed):

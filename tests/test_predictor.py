@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from latency.devicemodel import table_path
-from latency.lut import LatencyTable, LatencyTableError, space_channels, table_ops
-from latency.netspec import load_shipped
+from latency.lut import LatencyTable, space_channels, table_ops
+from jcw.core.errors import UsageError
+from jcw.core.netspec import load_shipped
 from latency.predictor import Predictor
 
 
@@ -62,13 +63,13 @@ def test_bad_shapes_and_off_axis(table):
     with pytest.raises(ValueError, match=r"expected \(N, 21\)"):
         pred.predict(out[:, :5], inn, dens)
     out[2, 4] = 999
-    with pytest.raises(LatencyTableError, match=r"layer 'layer1.1.conv2' \(regular k3 s1 @56 64->64\): out_ch 999 \(candidate 2\)"):
+    with pytest.raises(UsageError, match=r"layer 'layer1.1.conv2' \(regular k3 s1 @56 64->64\): out_ch 999 \(candidate 2\)"):
         pred.predict(out, inn, dens)
 
 
 def test_uncovered_model_names_the_layer(table):
     spec = load_shipped("resnet18").at_resolution(160)
-    with pytest.raises(LatencyTableError, match=r"does not cover resnet18 at 160: no entry for layer 'conv1'"):
+    with pytest.raises(UsageError, match=r"does not cover resnet18 at 160: no entry for layer 'conv1'"):
         Predictor(table, spec)
 
 

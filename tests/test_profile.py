@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 
 from latency.lut import LatencyTable
-from latency.netspec import load_shipped
+from jcw.core.netspec import load_shipped
 from latency.predictor import Predictor
 from latency.lut import Entry
 from latency.context import block_pruned
-from latency.profile import ProfileConfig, ProfileError, _fastest, main, profile
+from latency.profile import ProfileConfig, _fastest, main, profile
+from jcw.core.errors import UsageError
 
 
 def _config(out, **kw):
@@ -72,9 +73,9 @@ def test_rerun_continues_where_it_stopped(measured, tmp_path):
 
 def test_incompatible_out_is_refused(measured, tmp_path):
     _, out = measured
-    with pytest.raises(ProfileError, match="measured differently: threads 1 .now 2."):
+    with pytest.raises(UsageError, match="measured differently: threads 1 .now 2."):
         profile(_config(out, threads=2), progress=False)
-    with pytest.raises(ProfileError, match="grid 'quick' .now 'full'"):
+    with pytest.raises(UsageError, match="grid 'quick' .now 'full'"):
         profile(_config(out, quick=False), progress=False)
 
 

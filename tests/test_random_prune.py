@@ -9,8 +9,9 @@ import pytest
 
 from jcw.layers import describe
 from jcw.models import create_model, list_models
-from jcw.random_prune import RandomPruneConfig, RandomSampler, main, run
-from jcw.space import Bounds, SearchSpace
+from jcw.cli.random_prune import main
+from jcw.prune.random_prune import RandomPruneConfig, RandomSampler, run
+from jcw.core.space import Bounds, SearchSpace
 
 TINY = ["--model", "resnet20", "--resolution", "8", "--samples", "4", "--top-k", "2", "--topk-epochs", "0",
         "--finetune-epochs", "0", "--pretrain-epochs", "1", "--recon-images", "64", "--criterion-images", "32",
@@ -152,7 +153,7 @@ def test_both_pipelines_run_on_every_zoo_model(name, from_scratch, tmp_path):
 
 @pytest.mark.slow
 def test_search_strategy_random_gives_a_feasible_front(tmp_path):
-    from jcw.search import main as search_main
+    from jcw.cli.search import main as search_main
 
     config = tmp_path / "s.yaml"
     config.write_text("pretrain_epochs: 1\nval_samples: 64\ncalib_batches: 1\n")

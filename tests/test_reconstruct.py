@@ -8,11 +8,11 @@ import torch
 
 from jcw.data import load_dataset
 from jcw.layers import describe
-from jcw.materialize import order_channels, slice_model
+from jcw.prune.materialize import order_channels, slice_model
 from jcw.models import create_model
-from jcw.reconstruct import feature_errors, reconstruct
-from jcw.space import Bounds, SearchSpace
-from jcw.training import evaluate, ordered_batches, train
+from jcw.prune.reconstruct import feature_errors, reconstruct
+from jcw.core.space import Bounds, SearchSpace
+from jcw.train.loops import evaluate, ordered_batches, train
 
 RES = 8  # the digits' native size
 

@@ -9,7 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jcw.search import SearchError, build_config, main, parse_budget
+from jcw.cli.search import main
+from jcw.core.util import parse_budget
+from jcw.search.config import build_config
+from jcw.core.errors import UsageError
 
 TINY = {"pretrain_epochs": 1, "batch_size": 32, "calib_batches": 1, "val_samples": 64}
 TINY_ARGS = ["--model", "resnet20", "--device", "a53", "--train-resolution", "16", "--population", "4",
@@ -32,7 +35,7 @@ def test_budget_parsing(text, ms):
 
 @pytest.mark.parametrize("text", ["35us", "fast", "-3ms", "0", "0ms", "ms", "35 mss", "nan", ""])
 def test_bad_budgets_are_rejected(text):
-    with pytest.raises(SearchError, match="budget"):
+    with pytest.raises(UsageError, match="budget"):
         parse_budget(text)
 
 
@@ -52,7 +55,7 @@ def test_config_file_values_and_cli_precedence(tmp_path):
     paper = build_config({"preset": "paper"})
     assert (paper.population, paper.generations) == (64, 128)
     path.write_text("populaton: 6\n")
-    with pytest.raises(SearchError, match="populaton"):
+    with pytest.raises(UsageError, match="populaton"):
         build_config({}, str(path))
 
 
@@ -151,8 +154,8 @@ def test_config_bounds_loosen_the_space(tmp_path, tiny_yaml, capsys):
     assert _fastest_ms(loosened) < 0.8 * _fastest_ms(default)
     bad = tmp_path / "bad.yaml"
     bad.write_text("bounds: {chanel: 0.1}\n")
-    with pytest.raises(SearchError, match="chanel"):
+    with pytest.raises(UsageError, match="chanel"):
         build_config({}, str(bad))
     bad.write_text("bounds: {density: 1.5}\n")
-    with pytest.raises(SearchError, match="bounds"):
+    with pytest.raises(UsageError, match="bounds"):
         build_config({}, str(bad))

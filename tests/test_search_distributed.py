@@ -11,12 +11,12 @@ import torch
 import torch.multiprocessing as mp
 from torch.utils.data import TensorDataset
 
-from jcw.distributed import DistContext, init_distributed, shutdown
+from jcw.train.distributed import DistContext, init_distributed, shutdown
 from jcw.layers import describe
 from jcw.models import create_model
-from jcw.space import SearchSpace
-from jcw.supernet import SandwichRule, Supernet, SupernetEstimator
-from jcw.training import RandomBatches, gather, ordered_batches, sgd
+from jcw.core.space import SearchSpace
+from jcw.search.supernet import SandwichRule, Supernet, SupernetEstimator
+from jcw.train.loops import RandomBatches, gather, ordered_batches, sgd
 
 RES, BATCH = 16, 8
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from jcw.models import create_model, list_models
-from jcw.space import BOUNDS_PRESETS, Arch, Bounds, SearchSpace, kept_channels, n_kept_blocks
-from latency.netspec import load_shipped
+from jcw.core.space import BOUNDS_PRESETS, Arch, Bounds, SearchSpace, kept_channels, n_kept_blocks
+from jcw.core.netspec import load_shipped
 
 GENES = {"resnet18": (12, 20), "mobilenet_v1": (14, 14), "mobilenet_v2": (25, 35)}
 
@@ -149,7 +149,7 @@ def test_other_resolution():
 
 
 def test_cli_json_and_tables(capsys):
-    from jcw.space import main
+    from jcw.cli.space import main
 
     assert main(["--model", "mobilenet_v2", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
@@ -166,7 +166,7 @@ def test_cli_json_and_tables(capsys):
 
 
 def test_cli_usage_errors(capsys):
-    from jcw.space import main
+    from jcw.cli.space import main
 
     with pytest.raises(SystemExit) as e:
         main(["--model", "resnet1000"])
@@ -181,7 +181,7 @@ def test_cli_usage_errors(capsys):
 
 
 def test_cli_runs_as_module_without_torch():
-    code = ("import sys; sys.modules['torch'] = None; from jcw.space import main; "
+    code = ("import sys; sys.modules['torch'] = None; from jcw.cli.space import main; "
             "sys.exit(main(['--model', 'resnet18', '--json']))")
     out = subprocess.run([sys.executable, "-P", "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
@@ -189,7 +189,7 @@ def test_cli_runs_as_module_without_torch():
 
 
 def test_space_cli_json_reports_the_latency_range(capsys):
-    from jcw.space import main
+    from jcw.cli.space import main
     from latency.devicemodel import table_path
     from latency.lut import LatencyTable
     from latency.predictor import Predictor

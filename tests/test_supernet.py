@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from jcw.layers import describe
-from jcw.materialize import materialize, order_channels
+from jcw.prune.materialize import materialize, order_channels
 from jcw.models import create_model
-from jcw.space import SearchSpace
-from jcw.supernet import Supernet
+from jcw.core.space import SearchSpace
+from jcw.search.supernet import Supernet
 
 
 def _randomized(name: str, classes: int, seed: int):
@@ -94,8 +94,8 @@ def _batches(seed: int, n: int = 8, res: int = 16):
 
 
 def test_sandwich_trains_the_largest_the_smallest_and_k_sampled():
-    from jcw.supernet import SandwichRule, SupernetEstimator
-    from jcw.training import ordered_batches
+    from jcw.search.supernet import SandwichRule, SupernetEstimator
+    from jcw.train.loops import ordered_batches
 
     supernet, space = _resnet20_supernet(5)
     rng = np.random.default_rng(6)
@@ -123,7 +123,7 @@ def test_sandwich_trains_the_largest_the_smallest_and_k_sampled():
 
 
 def test_one_candidate_rule_trains_one_member_per_step():
-    from jcw.supernet import OneCandidateRule
+    from jcw.search.supernet import OneCandidateRule
 
     supernet, space = _resnet20_supernet(10)
     genes = np.stack([space.full(), space.minimal(), space.uniform(0.7)])
@@ -136,7 +136,7 @@ def test_one_candidate_rule_trains_one_member_per_step():
 
 
 def test_distillation_targets_are_the_largest_outputs_detached():
-    from jcw.supernet import distillation_loss
+    from jcw.search.supernet import distillation_loss
 
     supernet, space = _resnet20_supernet(11)
     genes = np.stack([space.full(), space.minimal()])
@@ -166,7 +166,7 @@ def test_distillation_targets_are_the_largest_outputs_detached():
 
 
 def test_references_are_scored_with_every_set():
-    from jcw.supernet import SupernetEstimator
+    from jcw.search.supernet import SupernetEstimator
 
     supernet, space = _resnet20_supernet(14)
     refs = np.stack([space.full(), space.uniform(0.75), space.uniform(0.5)])
@@ -187,7 +187,7 @@ def test_references_are_scored_with_every_set():
 
 
 def test_warm_up_trains_sandwiches_over_the_whole_space():
-    from jcw.supernet import SupernetEstimator
+    from jcw.search.supernet import SupernetEstimator
 
     start, _ = _resnet20_supernet(19)
     start = copy.deepcopy(start.net.state_dict())

@@ -3,7 +3,7 @@ from pymoo.core.evaluator import Evaluator
 from pymoo.core.population import Population
 from pymoo.core.problem import Problem
 
-from jcw.survival import UniformTargetSurvival, latency_targets, select_uniform
+from jcw.search.survival import UniformTargetSurvival, latency_targets, select_uniform
 
 
 def test_targets_span_min_to_max_in_four_steps():

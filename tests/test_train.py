@@ -8,8 +8,10 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from jcw.space import SearchSpace
-from jcw.train import CHECKPOINT, MODEL, StagedTrainer, TrainConfig, TrainError, load_trained, main, select_arch
+from jcw.core.space import SearchSpace
+from jcw.cli.train import main
+from jcw.train.stages import CHECKPOINT, MODEL, StagedTrainer, TrainConfig, load_trained, select_arch
+from jcw.core.errors import UsageError
 
 
 def _front(tmp_path, train_resolution=8):
@@ -29,7 +31,7 @@ def test_pick_takes_the_most_accurate_candidate_within_the_budget(tmp_path):
     arch, resolution = select_arch(TrainConfig(result=path, pick="35ms"))
     assert arch == archs[1] and resolution == 8
     assert select_arch(TrainConfig(result=path, pick="40"))[0] == archs[2]
-    with pytest.raises(TrainError, match="fastest takes 10.00 ms"):
+    with pytest.raises(UsageError, match="fastest takes 10.00 ms"):
         select_arch(TrainConfig(result=path, pick="5ms"))
     best = tmp_path / "best.json"
     best.write_text(json.dumps({"device": "a53", "arch": archs[0].to_dict()}))

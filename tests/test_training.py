@@ -2,7 +2,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
-from jcw.training import RandomBatches, evaluate, gather, in_memory, ordered_batches, pretrain, pretrained_path, train
+from jcw.train.loops import RandomBatches, evaluate, gather, in_memory, ordered_batches, pretrain, pretrained_path, train
 
 
 class _Items(Dataset):

@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 
 from jcw.engine.engine import Engine
-from jcw.engine.graph import EngineError
+from jcw.core.errors import UsageError
 
 
 def ort_session(model: onnx.ModelProto, threads: int = 1):
@@ -16,7 +16,7 @@ def ort_session(model: onnx.ModelProto, threads: int = 1):
     try:
         import onnxruntime as ort
     except ImportError:
-        raise EngineError("onnxruntime is not installed (pip install onnxruntime) but the comparison needs it") from None
+        raise UsageError("onnxruntime is not installed (pip install onnxruntime) but the comparison needs it") from None
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
@@ -48,6 +48,6 @@ def timed_pair(engine: Engine, session, x: np.ndarray, repeats: int, warmup: int
 def output_diff(got: np.ndarray, want: np.ndarray) -> tuple[float, float]:
     """(max absolute difference, max absolute difference / max |want|)."""
     if got.shape != want.shape:
-        raise EngineError(f"output shapes differ: engine {got.shape}, onnxruntime {want.shape}")
+        raise UsageError(f"output shapes differ: engine {got.shape}, onnxruntime {want.shape}")
     err = float(np.abs(got.astype(np.float64) - want).max()) if got.size else 0.0
     return err, err / max(float(np.abs(want).max()) if want.size else 0.0, 1e-30)

@@ -9,7 +9,8 @@ import numpy as np
 import onnx
 
 from jcw import _kernels
-from jcw.engine.graph import EngineError, build_graph, load_model
+from jcw.engine.graph import build_graph, load_model
+from jcw.core.errors import UsageError
 
 MODES = ("auto", "sparse", "dense")
 
@@ -27,14 +28,14 @@ class LayerPlan(NamedTuple):
 
 
 def check_input(x, shape: tuple[int, int, int]) -> np.ndarray:
-    """Return `x` as a C-contiguous float32 (N, C, H, W) array or raise EngineError saying what is expected."""
+    """Return `x` as a C-contiguous float32 (N, C, H, W) array or raise UsageError saying what is expected."""
     expected = f"(N, {shape[0]}, {shape[1]}, {shape[2]}) float32"
     if not isinstance(x, np.ndarray):
-        raise EngineError(f"input must be a numpy array {expected}, got {type(x).__name__}")
+        raise UsageError(f"input must be a numpy array {expected}, got {type(x).__name__}")
     if x.dtype != np.float32:
-        raise EngineError(f"input dtype must be float32, got {x.dtype} (use x.astype(np.float32))")
+        raise UsageError(f"input dtype must be float32, got {x.dtype} (use x.astype(np.float32))")
     if x.ndim != 4 or tuple(x.shape[1:]) != tuple(shape) or x.shape[0] < 1:
-        raise EngineError(f"input shape must be {expected}, got {tuple(x.shape)}")
+        raise UsageError(f"input shape must be {expected}, got {tuple(x.shape)}")
     return np.ascontiguousarray(x)
 
 
@@ -50,9 +51,9 @@ class Engine:
 
     def __init__(self, model: str | os.PathLike | onnx.ModelProto, threads: int = 1, mode: str = "auto"):
         if not isinstance(threads, int) or threads < 1:
-            raise EngineError(f"threads must be an integer >= 1, got {threads!r}")
+            raise UsageError(f"threads must be an integer >= 1, got {threads!r}")
         if mode not in MODES:
-            raise EngineError(f"mode must be one of {MODES}, got {mode!r}")
+            raise UsageError(f"mode must be one of {MODES}, got {mode!r}")
         proto = load_model(model)
         self.metadata = {p.key: p.value for p in proto.metadata_props}
         graph = build_graph(proto)  # not kept: its weights would double the memory of the packed ones
@@ -83,7 +84,7 @@ class Engine:
             return net.act(step.name, x, step.act)
         if step.op == "reshape":
             return net.reshape(step.name, x, *(tuple(step.shape) + (1, 1))[:3])
-        raise EngineError(f"internal: no executor op for step '{step.name}' ({step.op})")
+        raise UsageError(f"internal: no executor op for step '{step.name}' ({step.op})")
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -114,16 +115,16 @@ class Engine:
     def benchmark(self, x: np.ndarray, repeats: int = 50, warmup: int = 5) -> np.ndarray:
         """Milliseconds of each of `repeats` timed forward passes (timed in C++) after `warmup` untimed ones."""
         if repeats < 1 or warmup < 0:
-            raise EngineError(f"need repeats >= 1 and warmup >= 0, got {repeats}, {warmup}")
+            raise UsageError(f"need repeats >= 1 and warmup >= 0, got {repeats}, {warmup}")
         return self._net.benchmark(check_input(x, self.input_shape), int(repeats), int(warmup))
 
     def profile(self, x: np.ndarray, repeats: int = 20, warmup: int = 3) -> dict[str, float]:
         """Mean milliseconds per step inside whole forward passes of one image, keyed by step name."""
         x = check_input(x, self.input_shape)
         if x.shape[0] != 1:
-            raise EngineError(f"profile takes one image (N = 1), got N = {x.shape[0]}")
+            raise UsageError(f"profile takes one image (N = 1), got N = {x.shape[0]}")
         if repeats < 1 or warmup < 0:
-            raise EngineError(f"need repeats >= 1 and warmup >= 0, got {repeats}, {warmup}")
+            raise UsageError(f"need repeats >= 1 and warmup >= 0, got {repeats}, {warmup}")
         ms = self._net.profile(x, int(repeats), int(warmup))
         return {p.name: float(t) for p, t in zip(self.plan, ms)}
 

@@ -9,16 +9,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 from onnx import numpy_helper
+from jcw.core.errors import UsageError
 
 ACTS = ("none", "relu", "relu6")
 SUPPORTED_OPS = (
     "Conv", "BatchNormalization", "Gemm", "MatMul", "Add", "Relu", "Clip", "GlobalAveragePool",
     "ReduceMean", "MaxPool", "Flatten", "Reshape", "Identity", "Dropout", "Constant",
 )
-
-
-class EngineError(ValueError):
-    """A model or an input the engine cannot run; the message says what and what is accepted."""
 
 
 @dataclass
@@ -58,18 +55,18 @@ class Graph:
 
 
 def load_model(source) -> onnx.ModelProto:
-    """Read an ONNX model from a path or accept a ModelProto; EngineError on anything else."""
+    """Read an ONNX model from a path or accept a ModelProto; UsageError on anything else."""
     if isinstance(source, onnx.ModelProto):
         return source
     if not isinstance(source, (str, os.PathLike)):
-        raise EngineError(f"expected a path to an .onnx file or an onnx.ModelProto, got {type(source).__name__}")
+        raise UsageError(f"expected a path to an .onnx file or an onnx.ModelProto, got {type(source).__name__}")
     path = Path(source)
     if not path.is_file():
-        raise EngineError(f"no such ONNX file: {path}")
+        raise UsageError(f"no such ONNX file: {path}")
     try:
         return onnx.load(str(path))
     except Exception as exc:  # onnx raises DecodeError / ValueError / OSError variants
-        raise EngineError(f"{path} is not a readable ONNX model ({type(exc).__name__}: {exc})") from None
+        raise UsageError(f"{path} is not a readable ONNX model ({type(exc).__name__}: {exc})") from None
 
 
 def _attrs(node: onnx.NodeProto) -> dict:
@@ -97,16 +94,16 @@ class _Builder:
 
     def const(self, node: onnx.NodeProto, idx: int, what: str) -> np.ndarray:
         if idx >= len(node.input) or not node.input[idx]:
-            raise EngineError(f"{_where(node)}: missing {what}")
+            raise UsageError(f"{_where(node)}: missing {what}")
         name = node.input[idx]
         if name not in self.consts:
-            raise EngineError(f"{_where(node)}: {what} must be a constant (initializer), got a computed tensor")
+            raise UsageError(f"{_where(node)}: {what} must be a constant (initializer), got a computed tensor")
         return self.consts[name]
 
     def act_input(self, node: onnx.NodeProto, idx: int = 0) -> str:
         name = self.value(node.input[idx])
         if name not in self.shapes:
-            raise EngineError(f"{_where(node)}: input '{node.input[idx]}' is neither the network input nor computed")
+            raise UsageError(f"{_where(node)}: input '{node.input[idx]}' is neither the network input nor computed")
         return name
 
     def emit(self, node: onnx.NodeProto, op: str, inputs: list[str], shape: tuple[int, ...], **kw) -> None:
@@ -117,16 +114,16 @@ class _Builder:
     def input(self) -> tuple[str, tuple[int, int, int]]:
         inputs = [i for i in self.graph.input if i.name not in self.consts]
         if len(inputs) != 1:
-            raise EngineError(f"the engine runs models with exactly one input, this one has {len(inputs)}: "
+            raise UsageError(f"the engine runs models with exactly one input, this one has {len(inputs)}: "
                               f"{[i.name for i in inputs]}")
         inp = inputs[0]
         ttype = inp.type.tensor_type
         if ttype.elem_type != onnx.TensorProto.FLOAT:
-            raise EngineError(f"input '{inp.name}' has element type "
+            raise UsageError(f"input '{inp.name}' has element type "
                               f"{onnx.TensorProto.DataType.Name(ttype.elem_type)}; only float32 is supported")
         dims = [d.dim_value if d.HasField("dim_value") else None for d in ttype.shape.dim]
         if len(dims) != 4 or any(d is None or d < 1 for d in dims[1:]):
-            raise EngineError(f"input '{inp.name}' must be NCHW with static C, H, W; declared shape "
+            raise UsageError(f"input '{inp.name}' must be NCHW with static C, H, W; declared shape "
                               f"{[d if d is not None else '?' for d in dims]}")
         shape = (dims[1], dims[2], dims[3])
         self.shapes[inp.name] = shape
@@ -135,10 +132,10 @@ class _Builder:
     def node(self, node: onnx.NodeProto) -> None:
         op = node.op_type
         if node.domain not in ("", "ai.onnx"):
-            raise EngineError(f"unsupported op {node.domain}::{op} in {_where(node)}")
+            raise UsageError(f"unsupported op {node.domain}::{op} in {_where(node)}")
         handler = getattr(self, f"op_{op}", None)
         if handler is None:
-            raise EngineError(f"unsupported op '{op}' in {_where(node)}; the engine supports "
+            raise UsageError(f"unsupported op '{op}' in {_where(node)}; the engine supports "
                               f"{', '.join(SUPPORTED_OPS)}")
         handler(node, _attrs(node))
 
@@ -146,7 +143,7 @@ class _Builder:
 
     def op_Constant(self, node, a):
         if "value" not in a:
-            raise EngineError(f"{_where(node)}: only tensor-valued Constant nodes are supported")
+            raise UsageError(f"{_where(node)}: only tensor-valued Constant nodes are supported")
         self.consts[node.output[0]] = numpy_helper.to_array(a["value"])
 
     def op_Identity(self, node, a):
@@ -163,12 +160,12 @@ class _Builder:
     def op_Conv(self, node, a):
         x = self.act_input(node)
         if len(self.shapes[x]) != 3:
-            raise EngineError(f"{_where(node)}: input must be a 4-D NCHW tensor")
+            raise UsageError(f"{_where(node)}: input must be a 4-D NCHW tensor")
         c, h, w = self.shapes[x]
         weight = self.const(node, 1, "weight").astype(np.float32)
         bias = self.const(node, 2, "bias").astype(np.float32) if len(node.input) > 2 and node.input[2] else None
         if weight.ndim != 4:
-            raise EngineError(f"{_where(node)}: only 2-D convolution (4-D OIHW weight) is supported")
+            raise UsageError(f"{_where(node)}: only 2-D convolution (4-D OIHW weight) is supported")
         out_ch, cin_g, kh, kw = weight.shape
         groups = int(a.get("group", 1))
         strides = list(a.get("strides", [1, 1]))
@@ -181,20 +178,20 @@ class _Builder:
         elif auto_pad in ("SAME_UPPER", "SAME_LOWER") and kh == kw and kh % 2 == 1 and strides == [1, 1]:
             pads = [kh // 2] * 4
         elif auto_pad != "NOTSET":
-            raise EngineError(f"{_where(node)}: auto_pad={auto_pad} is supported only with stride 1 and odd kernels")
+            raise UsageError(f"{_where(node)}: auto_pad={auto_pad} is supported only with stride 1 and odd kernels")
         if dil != [1, 1]:
-            raise EngineError(f"{_where(node)}: dilation {dil} not supported (only 1)")
+            raise UsageError(f"{_where(node)}: dilation {dil} not supported (only 1)")
         if strides[0] != strides[1] or len(set(pads)) != 1:
-            raise EngineError(f"{_where(node)}: needs equal strides {strides} and symmetric equal pads {pads}")
+            raise UsageError(f"{_where(node)}: needs equal strides {strides} and symmetric equal pads {pads}")
         if groups < 1 or c % groups or out_ch % groups or cin_g * groups != c:
-            raise EngineError(f"{_where(node)}: weight {list(weight.shape)} with group={groups} does not match "
+            raise UsageError(f"{_where(node)}: weight {list(weight.shape)} with group={groups} does not match "
                               f"{c} input channels")
         stride, pad = int(strides[0]), int(pads[0])
         oh, ow = (h + 2 * pad - kh) // stride + 1, (w + 2 * pad - kw) // stride + 1
         if oh < 1 or ow < 1:
-            raise EngineError(f"{_where(node)}: kernel {kh}x{kw} larger than the padded {h}x{w} input")
+            raise UsageError(f"{_where(node)}: kernel {kh}x{kw} larger than the padded {h}x{w} input")
         if bias is not None and bias.shape != (out_ch,):
-            raise EngineError(f"{_where(node)}: bias shape {bias.shape} != ({out_ch},)")
+            raise UsageError(f"{_where(node)}: bias shape {bias.shape} != ({out_ch},)")
         self.emit(node, "conv", [x], (out_ch, oh, ow), weight=weight, bias=bias, kernel=kh,
                   stride=stride, pad=pad, groups=groups)
 
@@ -208,13 +205,13 @@ class _Builder:
         prod = self.producer(x)
         if prod is None or prod.op != "conv" or prod.act != "none" or self.uses(x) > 1:
             if len(self.shapes[x]) != 3 or mul.shape != (self.shapes[x][0],):
-                raise EngineError(f"{_where(node)}: needs an NCHW input with {mul.shape[0]} channels")
+                raise UsageError(f"{_where(node)}: needs an NCHW input with {mul.shape[0]} channels")
             c = mul.shape[0]
             self.emit(node, "conv", [x], self.shapes[x], weight=mul.astype(np.float32).reshape(c, 1, 1, 1),
                       bias=add.astype(np.float32), kernel=1, groups=c)
             return
         if mul.shape != (prod.weight.shape[0],):
-            raise EngineError(f"{_where(node)}: {mul.shape[0]} channels, conv has {prod.weight.shape[0]}")
+            raise UsageError(f"{_where(node)}: {mul.shape[0]} channels, conv has {prod.weight.shape[0]}")
         prod.weight = (prod.weight.astype(np.float64) * mul[:, None, None, None]).astype(np.float32)
         bias = prod.bias.astype(np.float64) if prod.bias is not None else np.zeros_like(mul)
         prod.bias = (bias * mul + add).astype(np.float32)
@@ -224,7 +221,7 @@ class _Builder:
         x = self.act_input(node)
         w = self.const(node, 1, "B (weight)").astype(np.float32)
         if int(a.get("transA", 0)) or float(a.get("alpha", 1.0)) != 1.0 or float(a.get("beta", 1.0)) != 1.0:
-            raise EngineError(f"{_where(node)}: only Gemm with transA=0, alpha=1, beta=1 is supported")
+            raise UsageError(f"{_where(node)}: only Gemm with transA=0, alpha=1, beta=1 is supported")
         weight = w if int(a.get("transB", 0)) else w.T
         bias = self.const(node, 2, "C (bias)").astype(np.float32) if len(node.input) > 2 and node.input[2] else None
         self.linear(node, x, weight, bias)
@@ -233,18 +230,18 @@ class _Builder:
         x = self.act_input(node)
         w = self.const(node, 1, "weight")
         if w.ndim != 2:
-            raise EngineError(f"{_where(node)}: only MatMul by a constant 2-D matrix is supported")
+            raise UsageError(f"{_where(node)}: only MatMul by a constant 2-D matrix is supported")
         self.linear(node, x, np.ascontiguousarray(w.T.astype(np.float32)), None)
 
     def linear(self, node, x, weight, bias):
         feats = int(np.prod(self.shapes[x]))
         if len(self.shapes[x]) != 1:
-            raise EngineError(f"{_where(node)}: input must be 2-D (N, features); flatten it first")
+            raise UsageError(f"{_where(node)}: input must be 2-D (N, features); flatten it first")
         if weight.ndim != 2 or weight.shape[1] != feats:
-            raise EngineError(f"{_where(node)}: weight {list(weight.shape)} does not match {feats} input features")
+            raise UsageError(f"{_where(node)}: weight {list(weight.shape)} does not match {feats} input features")
         if bias is not None:
             if bias.size != weight.shape[0]:
-                raise EngineError(f"{_where(node)}: bias of {bias.size} values for {weight.shape[0]} outputs")
+                raise UsageError(f"{_where(node)}: bias of {bias.size} values for {weight.shape[0]} outputs")
             bias = bias.reshape(-1)
         self.emit(node, "linear", [x], (weight.shape[0],), weight=np.ascontiguousarray(weight), bias=bias)
 
@@ -260,10 +257,10 @@ class _Builder:
                     prod.bias = b
                     self.rename(prod, node.output[0])
                     return
-            raise EngineError(f"{_where(node)}: Add of a constant is supported only as the bias of a MatMul")
+            raise UsageError(f"{_where(node)}: Add of a constant is supported only as the bias of a MatMul")
         x, y = self.act_input(node, 0), self.act_input(node, 1)
         if self.shapes[x] != self.shapes[y]:
-            raise EngineError(f"{_where(node)}: broadcasting Add not supported ({self.shapes[x]} + {self.shapes[y]})")
+            raise UsageError(f"{_where(node)}: broadcasting Add not supported ({self.shapes[x]} + {self.shapes[y]})")
         self.emit(node, "add", [x, y], self.shapes[x])
 
     def op_Relu(self, node, a):
@@ -281,7 +278,7 @@ class _Builder:
         elif lo == 0.0 and (hi is None or np.isinf(hi)):
             self.activation(node, "relu")
         else:
-            raise EngineError(f"{_where(node)}: Clip(min={lo}, max={hi}) not supported; only ReLU (min 0) "
+            raise UsageError(f"{_where(node)}: Clip(min={lo}, max={hi}) not supported; only ReLU (min 0) "
                               f"and ReLU6 (min 0, max 6)")
 
     def activation(self, node, act):
@@ -291,7 +288,7 @@ class _Builder:
     def op_GlobalAveragePool(self, node, a):
         x = self.act_input(node)
         if len(self.shapes[x]) != 3:
-            raise EngineError(f"{_where(node)}: input must be 4-D NCHW")
+            raise UsageError(f"{_where(node)}: input must be 4-D NCHW")
         self.emit(node, "avgpool", [x], (self.shapes[x][0], 1, 1))
 
     def op_ReduceMean(self, node, a):
@@ -302,7 +299,7 @@ class _Builder:
         rank = len(self.shapes[x]) + 1
         axes = sorted(int(ax) % rank for ax in (axes or []))
         if rank != 4 or axes != [2, 3]:
-            raise EngineError(f"{_where(node)}: ReduceMean supported only over the spatial axes (2, 3) of NCHW")
+            raise UsageError(f"{_where(node)}: ReduceMean supported only over the spatial axes (2, 3) of NCHW")
         c = self.shapes[x][0]
         self.emit(node, "avgpool", [x], (c, 1, 1) if int(a.get("keepdims", 1)) else (c,))
 
@@ -314,19 +311,19 @@ class _Builder:
         if (len(k) != 2 or k[0] != k[1] or strides[0] != strides[1] or len(set(pads)) != 1
                 or int(a.get("ceil_mode", 0)) or list(a.get("dilations", [1, 1])) != [1, 1]
                 or len(node.output) > 1 and node.output[1]):
-            raise EngineError(f"{_where(node)}: only square MaxPool with equal strides, symmetric pads, "
+            raise UsageError(f"{_where(node)}: only square MaxPool with equal strides, symmetric pads, "
                               f"ceil_mode=0, no dilation and no indices output is supported")
         c, h, w = self.shapes[x]
         kk, s, p = int(k[0]), int(strides[0]), int(pads[0])
         oh, ow = (h + 2 * p - kk) // s + 1, (w + 2 * p - kk) // s + 1
         if oh < 1 or ow < 1 or p * 2 > kk:
-            raise EngineError(f"{_where(node)}: MaxPool {kk}x{kk} pad {p} does not fit the {h}x{w} input")
+            raise UsageError(f"{_where(node)}: MaxPool {kk}x{kk} pad {p} does not fit the {h}x{w} input")
         self.emit(node, "maxpool", [x], (c, oh, ow), kernel=kk, stride=s, pad=p)
 
     def op_Flatten(self, node, a):
         x = self.act_input(node)
         if int(a.get("axis", 1)) != 1:
-            raise EngineError(f"{_where(node)}: only Flatten(axis=1) is supported")
+            raise UsageError(f"{_where(node)}: only Flatten(axis=1) is supported")
         self.reshape(node, x, (int(np.prod(self.shapes[x])),))
 
     def op_Reshape(self, node, a):
@@ -338,7 +335,7 @@ class _Builder:
             known = int(np.prod([d for d in rest if d != -1]))
             rest = [feats // known if d == -1 else d for d in rest] if known > 0 and feats % known == 0 else []
         if len(target) not in (2, 4) or any(d < 1 for d in rest) or int(np.prod(rest)) != feats:
-            raise EngineError(f"{_where(node)}: Reshape to {target} must keep the batch axis and give "
+            raise UsageError(f"{_where(node)}: Reshape to {target} must keep the batch axis and give "
                               f"(N, {feats}) or (N, C, H, W) with C*H*W = {feats}")
         self.reshape(node, x, tuple(rest))
 
@@ -407,10 +404,10 @@ def build_graph(model: onnx.ModelProto) -> Graph:
     for node in model.graph.node:
         b.node(node)
     if len(model.graph.output) != 1:
-        raise EngineError(f"the engine runs models with exactly one output, this one has {len(model.graph.output)}")
+        raise UsageError(f"the engine runs models with exactly one output, this one has {len(model.graph.output)}")
     out = b.value(model.graph.output[0].name)
     if out not in b.shapes:
-        raise EngineError(f"output '{model.graph.output[0].name}' is not computed from the input")
+        raise UsageError(f"output '{model.graph.output[0].name}' is not computed from the input")
     steps = _fuse(b.steps, out)
     seen: dict[str, int] = {}
     for s in steps:

@@ -6,7 +6,8 @@ import numpy as np
 
 from jcw import _kernels
 from jcw.engine.engine import MODES
-from jcw.engine.graph import ACTS, EngineError
+from jcw.engine.graph import ACTS
+from jcw.core.errors import UsageError
 
 
 def time_conv(weight: np.ndarray, bias: np.ndarray | None, stride: int, padding: int, groups: int, in_hw,
@@ -27,11 +28,11 @@ def time_conv(weight: np.ndarray, bias: np.ndarray | None, stride: int, padding:
     """
     weight = np.ascontiguousarray(weight, dtype=np.float32)
     if weight.ndim != 4:
-        raise EngineError(f"weight must be 4-D OIHW, got shape {weight.shape}")
+        raise UsageError(f"weight must be 4-D OIHW, got shape {weight.shape}")
     if act not in ACTS:
-        raise EngineError(f"act must be one of {ACTS}, got {act!r}")
+        raise UsageError(f"act must be one of {ACTS}, got {act!r}")
     if mode not in MODES:
-        raise EngineError(f"mode must be one of {MODES}, got {mode!r}")
+        raise UsageError(f"mode must be one of {MODES}, got {mode!r}")
     h, w = (in_hw, in_hw) if np.isscalar(in_hw) else tuple(in_hw)
     if bias is not None:
         bias = np.ascontiguousarray(bias, dtype=np.float32)
@@ -47,6 +48,6 @@ def time_conv(weight: np.ndarray, bias: np.ndarray | None, stride: int, padding:
         out = net.conv("conv", 0, weight, bias, stride, padding, groups, act, mode, res)
         net.set_output(out)
     except ValueError as exc:
-        raise EngineError(f"time_conv: {exc}") from None
+        raise UsageError(f"time_conv: {exc}") from None
     x = rng.standard_normal((1, in_ch, int(h), int(w)), dtype=np.float32)
     return net.time_step(0, x, int(repeats), int(warmup))

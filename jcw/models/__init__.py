@@ -50,7 +50,15 @@ def create_model(name: str, num_classes: int | None = None) -> nn.Module:
     n = entry.num_classes if num_classes is None else int(num_classes)
     if n < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-    return entry.build(n)
+    model = entry.build(n)
+    model.zoo_name = name  # zoo_name(model): default resolution, shipped spec and latency tables of the zoo
+    return model
+
+
+def zoo_name(model: nn.Module) -> str | None:
+    """The registry name of a model made by ``create_model``, else None."""
+    name = getattr(model, "zoo_name", None)
+    return name if name in _REGISTRY else None
 
 
 def default_resolution(name: str) -> int:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import math
-import os
-import tempfile
+import io
 from pathlib import Path
 
 import torch
@@ -13,7 +12,8 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset, TensorDataset
 from tqdm.auto import tqdm
 
-from jcw.distributed import DistContext
+from jcw.core.util import atomic_write
+from jcw.train.distributed import DistContext
 from latency.devices import cache_dir
 
 Batch = tuple[Tensor, Tensor]
@@ -131,30 +131,24 @@ def pretrained_path(model_name: str, data_name: str, resolution: int, seed: int,
 
 
 def atomic_torch_save(obj, path: Path) -> None:
-    """torch.save to a temporary file in the same directory, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """torch.save, written atomically (``atomic_write`` of the serialised bytes)."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write(path, buffer.getvalue())
 
 
 def start_weights(model: nn.Module, model_name: str, weights, classifier: str, data, seed: int, epochs: int,
-                  batch_size: int, lr: float, device: str | torch.device = "cpu", quiet: bool = False) -> nn.Module:
+                  batch_size: int, lr: float, device: str | torch.device = "cpu", quiet: bool = False,
+                  cache: bool | None = None) -> nn.Module:
     """The full model's starting point: the ``weights`` checkpoint when given (``jcw.checkpoint.load_weights``,
-    torchvision keys accepted, ``classifier`` may change class count; raises CheckpointError), else
-    ``pretrain`` on ``data``."""
+    torchvision keys accepted, ``classifier`` may change class count; raises UsageError), else
+    ``pretrain`` on ``data`` (``cache``: see ``pretrain``)."""
     if weights is not None:
-        from jcw.checkpoint import load_weights
+        from jcw.train.checkpoint import load_weights
 
         load_weights(model, weights, classifier)
         return model
-    return pretrain(model, model_name, data, seed, epochs, batch_size, lr, device, quiet)
+    return pretrain(model, model_name, data, seed, epochs, batch_size, lr, device, quiet, cache)
 
 
 def pretrain(model: nn.Module, model_name: str, data, seed: int, epochs: int, batch_size: int, lr: float,

@@ -6,10 +6,12 @@ import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from jcw.core.errors import UsageError
+
 KINDS = ("stem", "regular", "depthwise", "pointwise", "fc")
 OP_KINDS = ("maxpool", "avgpool", "add")
 ACTS = ("relu", "relu6", "none")
-SPEC_DIR = Path(__file__).resolve().parent / "specs"
+SPEC_DIR = Path(__file__).resolve().parents[2] / "latency" / "specs"  # shipped with the latency package
 
 
 def conv_out_res(in_res: int, kernel: int, stride: int, padding: int) -> int:
@@ -157,6 +159,11 @@ class NetSpec:
         """Inverse of ``to_json``."""
         return cls.from_dict(json.loads(text))
 
+    def with_classes(self, num_classes: int) -> "NetSpec":
+        """The same network with a classifier of ``num_classes`` outputs."""
+        fc = self.layers[-1]
+        return replace(self, num_classes=int(num_classes), layers=self.layers[:-1] + (replace(fc, out_ch=int(num_classes)),))
+
     def at_resolution(self, resolution: int) -> "NetSpec":
         """The same network at another square input size (every in_res recomputed exactly)."""
         resolution = int(resolution)
@@ -189,10 +196,14 @@ class NetSpec:
         return replace(self, resolution=resolution, layers=layers, ops=ops)
 
 
+def shipped_models() -> list[str]:
+    """Models with a shipped NetSpec (the zoo)."""
+    return sorted(p.stem for p in SPEC_DIR.glob("*.json"))
+
+
 def load_shipped(model: str) -> NetSpec:
     """The shipped spec of a zoo model at its default resolution (latency/specs/<model>.json)."""
     path = SPEC_DIR / f"{model}.json"
     if not path.is_file():
-        known = sorted(p.stem for p in SPEC_DIR.glob("*.json"))
-        raise ValueError(f"no shipped spec for model {model!r} ({path}); shipped: {', '.join(known)}")
+        raise UsageError(f"no shipped spec for model {model!r} ({path}); shipped: {', '.join(shipped_models())}")
     return NetSpec.from_json(path.read_text())

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -14,9 +12,10 @@ from torch import nn
 from torch.utils.data import Dataset, Subset
 from tqdm import tqdm
 
-from jcw.admm import BlockADMM, apply_masks, energy_outside, pattern_masks, weight_layers
-from jcw.distributed import DistContext, init_distributed, shutdown
-from jcw.training import atomic_torch_save, evaluate, gather, in_memory, ordered_batches, sgd
+from jcw.train.admm import BlockADMM, apply_masks, energy_outside, pattern_masks, weight_layers
+from jcw.train.distributed import DistContext, init_distributed
+from jcw.train.loops import atomic_torch_save, evaluate, gather, in_memory, ordered_batches, sgd
+from jcw.core.errors import UsageError
 
 STAGES = ("dense", "admm", "finetune")
 CHECKPOINT = "last.pt"
@@ -25,10 +24,6 @@ CHECKPOINT_FORMAT = "jcw.train-checkpoint/1"
 MODEL_FORMAT = "jcw.trained-model/1"
 EPOCH_STRIDE = 100_000  # data order of epoch e of stage s: the sampler's epoch s * EPOCH_STRIDE + e
 CALIBRATION_SAMPLES = 2048  # training samples that re-estimate BatchNorm statistics once the mask is applied
-
-
-class TrainError(ValueError):
-    """A user mistake in what to train (arch file, pick, weights, flags)."""
 
 
 @dataclass
@@ -72,19 +67,19 @@ def _read_json(path: Path, what: str) -> dict:
     try:
         return json.loads(Path(path).read_text())
     except FileNotFoundError:
-        raise TrainError(f"{what} {path}: no such file") from None
+        raise UsageError(f"{what} {path}: no such file") from None
     except json.JSONDecodeError as e:
-        raise TrainError(f"{what} {path}: not valid JSON ({e})") from None
+        raise UsageError(f"{what} {path}: not valid JSON ({e})") from None
 
 
 def _arch_from(obj: dict, where: str):
-    from jcw.space import Arch
+    from jcw.core.space import Arch
 
     data = obj.get("arch", obj)
     try:
         return Arch.from_dict(data)
     except (KeyError, TypeError, ValueError) as e:
-        raise TrainError(f"{where}: not an arch (expected the JSON of jcw.space.Arch): {e}") from None
+        raise UsageError(f"{where}: not an arch (expected the JSON of jcw.space.Arch): {e}") from None
 
 
 def select_arch(config: TrainConfig) -> tuple:
@@ -94,33 +89,33 @@ def select_arch(config: TrainConfig) -> tuple:
     the file does not say (the dataset's own resolution is used then).
     """
     if (config.arch is None) == (config.result is None):
-        raise TrainError("give exactly one of --arch ARCH.json or --result RUN_DIR/front.json --pick LATENCY")
+        raise UsageError("give exactly one of --arch ARCH.json or --result RUN_DIR/front.json --pick LATENCY")
     if config.arch is not None:
         if config.pick is not None:
-            raise TrainError("--pick goes with --result, not with --arch")
+            raise UsageError("--pick goes with --result, not with --arch")
         obj = _read_json(config.arch, "--arch")
         return _arch_from(obj, str(config.arch)), obj.get("train_resolution")
     if config.pick is None:
-        raise TrainError("--result needs --pick LATENCY (e.g. --pick 35ms)")
-    from jcw.search import SearchError, parse_budget
+        raise UsageError("--result needs --pick LATENCY (e.g. --pick 35ms)")
+    from jcw.core.util import parse_budget
 
     try:
         budget = parse_budget(config.pick)
-    except SearchError as e:
-        raise TrainError(f"--pick: {e}") from None
+    except UsageError as e:
+        raise UsageError(f"--pick: {e}") from None
     front = _read_json(config.result, "--result")
     candidates = front.get("candidates")
     if not isinstance(candidates, list) or not candidates:
-        raise TrainError(f"--result {config.result}: no 'candidates' list (is it a search's front.json?)")
+        raise UsageError(f"--result {config.result}: no 'candidates' list (is it a search's front.json?)")
     try:
         latency = [float(c["latency_ms"]) for c in candidates]
         accuracy = [float(c["val_acc"]) for c in candidates]
     except (KeyError, TypeError, ValueError):
-        raise TrainError(f"--result {config.result}: every candidate needs numeric latency_ms and val_acc") from None
+        raise UsageError(f"--result {config.result}: every candidate needs numeric latency_ms and val_acc") from None
     within = [i for i, t in enumerate(latency) if t <= budget]
     if not within:
         fastest = min(latency)
-        raise TrainError(f"--pick {config.pick}: no candidate within {budget:g} ms; the fastest takes {fastest:.2f} ms")
+        raise UsageError(f"--pick {config.pick}: no candidate within {budget:g} ms; the fastest takes {fastest:.2f} ms")
     best = max(within, key=lambda i: (accuracy[i], -latency[i]))
     return _arch_from(candidates[best], f"{config.result} candidate {best}"), front.get("train_resolution")
 
@@ -130,9 +125,9 @@ def build_model(arch, num_classes: int, weights: Path | None, seed: int) -> nn.M
 
     Unlike ``materialize`` no 4x1 masks are applied: the dense stage trains all kept weights.
     """
-    from jcw.checkpoint import load_weights
+    from jcw.train.checkpoint import load_weights
     from jcw.layers import describe
-    from jcw.materialize import order_channels, slice_model
+    from jcw.prune.materialize import order_channels, slice_model
     from jcw.models import create_model
 
     with torch.random.fork_rng():
@@ -140,7 +135,7 @@ def build_model(arch, num_classes: int, weights: Path | None, seed: int) -> nn.M
         full = create_model(arch.model, num_classes=num_classes)
     spec = describe(full, arch.resolution, name=arch.model)
     if weights is not None:
-        load_weights(full, weights, classifier=spec.layers[-1].name)  # CheckpointError (a ValueError): train() -> TrainError
+        load_weights(full, weights, classifier=spec.layers[-1].name)  # UsageError (a ValueError): train() -> UsageError
     order_channels(full, spec, "l1")
     return slice_model(full, spec, arch)
 
@@ -148,7 +143,7 @@ def build_model(arch, num_classes: int, weights: Path | None, seed: int) -> nn.M
 def rebuild_model(arch, num_classes: int) -> nn.Module:
     """An uninitialised module with the layer shapes of ``arch`` (to load a trained state dict into)."""
     from jcw.layers import describe
-    from jcw.materialize import slice_model
+    from jcw.prune.materialize import slice_model
     from jcw.models import create_model
 
     full = create_model(arch.model, num_classes=num_classes)
@@ -157,19 +152,19 @@ def rebuild_model(arch, num_classes: int) -> nn.Module:
 
 def load_trained(path: Path) -> tuple[nn.Module, dict]:
     """A saved model (``model.pt``) -> (eval-mode module with its masks applied, its record)."""
-    from jcw.space import Arch
+    from jcw.core.space import Arch
 
-    from jcw.checkpoint import read_torch
+    from jcw.train.checkpoint import read_torch
 
-    record = read_torch(path, TrainError, "not a trained model written by jcw.train")
+    record = read_torch(path, UsageError, "not a trained model written by jcw.train")
     if not isinstance(record, dict) or record.get("format") != MODEL_FORMAT:
-        raise TrainError(f"{path}: not a trained model written by jcw.train (expected format {MODEL_FORMAT})")
+        raise UsageError(f"{path}: not a trained model written by jcw.train (expected format {MODEL_FORMAT})")
     try:
         model = rebuild_model(Arch.from_dict(record["arch"]), record["num_classes"])
         model.load_state_dict(record["state_dict"])
         apply_masks(weight_layers(model, record["masks"]), record["masks"])
     except (KeyError, ValueError, RuntimeError) as e:
-        raise TrainError(f"{path}: a damaged trained model ({e})") from None
+        raise UsageError(f"{path}: a damaged trained model ({e})") from None
     return model.eval(), record
 
 
@@ -189,7 +184,7 @@ class StagedTrainer:
                  record: dict | None = None):
         self.ctx = ctx or DistContext()
         if config.batch_size % self.ctx.world_size:
-            raise TrainError(f"--batch-size {config.batch_size} must be a multiple of the "
+            raise UsageError(f"--batch-size {config.batch_size} must be a multiple of the "
                              f"{self.ctx.world_size} processes")
         self.config = config
         self.module = model.to(self.ctx.device)
@@ -370,14 +365,14 @@ class StagedTrainer:
     def _load_checkpoint(self) -> dict | None:
         path = self.out / CHECKPOINT if self.out is not None else None
         if path is None or not path.exists():
-            raise TrainError(f"--resume: no checkpoint {path} to continue from")
-        from jcw.checkpoint import read_torch
+            raise UsageError(f"--resume: no checkpoint {path} to continue from")
+        from jcw.train.checkpoint import read_torch
 
-        state = read_torch(path, TrainError, "not a readable jcw.train checkpoint", what="--resume: ")
+        state = read_torch(path, UsageError, "not a readable jcw.train checkpoint", what="--resume: ")
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-            raise TrainError(f"--resume: {path} is not a jcw.train checkpoint")
+            raise UsageError(f"--resume: {path} is not a jcw.train checkpoint")
         if state["record"].get("arch") != self.record.get("arch"):
-            raise TrainError(f"--resume: {path} trains another arch than the one given")
+            raise UsageError(f"--resume: {path} trains another arch than the one given")
         return state
 
     def _restore(self, state: dict) -> None:
@@ -408,23 +403,23 @@ class StagedTrainer:
 def train(config: TrainConfig, ctx: DistContext | None = None) -> TrainResult:
     """Select the arch, load the data, materialize, and run all stages; rank 0 writes ``config.out``."""
     if (config.weights is None) == (not config.from_scratch):
-        raise TrainError("give exactly one of --weights FILE (full-model weights) or --from-scratch")
+        raise UsageError("give exactly one of --weights FILE (full-model weights) or --from-scratch")
     for stage in STAGES:
         if config.epochs(stage) < 0:
-            raise TrainError(f"--epochs-{stage} must be >= 0, got {config.epochs(stage)}")
+            raise UsageError(f"--epochs-{stage} must be >= 0, got {config.epochs(stage)}")
     if config.lr <= 0 or config.rho <= 0 or config.batch_size < 1:
-        raise TrainError("--lr and --rho must be > 0 and --batch-size >= 1")
+        raise UsageError("--lr and --rho must be > 0 and --batch-size >= 1")
     arch, train_resolution = select_arch(config)
-    from jcw.data import DataError, load_dataset
+    from jcw.data import load_dataset
 
     try:
         data = load_dataset(config.data, resolution=train_resolution, seed=config.seed)
-    except DataError as e:
-        raise TrainError(str(e)) from None
+    except UsageError as e:
+        raise UsageError(str(e)) from None
     try:
         model = build_model(arch, data.num_classes, config.weights, config.seed)
     except ValueError as e:  # the arch does not fit the model (layers, channels, classes)
-        raise TrainError(f"{config.arch or config.result}: {e}") from None
+        raise UsageError(f"{config.arch or config.result}: {e}") from None
     densities = {layer.name: layer.density for layer in arch.layers}
     ctx = ctx or init_distributed(config.train_on)
     if ctx.is_main:
@@ -434,56 +429,3 @@ def train(config: TrainConfig, ctx: DistContext | None = None) -> TrainResult:
     trainer = StagedTrainer(model, densities, in_memory(data.train), in_memory(data.val), config, ctx=ctx,
                             out=config.out, record=record)
     return trainer.run(resume=config.resume)
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m jcw.train", description=__doc__)
-    src = p.add_argument_group("what to train")
-    src.add_argument("--result", type=Path, help="a search's RUN_DIR/front.json (with --pick)")
-    src.add_argument("--pick", help="latency budget: the most accurate front candidate within it, e.g. 35ms")
-    src.add_argument("--arch", type=Path, help="an arch JSON (e.g. RUN_DIR/best.json) instead of --result/--pick")
-    src.add_argument("--data", default=TrainConfig.data, help="digits (embedded), cifar10:PATH, cifar100:PATH "
-                                                              "or an image-folder root (default: digits)")
-    init = src.add_mutually_exclusive_group()
-    init.add_argument("--weights", type=Path, help="full-model weights (zoo or torchvision keys), materialized")
-    init.add_argument("--from-scratch", action="store_true", help="start from random initialisation")
-    t = p.add_argument_group("training")
-    t.add_argument("--epochs-dense", type=int, default=TrainConfig.epochs_dense)
-    t.add_argument("--epochs-admm", type=int, default=TrainConfig.epochs_admm)
-    t.add_argument("--epochs-finetune", type=int, default=TrainConfig.epochs_finetune)
-    t.add_argument("--rho", type=float, default=TrainConfig.rho, help="ADMM penalty (default 0.01, constant)")
-    t.add_argument("--lr", type=float, default=TrainConfig.lr, help="initial SGD learning rate of every stage "
-                                                                   "(cosine to 0 within the stage)")
-    t.add_argument("--batch-size", type=int, default=TrainConfig.batch_size, help="global batch (all processes)")
-    t.add_argument("--train-on", choices=("cpu", "cuda"), default=TrainConfig.train_on)
-    t.add_argument("--seed", type=int, default=TrainConfig.seed)
-    o = p.add_argument_group("output")
-    o.add_argument("--out", type=Path, default=TrainConfig.out, help="run directory (last.pt, model.pt)")
-    o.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    o.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
-    config = TrainConfig(**{k: v for k, v in vars(args).items()})
-    try:
-        ctx = init_distributed(config.train_on)
-    except ValueError as e:
-        parser.exit(2, f"{parser.prog}: error: {e}\n")
-    try:
-        result = train(config, ctx)
-    except TrainError as e:
-        parser.exit(2, f"{parser.prog}: error: {e}\n")
-    finally:
-        shutdown(ctx)
-    if ctx.is_main:
-        acc = "  ".join(f"{k} {v:.4f}" for k, v in result.accuracy.items())
-        print(f"accuracy: {acc}\nenergy outside the mask after ADMM: {result.energy_outside:.4f}\n"
-              f"saved {result.model_path}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

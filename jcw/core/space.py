@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
-from latency.netspec import SPEC_DIR, NetSpec, load_shipped
+from jcw.core.netspec import NetSpec, load_shipped
 
 MODES = ("joint", "channel", "weight")
 BLOCK = 4  # 4x1 blocks: 4 consecutive output channels; channels are kept in multiples of 4
@@ -301,124 +299,3 @@ class SearchSpace:
             raise ValueError(f"arch is not in the search space of {self.spec.model}: layer {bad!r} "
                              f"(channels must be multiples of 4 or full, coupled layers equal)")
         return genes
-
-
-
-def space_report(space: SearchSpace) -> dict:
-    """JSON-able summary: layers, coupling groups, genes with bounds, full and minimal MACs/params."""
-    spec = space.spec
-    nc = space.n_channel_genes
-    full, minimal = space.full(), space.minimal()
-    macs, params = space.macs(full), space.params(full)
-    layers = [{"name": x.name, "kind": x.kind, "kernel": x.kernel, "stride": x.stride, "padding": x.padding,
-               "groups": x.groups, "in_res": x.in_res, "in_ch": x.in_ch, "out_ch": x.out_ch, "group": x.group,
-               "in_group": x.in_group} for x in spec.layers]
-    channel_genes = [{"gene": j, "group": g.id, "channels": g.channels, "lower": float(space.lower[j]),
-                      "upper": float(space.upper[j]), "residual": g.residual, "strided": g.strided,
-                      "members": list(g.members)} for j, g in enumerate(spec.groups)]
-    density_genes = [{"gene": nc + j, "layer": spec.layers[i].name, "kind": spec.layers[i].kind,
-                      "lower": float(space.lower[nc + j]), "upper": float(space.upper[nc + j])}
-                     for j, i in enumerate(space.density_layers)]
-    return {"model": spec.model, "resolution": spec.resolution, "num_classes": spec.num_classes,
-            "mode": space.mode, "grid": space.grid.tolist(), "params": int(params[0]), "macs": int(macs[0]),
-            "minimal_params": int(space.params(minimal)[0]), "minimal_macs": int(space.macs(minimal)[0]),
-            "channel_genes": channel_genes, "density_genes": density_genes, "layers": layers}
-
-
-def format_report(report: dict) -> str:
-    """Human-readable tables of ``space_report``."""
-    lines = [f"{report['model']} at {report['resolution']}x{report['resolution']}, {report['num_classes']} classes, "
-             f"mode {report['mode']}",
-             f"full: {report['macs'] / 1e6:.1f}M MACs, {report['params'] / 1e6:.3f}M params; "
-             f"all genes at lower bounds: {report['minimal_macs'] / 1e6:.1f}M MACs, "
-             f"{report['minimal_params'] / 1e6:.3f}M params", "",
-             f"{'layer':<28} {'kind':<9} {'k':>2} {'s':>2} {'in_res':>6} {'in_ch':>6} {'out_ch':>6} {'group':>5}"]
-    for x in report["layers"]:
-        lines.append(f"{x['name']:<28} {x['kind']:<9} {x['kernel']:>2} {x['stride']:>2} {x['in_res']:>6} "
-                     f"{x['in_ch']:>6} {x['out_ch']:>6} {x['group']:>5}")
-    lines += ["", f"channel genes ({len(report['channel_genes'])}): one ratio per coupling group",
-              f"{'gene':>4} {'group':>5} {'ch':>5} {'lower':>5}  flags     members"]
-    for g in report["channel_genes"]:
-        flags = ",".join(f for f, on in (("res", g["residual"]), ("stride", g["strided"])) if on) or "-"
-        lines.append(f"{g['gene']:>4} {g['group']:>5} {g['channels']:>5} {g['lower']:>5.2f}  {flags:<9} "
-                     f"{' '.join(g['members'])}")
-    lines += ["", f"density genes ({len(report['density_genes'])}): kept fraction of 4x1 blocks per conv",
-              f"{'gene':>4} {'lower':>5}  layer"]
-    for d in report["density_genes"]:
-        lines.append(f"{d['gene']:>4} {d['lower']:>5.2f}  {d['layer']} ({d['kind']})")
-    return "\n".join(lines)
-
-
-@dataclass
-class SpaceCLIConfig:
-    """What ``python -m jcw.space`` prints."""
-
-    model: str
-    resolution: int | None = None
-    mode: str = "joint"
-    as_json: bool = False
-    device: str | None = None
-    threads: int | None = None
-    bounds: str = "default"
-
-
-def shipped_models() -> list[str]:
-    """Models with a shipped NetSpec (the zoo)."""
-    return sorted(p.stem for p in SPEC_DIR.glob("*.json"))
-
-
-def latency_range(space: SearchSpace, device: str, threads: int) -> tuple[float, float]:
-    """Predicted ms of the fastest arch of ``space`` (every gene at its lower bound) and of the unpruned model."""
-    from latency.devices import resolve_table
-    from latency.predictor import Predictor
-
-    table = resolve_table(device, space.spec.model, threads, space.spec.resolution, spec=space.spec, progress=False)
-    out_ch, in_ch, density = space.decode_arrays(np.stack([space.minimal(), space.full()]))
-    fastest, full = Predictor(table, space.spec).predict(out_ch, in_ch, density)
-    return float(fastest), float(full)
-
-
-def run_cli(config: SpaceCLIConfig) -> str:
-    """The text ``python -m jcw.space`` prints for ``config``."""
-    space = SearchSpace.for_model(config.model, config.resolution, mode=config.mode, bounds=BOUNDS_PRESETS[config.bounds])
-    report = space_report(space)
-    report["bounds"] = config.bounds
-    if config.device is not None:
-        threads = config.threads or (1 if config.device == "host" else 4)
-        fastest, full = latency_range(space, config.device, threads)
-        report.update(device=config.device, threads=threads, latency_min_ms=fastest, latency_full_ms=full)
-    if config.as_json:
-        return json.dumps(report)
-    text = format_report(report)
-    if config.device is not None:
-        text += (f"\n\nlatency on {report['device']} ({report['threads']} thread(s)): fastest arch "
-                 f"{report['latency_min_ms']:.2f} ms, unpruned {report['latency_full_ms']:.2f} ms "
-                 f"({report['latency_min_ms'] / report['latency_full_ms']:.1%})")
-    return text
-
-
-def main(argv: list[str] | None = None) -> int:
-    """CLI: print a zoo model's search space (layer table, coupling groups, genes, MACs/params, and with
-    --device the predicted latency of its fastest arch and of the unpruned model)."""
-    parser = argparse.ArgumentParser(prog="python -m jcw.space", description=main.__doc__)
-    parser.add_argument("--model", required=True, help=f"zoo model: {', '.join(shipped_models())}")
-    parser.add_argument("--resolution", type=int, default=None, help="input size (default: the model's)")
-    parser.add_argument("--mode", choices=MODES, default="joint", help="which genes are free (default joint)")
-    parser.add_argument("--bounds", choices=list(BOUNDS_PRESETS), default="default", help="lower-bound preset")
-    parser.add_argument("--device", help="a53 | a72 | host | a table path: add the fastest and unpruned latency")
-    parser.add_argument("--threads", type=int, help="which table of the device (default 4 on a53/a72, 1 on host)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
-    args = parser.parse_args(argv)
-    if args.model not in shipped_models():
-        parser.error(f"unknown model {args.model!r}; known models: {', '.join(shipped_models())}")
-    try:
-        text = run_cli(SpaceCLIConfig(args.model, args.resolution, args.mode, args.json, args.device, args.threads,
-                                      args.bounds))
-    except ValueError as e:
-        parser.error(str(e))
-    print(text)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from latency.netspec import NetSpec
+from jcw.core.netspec import NetSpec
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from jcw.materialize import block_mask
+from jcw.prune.materialize import block_mask
 
 
 def project_blocks(weight: torch.Tensor, density: float) -> torch.Tensor:

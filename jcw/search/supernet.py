@@ -11,9 +11,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from jcw.distributed import DistContext
-from jcw.materialize import block_mask
-from jcw.training import Batch, evaluation_sums, sgd
+from jcw.train.distributed import DistContext
+from jcw.prune.materialize import block_mask
+from jcw.train.loops import Batch, evaluation_sums, sgd
 
 
 @dataclass

@@ -8,10 +8,10 @@ from typing import Iterable
 import torch
 from torch import Tensor, nn
 
-from jcw.criteria import score_channels
+from jcw.prune.criteria import score_channels
 from jcw.layers import describe, norm_layers
-from jcw.space import BLOCK, Arch, n_kept_blocks
-from latency.netspec import NetSpec
+from jcw.core.space import BLOCK, Arch, n_kept_blocks
+from jcw.core.netspec import NetSpec
 
 
 def _permute_(t: Tensor | None, perm: Tensor, dim: int = 0) -> None:

@@ -6,10 +6,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
-
-
-class CheckpointError(ValueError):
-    """A ``--weights`` file that cannot be read or does not fit the model; the CLIs exit 2 on it."""
+from jcw.core.errors import UsageError
 
 
 def read_torch(path: str | Path, error: type[Exception], unreadable: str, what: str = ""):
@@ -28,13 +25,13 @@ def load_weights(model: nn.Module, path: str | Path, classifier: str) -> None:
 
     Accepts a bare state dict or one under a ``state_dict`` entry, and strips DataParallel ``module.``
     prefixes. The ``classifier`` layer (its weight and bias) may have another class count: it then
-    keeps its fresh initialisation. Any other mismatch raises CheckpointError.
+    keeps its fresh initialisation. Any other mismatch raises UsageError.
     """
-    state = read_torch(path, CheckpointError, "not a readable torch checkpoint", what="--weights ")
+    state = read_torch(path, UsageError, "not a readable torch checkpoint", what="--weights ")
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"--weights {path}: expected a state dict of tensors")
+        raise UsageError(f"--weights {path}: expected a state dict of tensors")
     state = {k.removeprefix("module."): v for k, v in state.items()}
     own = model.state_dict()
     head = {f"{classifier}.weight", f"{classifier}.bias"}
@@ -42,7 +39,7 @@ def load_weights(model: nn.Module, path: str | Path, classifier: str) -> None:
     unexpected = [k for k in state if k not in own]
     missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
     if wrong or unexpected or missing:
-        raise CheckpointError(f"--weights {path} does not fit {model.__class__.__name__}: "
+        raise UsageError(f"--weights {path} does not fit {model.__class__.__name__}: "
                               f"missing {missing[:3]}, unexpected {unexpected[:3]}, wrong shape {wrong[:3]}")
     keep = {k: v for k, v in state.items() if not (k in head and own[k].shape != v.shape)}
     model.load_state_dict(keep, strict=False)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
 from jcw.layers import trace
-from latency.netspec import NetSpec
+from jcw.core.netspec import NetSpec
 
 # fn(model, spec, batches, generator) -> {group id: scores of the group's channels}
 CriterionFn = Callable[[nn.Module, NetSpec, "Iterable | None", "torch.Generator | None"], dict[int, Tensor]]

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import math
-import pickle
-import shlex
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,13 +15,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from latency.lut import atomic_write
+from jcw.core.util import atomic_write
+from jcw.core.errors import UsageError
 
 MAX_DRAWS_PER_SAMPLE = 2000
-
-
-class RandomPruneError(Exception):
-    """A user mistake or unusable input: the CLI prints the message and exits with status 2."""
 
 
 class RandomSampler:
@@ -98,55 +91,6 @@ class RandomSampler:
         return np.stack(found)
 
 
-class RandomStrategy:
-    """``--strategy random`` of ``jcw.search``: offspring drawn by the RandomSampler instead of SBX + mutation.
-
-    Each generation scores the current population plus ``population`` fresh samples (channel
-    ratios in (0, 1) and densities on the grid within the space's bounds, predicted latency in
-    the survival's range) and keeps the survivors with the same uniform-target survival as
-    NSGA-II, so both strategies spend the same evaluations per generation.  When few draws land
-    in that range (a narrow one), the draws closest to it fill the generation.
-    """
-
-    def __init__(self, problem, config, latency_range: tuple[float, float]) -> None:
-        from pymoo.core.evaluator import Evaluator
-        from pymoo.core.population import Population
-
-        from jcw.survival import UniformTargetSurvival
-
-        low, high = latency_range
-        full = float(problem.latency(problem.space.full())[0])
-        self.sampler = RandomSampler(problem.space, 0.0, (low + high) / 2 / full, max((high - low) / 2 / full, 1e-9),
-                                     lambda genes: problem.latency(genes) / full)
-        self.problem, self.size = problem, config.population
-        self.survival = UniformTargetSurvival(low, high)
-        self.rng = np.random.default_rng(config.seed)
-        self.pop = Population.new()
-        self.evaluator = Evaluator(skip_already_evaluated=False)
-
-    def step(self):
-        """Scores the population plus fresh random samples and keeps ``population`` survivors; returns the scored set."""
-        from pymoo.core.population import Population
-
-        fresh = Population.new(X=self.sampler.nearest(self.size, self.rng))
-        scored = Population.merge(self.pop, fresh) if len(self.pop) else fresh
-        self.evaluator.eval(self.problem, scored)
-        self.pop = self.survival.do(self.problem, scored, n_survive=self.size)
-        return scored
-
-    def population(self):
-        return self.pop
-
-    def state(self) -> bytes:
-        """Population and RNG state."""
-        return pickle.dumps({"pop": self.pop, "rng": self.rng.bit_generator.state})
-
-    def restore(self, state: bytes) -> None:
-        saved = pickle.loads(state)
-        self.pop = saved["pop"]
-        self.rng.bit_generator.state = saved["rng"]
-
-
 @dataclass
 class RandomPruneConfig:
     """Every knob of a random pruning run (the CLI flags have these names)."""
@@ -188,37 +132,37 @@ class RandomPruneConfig:
 
 def check_config(c: RandomPruneConfig) -> RandomPruneConfig:
     """Validates the config, filling the default target (MACs ratio 0.5) and eta (target - 0.05)."""
-    from jcw.criteria import list_criteria
+    from jcw.prune.criteria import list_criteria
     from jcw.models import list_models
 
     if c.model not in list_models():
-        raise RandomPruneError(f"unknown model {c.model!r}; accepted: {', '.join(list_models())}")
+        raise UsageError(f"unknown model {c.model!r}; accepted: {', '.join(list_models())}")
     if c.criterion not in list_criteria():
-        raise RandomPruneError(f"unknown criterion {c.criterion!r}; accepted: {', '.join(list_criteria())}")
+        raise UsageError(f"unknown criterion {c.criterion!r}; accepted: {', '.join(list_criteria())}")
     if c.flops_ratio is not None and c.budget_ms is not None:
-        raise RandomPruneError("give either --flops-ratio or --budget (with --device), not both")
+        raise UsageError("give either --flops-ratio or --budget (with --device), not both")
     if c.budget_ms is not None and c.device is None:
-        raise RandomPruneError("--budget needs --device (a53, a72, host or a table path)")
+        raise UsageError("--budget needs --device (a53, a72, host or a table path)")
     if c.budget_ms is None and c.flops_ratio is None:
         c.flops_ratio = 0.5
     if c.flops_ratio is not None and not 0.0 < c.flops_ratio < 1.0:
-        raise RandomPruneError(f"--flops-ratio must be in (0, 1), got {c.flops_ratio}")
+        raise UsageError(f"--flops-ratio must be in (0, 1), got {c.flops_ratio}")
     if c.eta is not None and not 0.0 <= c.eta < 1.0:
-        raise RandomPruneError(f"--eta must be in [0, 1), got {c.eta}")
+        raise UsageError(f"--eta must be in [0, 1), got {c.eta}")
     if not c.tolerance > 0:
-        raise RandomPruneError(f"--tolerance must be > 0, got {c.tolerance}")
+        raise UsageError(f"--tolerance must be > 0, got {c.tolerance}")
     for name in ("samples", "top_k", "batch_size", "recon_images", "criterion_images"):
         if getattr(c, name) < 1:
-            raise RandomPruneError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(c, name)}")
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(c, name)}")
     for name in ("topk_epochs", "finetune_epochs", "slimmable_epochs", "pretrain_epochs"):
         if getattr(c, name) < 0:
-            raise RandomPruneError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(c, name)}")
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(c, name)}")
     if c.threads is not None and c.threads < 1:
-        raise RandomPruneError(f"--threads must be >= 1, got {c.threads}")
+        raise UsageError(f"--threads must be >= 1, got {c.threads}")
     if c.from_scratch and c.weights is not None:
-        raise RandomPruneError("--from-scratch trains a slimmable network from random weights: drop --weights")
+        raise UsageError("--from-scratch trains a slimmable network from random weights: drop --weights")
     if not c.lr > 0:
-        raise RandomPruneError(f"--lr must be > 0, got {c.lr}")
+        raise UsageError(f"--lr must be > 0, got {c.lr}")
     return c
 
 
@@ -247,16 +191,16 @@ def _fresh_model(name: str, num_classes: int, seed: int):
 
 
 def _prepare(c: RandomPruneConfig) -> _Setup:
-    from jcw.data import DataError, load_dataset
+    from jcw.data import load_dataset
     from jcw.layers import describe
     from jcw.models import default_resolution
-    from jcw.space import Bounds, SearchSpace
-    from jcw.training import ordered_batches, start_weights
+    from jcw.core.space import Bounds, SearchSpace
+    from jcw.train.loops import ordered_batches, start_weights
 
     try:
         data = load_dataset(c.data, resolution=c.resolution, seed=c.seed)
-    except DataError as e:
-        raise RandomPruneError(str(e)) from None
+    except UsageError as e:
+        raise UsageError(str(e)) from None
     model = _fresh_model(c.model, data.num_classes, c.seed)
     spec = describe(model, data.resolution, name=c.model)
     no_bounds = Bounds(**{k: 0.0 for k in asdict(Bounds())})
@@ -264,7 +208,7 @@ def _prepare(c: RandomPruneConfig) -> _Setup:
     predictor, table_kind, full_latency = None, None, None
     if c.device is not None:
         from latency.devices import resolve_table
-        from latency.lut import LatencyTable, LatencyTableError
+        from latency.lut import LatencyTable
         from latency.predictor import Predictor
 
         deploy = default_resolution(c.model)
@@ -272,20 +216,19 @@ def _prepare(c: RandomPruneConfig) -> _Setup:
         try:
             table = LatencyTable.load(c.lut) if c.lut else resolve_table(c.device, c.model, threads, deploy)
             predictor = Predictor(table, spec.at_resolution(deploy))
-        except (LatencyTableError, ValueError, KeyError, OSError) as e:
-            raise RandomPruneError(str(e).strip("'\"")) from None
+        except (UsageError, ValueError, KeyError, OSError) as e:
+            raise UsageError(str(e).strip("'\"")) from None
         table_kind = getattr(table, "kind", None)
         full_latency = float(predictor.predict(*space.decode_arrays(space.full()))[0])
         if c.budget_ms is not None and c.budget_ms >= full_latency:
-            raise RandomPruneError(f"--budget {c.budget_ms:g} ms is not below the unpruned model's predicted "
+            raise UsageError(f"--budget {c.budget_ms:g} ms is not below the unpruned model's predicted "
                                    f"{full_latency:.2f} ms on {c.device}: nothing to prune")
     if not c.from_scratch:
-        from jcw.checkpoint import CheckpointError
         try:
             start_weights(model, c.model, c.weights, spec.layers[-1].name, data, c.seed, c.pretrain_epochs,
                           c.batch_size, 0.05, quiet=c.quiet)
-        except CheckpointError as e:
-            raise RandomPruneError(str(e)) from None
+        except UsageError as e:
+            raise UsageError(str(e)) from None
     train_batches = ordered_batches(data.train, c.batch_size, limit=max(c.recon_images, c.criterion_images))
     val_batches = ordered_batches(data.val, 256, limit=c.val_samples)
     full = space.full()
@@ -324,7 +267,7 @@ def _images(batches: list, n: int) -> torch.Tensor:
 
 
 def _finetune(model, s: _Setup, c: RandomPruneConfig, epochs: int, seed: int, desc: str):
-    from jcw.training import evaluate, train
+    from jcw.train.loops import evaluate, train
 
     if epochs > 0:
         train(model, s.data.train, epochs, c.batch_size, c.lr, torch.Generator().manual_seed(seed), quiet=c.quiet,
@@ -334,9 +277,9 @@ def _finetune(model, s: _Setup, c: RandomPruneConfig, epochs: int, seed: int, de
 
 def _rank_pretrained(s: _Setup, c: RandomPruneConfig, genes: np.ndarray):
     """Order channels by the criterion, then per sample: prefix slice, reconstruct, evaluate."""
-    from jcw.materialize import order_channels, slice_model
-    from jcw.reconstruct import reconstruct
-    from jcw.training import evaluate
+    from jcw.prune.materialize import order_channels, slice_model
+    from jcw.prune.reconstruct import reconstruct
+    from jcw.train.loops import evaluate
 
     ordered = copy.deepcopy(s.model)
     order_channels(ordered, s.spec, c.criterion, batches=_criterion_batches(s, c),
@@ -355,8 +298,8 @@ def _rank_pretrained(s: _Setup, c: RandomPruneConfig, genes: np.ndarray):
 
 def _train_slimmable(s: _Setup, c: RandomPruneConfig, genes: np.ndarray, sampler: RandomSampler):
     """Slimmable network (seed 002): shared weights, each step the widest, the narrowest and two sampled widths."""
-    from jcw.supernet import Supernet
-    from jcw.training import RandomBatches, sgd
+    from jcw.search.supernet import Supernet
+    from jcw.train.loops import RandomBatches, sgd
 
     narrow = np.array([ch[0] for ch in sampler.choices])
     candidates = np.concatenate([genes, s.space.full()[None], narrow[None]])
@@ -385,7 +328,7 @@ def _train_slimmable(s: _Setup, c: RandomPruneConfig, genes: np.ndarray, sampler
 
 def _rank_from_scratch(s: _Setup, c: RandomPruneConfig, genes: np.ndarray, sampler: RandomSampler):
     """Train the slimmable network, rank samples with it (BN recalibrated per sample), build from its weights."""
-    from jcw.materialize import slice_model
+    from jcw.prune.materialize import slice_model
 
     supernet = _train_slimmable(s, c, genes, sampler)
     calib = _criterion_batches(s, c)
@@ -404,8 +347,8 @@ def _rank_from_scratch(s: _Setup, c: RandomPruneConfig, genes: np.ndarray, sampl
 
 def run(c: RandomPruneConfig) -> dict:
     """The whole pipeline; writes result.json, samples.png and model.pt to ``c.out`` and returns the result."""
-    from jcw.materialize import slice_model
-    from jcw.training import atomic_torch_save, evaluate
+    from jcw.prune.materialize import slice_model
+    from jcw.train.loops import atomic_torch_save, evaluate
 
     start = time.time()
     check_config(c)
@@ -416,7 +359,7 @@ def run(c: RandomPruneConfig) -> dict:
     try:
         genes = sampler.sample(c.samples, np.random.default_rng(_sample_seed(c)))
     except ValueError as e:
-        raise RandomPruneError(str(e)) from None
+        raise UsageError(str(e)) from None
     out = Path(c.out or f"runs/random-{c.model}-{c.target_kind}-{time.strftime('%Y%m%d-%H%M%S')}")
     out.mkdir(parents=True, exist_ok=True)
 
@@ -474,7 +417,7 @@ def plot_samples(result: dict, path: Path) -> None:
     """Samples' validation accuracy (before fine-tuning) against MACs; top-k and the pick marked (atomic write)."""
     import matplotlib.pyplot as plt
 
-    from jcw.plot import save_figure
+    from jcw.search.plot import save_figure
 
     samples = result["samples"]
     macs = np.array([r["macs"] for r in samples]) / 1e6
@@ -496,75 +439,3 @@ def plot_samples(result: dict, path: Path) -> None:
     ax.legend(fontsize=8)
     fig.tight_layout()
     save_figure(fig, path, dpi=120)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m jcw.random_prune", description=__doc__)
-    d = RandomPruneConfig()
-    p.add_argument("--model", default=d.model, help=f"zoo model (default {d.model})")
-    p.add_argument("--data", default=d.data, help="digits (default), cifar10:PATH, cifar100:PATH or an ImageFolder root")
-    p.add_argument("--weights", help="full-model checkpoint (default: pretrain on --data, cached for digits)")
-    p.add_argument("--criterion", default=d.criterion, help="channel order: l1 (default), l2, gm, taylor, es, kl, random")
-    target = p.add_mutually_exclusive_group()
-    target.add_argument("--flops-ratio", type=float, help="target MACs ratio pruned/unpruned (default 0.5)")
-    target.add_argument("--budget", help="target latency, e.g. 35ms (needs --device)")
-    p.add_argument("--device", help="latency table: a53, a72, host or a table path")
-    p.add_argument("--threads", type=int, help="threads of the device table (default 4 for a53/a72, 1 for host)")
-    p.add_argument("--lut", help="latency table file to use instead of the device's")
-    p.add_argument("--eta", type=float, help="per-layer width ratios are sampled in (eta, 1) (default target - 0.05)")
-    p.add_argument("--tolerance", type=float, default=d.tolerance, help=f"T: |ratio - target| <= T (default {d.tolerance})")
-    p.add_argument("--samples", type=int, default=d.samples, help=f"N sampled archs (default {d.samples})")
-    p.add_argument("--top-k", type=int, default=d.top_k, help=f"archs fine-tuned briefly (default {d.top_k})")
-    p.add_argument("--topk-epochs", type=int, default=d.topk_epochs, help=f"epochs per top-k arch (default {d.topk_epochs})")
-    p.add_argument("--finetune-epochs", type=int, default=d.finetune_epochs,
-                   help=f"epochs for the picked arch (default {d.finetune_epochs}; from scratch: its re-training)")
-    p.add_argument("--from-scratch", action="store_true", help="slimmable-network branch: no pretrained weights")
-    p.add_argument("--slimmable-epochs", type=int, default=d.slimmable_epochs,
-                   help=f"epochs of slimmable training with --from-scratch (default {d.slimmable_epochs})")
-    p.add_argument("--pretrain-epochs", type=int, default=d.pretrain_epochs,
-                   help=f"epochs of full-model pretraining without --weights (default {d.pretrain_epochs})")
-    p.add_argument("--resolution", type=int, help="input size of the data (default: the dataset's)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"(default {d.batch_size})")
-    p.add_argument("--lr", type=float, default=d.lr, help=f"fine-tuning learning rate (default {d.lr})")
-    p.add_argument("--recon-images", type=int, default=d.recon_images,
-                   help=f"training images for the least-squares reconstruction (default {d.recon_images})")
-    p.add_argument("--criterion-images", type=int, default=d.criterion_images,
-                   help=f"training images for data-driven criteria and BN calibration (default {d.criterion_images})")
-    p.add_argument("--val-samples", type=int, help="validation images used (default: all)")
-    p.add_argument("--seed", type=int, default=d.seed, help=f"data split, pretraining and init seed (default {d.seed})")
-    p.add_argument("--sample-seed", type=int, help="seed of the sampling and fine-tuning (default: --seed)")
-    p.add_argument("--out", help="run directory (default runs/random-<model>-<target>-<time>)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    """CLI entry point: parse flags -> RandomPruneConfig -> run()."""
-    argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv)
-    values = {k: v for k, v in vars(args).items() if k != "budget"}
-    try:
-        if args.budget is not None:
-            from jcw.search import SearchError, parse_budget
-            try:
-                values["budget_ms"] = parse_budget(args.budget)
-            except SearchError as e:
-                raise RandomPruneError(str(e)) from None
-        config = RandomPruneConfig(**values, command=shlex.join(["python", "-m", "jcw.random_prune", *argv]))
-        result = run(config)
-    except RandomPruneError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    b = result["best"]
-    before = "n/a" if result["full"]["val_acc"] is None else f"{result['full']['val_acc']:.4f}"
-    print(f"picked sample {b['index']}: MACs {b['macs'] / 1e6:.2f}M ({b['macs_ratio']:.1%}), params "
-          f"{b['params'] / 1e3:.1f}k ({b['params_ratio']:.1%})"
-          + (f", predicted {b['latency_ms']:.2f} ms" if "latency_ms" in b else ""))
-    print(f"val accuracy: unpruned {before}, before fine-tuning {b['val_acc_before_finetune']:.4f}, "
-          f"after fine-tuning {b['val_acc_after_finetune']:.4f}")
-    print(f"wrote {result['out']}/result.json, samples.png, model.pt")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Pruning: channel importance criteria, materializing an arch, random pruning, least-squares reconstruction."""

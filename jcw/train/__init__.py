@@ -1,0 +1,1 @@
+"""The training stage: loops and pretraining, staged dense / ADMM / fine-tune training, checkpoints, torchrun."""
