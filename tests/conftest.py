@@ -24,6 +24,30 @@ def _randomize(model: nn.Module, seed: int = 0) -> nn.Module:
     return model
 
 
+def _tiny_net(width: int = 8, classes: int = 3, norm: bool = True, seed: int = 0) -> nn.Sequential:
+    """conv1 (3 -> width) [bn1] relu1, conv2 (width -> 2 width, stride 2) relu2, global pool, fc (-> classes);
+    torch's default initialisation drawn from ``seed`` (the global RNG is restored afterwards)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = nn.Sequential()
+        model.add_module("conv1", nn.Conv2d(3, width, 3, padding=1))
+        if norm:
+            model.add_module("bn1", nn.BatchNorm2d(width))
+        model.add_module("relu1", nn.ReLU())
+        model.add_module("conv2", nn.Conv2d(width, 2 * width, 3, stride=2, padding=1))
+        model.add_module("relu2", nn.ReLU())
+        model.add_module("pool", nn.AdaptiveAvgPool2d(1))
+        model.add_module("flat", nn.Flatten())
+        model.add_module("fc", nn.Linear(2 * width, classes))
+    return model
+
+
+@pytest.fixture
+def tiny_net():
+    """``tiny_net(width=8, classes=3, norm=True, seed=0) -> nn.Sequential``: the small conv net of the training tests."""
+    return _tiny_net
+
+
 @pytest.fixture
 def randomize():
     """``randomize(model, seed=0) -> model`` with random weights and BN statistics (in place)."""

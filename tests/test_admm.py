@@ -67,26 +67,16 @@ def test_energy_and_masks():
         weight_layers(nn.Sequential(nn.Conv2d(4, 8, 3)), {"conv9": 0.5})
 
 
-def _tiny_problem():
+def _tiny_problem(tiny_net):
     g = torch.Generator().manual_seed(11)
-    with torch.random.fork_rng():
-        torch.manual_seed(11)
-        model = nn.Sequential()
-        model.add_module("conv1", nn.Conv2d(3, 16, 3, padding=1))
-        model.add_module("bn1", nn.BatchNorm2d(16))
-        model.add_module("relu1", nn.ReLU())
-        model.add_module("conv2", nn.Conv2d(16, 32, 3, stride=2, padding=1))
-        model.add_module("relu2", nn.ReLU())
-        model.add_module("pool", nn.AdaptiveAvgPool2d(1))
-        model.add_module("flat", nn.Flatten())
-        model.add_module("fc", nn.Linear(32, 3))
+    model = tiny_net(width=16, classes=3, seed=11)
     images = torch.randn(192, 3, 6, 6, generator=g)
     labels = images.mean((2, 3)).argmax(1)
     return model, TensorDataset(images[:128], labels[:128]), TensorDataset(images[128:], labels[128:])
 
 
-def test_admm_drives_weights_into_the_pattern_and_masks_hold_after_finetuning():
-    model, train, val = _tiny_problem()
+def test_admm_drives_weights_into_the_pattern_and_masks_hold_after_finetuning(tiny_net):
+    model, train, val = _tiny_problem(tiny_net)
     config = TrainConfig(epochs_dense=3, epochs_admm=4, epochs_finetune=2, batch_size=16, lr=0.1, rho=0.1,
                          seed=1, quiet=True)
     trainer = StagedTrainer(model, {"conv1": 0.5, "conv2": 0.3}, train, val, config)

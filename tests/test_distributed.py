@@ -2,7 +2,6 @@
 
 import torch
 import torch.multiprocessing as mp
-from torch import nn
 from torch.utils.data import TensorDataset
 
 from jcw.train.distributed import DistContext, init_distributed, shutdown
@@ -11,17 +10,10 @@ from jcw.train.stages import StagedTrainer, TrainConfig
 DENSITIES = {"conv1": 0.5, "conv2": 0.25}
 
 
-def _fit(ctx: DistContext) -> dict:
+def _fit(ctx: DistContext, tiny_net) -> dict:
     """A tiny conv net (no BatchNorm: on CPU its batch statistics are per process) through all three stages."""
     g = torch.Generator().manual_seed(7)
-    model = nn.Sequential()
-    model.add_module("conv1", nn.Conv2d(3, 8, 3, padding=1))
-    model.add_module("relu1", nn.ReLU())
-    model.add_module("conv2", nn.Conv2d(8, 16, 3, stride=2, padding=1))
-    model.add_module("relu2", nn.ReLU())
-    model.add_module("pool", nn.AdaptiveAvgPool2d(1))
-    model.add_module("flat", nn.Flatten())
-    model.add_module("fc", nn.Linear(16, 4))
+    model = tiny_net(width=8, classes=4, norm=False)
     with torch.no_grad():
         for p in model.parameters():
             p.copy_(torch.randn(p.shape, generator=g) * 0.3)
@@ -36,21 +28,21 @@ def _fit(ctx: DistContext) -> dict:
             "history": result.history}
 
 
-def _worker(rank: int, world_size: int, init_file: str, out: str) -> None:
+def _worker(rank: int, world_size: int, init_file: str, out: str, tiny_net) -> None:
     torch.set_num_threads(1)
     ctx = init_distributed("cpu", rank=rank, world_size=world_size, init_method=f"file://{init_file}")
     try:
-        result = _fit(ctx)
+        result = _fit(ctx, tiny_net)
         if ctx.is_main:
             torch.save(result, out)
     finally:
         shutdown(ctx)
 
 
-def test_two_gloo_processes_equal_one_process(tmp_path):
-    single = _fit(DistContext())
+def test_two_gloo_processes_equal_one_process(tmp_path, tiny_net):
+    single = _fit(DistContext(), tiny_net)
     # fork: the children reuse this process's imports (spawn or torchrun would import torch twice more)
-    mp.start_processes(_worker, args=(2, str(tmp_path / "rendezvous"), str(tmp_path / "ddp.pt")), nprocs=2,
+    mp.start_processes(_worker, args=(2, str(tmp_path / "rendezvous"), str(tmp_path / "ddp.pt"), tiny_net), nprocs=2,
                        start_method="fork")
     ddp = torch.load(tmp_path / "ddp.pt", weights_only=True)
 

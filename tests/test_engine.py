@@ -327,6 +327,7 @@ def test_identity_network_returns_its_input():
     np.testing.assert_array_equal(Engine(model).run(x), x)
 
 
+@pytest.mark.perf
 def test_forward_pass_releases_the_gil():
     import threading
     import time

@@ -148,13 +148,6 @@ def test_off_axis_query_names_layer_axis_and_value():
         e.interpolate([24], [7.5], [0.5])
 
 
-def test_space_channels_equal_the_search_space():
-    from jcw.core.space import default_grid, kept_channels
-
-    for full in (3, 10, 16, 24, 40, 96, 144, 320, 960, 1000, 1280, 2048):
-        assert space_channels(full) == sorted(set(kept_channels(full, default_grid()).tolist()))
-
-
 def test_agreement_counts_common_points_within_tolerance():
     table, layer, _ = _table(np.random.default_rng(7))
     other = LatencyTable.from_dict(_dump(table))

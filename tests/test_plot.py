@@ -25,12 +25,41 @@ def _run(tmp_path, name, budget, seed):
     return run
 
 
-def test_single_run_plot(tmp_path):
+def _line(ax, label):
+    return next(line for line in ax.get_lines() if line.get_label() == label)
+
+
+def test_single_run_draws_the_front_the_budget_and_every_candidate_where_the_data_says(tmp_path):
     run = _run(tmp_path, "joint", 35.0, 0)
+    front = json.loads((run / "front.json").read_text())
+    history = json.loads((run / "history.json").read_text())
+    ax = draw_runs([(front, history)]).axes[0]
+    line = _line(ax, "final front")
+    np.testing.assert_array_equal(line.get_xdata(), [12, 20, 30])
+    np.testing.assert_array_equal(line.get_ydata(), [0.6, 0.8, 0.9])
+    budget = _line(ax, "budget 35 ms")
+    assert list(budget.get_xdata()) == [35.0, 35.0] and budget.get_linestyle() == "--"
+    seen = ax.collections[0].get_offsets()
+    expected = [(c["latency_ms"], c["val_acc"]) for g in history["generations"] for c in g["candidates"]]
+    np.testing.assert_allclose(seen, expected)
+    refs = {tuple(np.round(c.get_offsets()[0], 6)) for c in ax.collections[1:]}
+    assert refs == {(45.0, 0.95), (30.0, 0.85), (18.0, 0.7)}
+    assert ax.get_xlim()[0] < 12 and ax.get_xlim()[1] > 45
+
+
+def test_the_png_shows_the_budget_line_at_its_x_position(tmp_path):
+    run = _run(tmp_path, "joint", 35.0, 0)
+    fig = draw_runs([(json.loads((run / "front.json").read_text()), json.loads((run / "history.json").read_text()))])
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    x_pixel = ax.transData.transform((35.0, 0.5))[0]
+    height = fig.canvas.get_width_height()[1]
     out = plot_runs([run], run / "front.png")
-    img = np.asarray(Image.open(out).convert("RGB"))
-    assert img.shape[0] > 300 and img.shape[1] > 500
-    assert (img < 100).any() and img.std() > 10
+    img = np.asarray(Image.open(out).convert("RGB")).astype(int)
+    assert img.shape[0] == height
+    red = (img[..., 0] > 150) & (img[..., 1] < 100) & (img[..., 2] < 100)  # tab:red dashes of the budget
+    columns = np.flatnonzero(red.sum(0) > 20)
+    assert columns.size and abs(columns.mean() - x_pixel) <= 3
 
 
 def test_overlay_cli_and_missing_run(tmp_path, capsys):

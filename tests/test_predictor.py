@@ -73,6 +73,7 @@ def test_uncovered_model_names_the_layer(table):
         Predictor(table, spec)
 
 
+@pytest.mark.perf
 def test_throughput_mobilenet_v2(table):
     spec = load_shipped("mobilenet_v2")
     pred = Predictor(table, spec)

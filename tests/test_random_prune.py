@@ -58,11 +58,11 @@ def test_sampler_reports_an_unreachable_target():
         sampler.sample(3, np.random.default_rng(0))
 
 
-def test_pretrained_pipeline_writes_result_and_plot(tmp_path, capsys):
+def test_pretrained_pipeline_writes_result_and_plot(tmp_path, capsys, randomize):
     import torch
 
     weights = tmp_path / "w.pt"
-    torch.save(create_model("resnet20", 10).state_dict(), weights)
+    torch.save(randomize(create_model("resnet20", 10), seed=3).state_dict(), weights)
     out = tmp_path / "run"
     assert main([*TINY, "--weights", str(weights), "--criterion", "taylor", "--flops-ratio", "0.5",
                  "--tolerance", "0.1", "--topk-epochs", "1", "--out", str(out)]) == 0
@@ -104,7 +104,7 @@ def test_from_scratch_pipeline_trains_a_slimmable_network(tmp_path):
     result = json.loads((out / "result.json").read_text())
     assert result["pipeline"] == "from_scratch" and result["criterion"] is None
     assert result["full"]["val_acc"] is None
-    assert len({round(s["val_acc"], 6) for s in result["samples"]}) >= 1
+    assert len(result["samples"]) == 4 and all(0 <= s["val_acc"] <= 1 for s in result["samples"])
     assert 0 <= result["best"]["val_acc_after_finetune"] <= 1
 
 
@@ -160,7 +160,7 @@ def test_search_strategy_random_gives_a_feasible_front(tmp_path):
     out = tmp_path / "search"
     assert search_main(["--config", str(config), "--model", "resnet20", "--device", "a53", "--threads", "1",
                         "--budget", "6ms", "--strategy", "random", "--population", "4", "--generations", "2",
-                        "--supernet-steps", "2", "--train-resolution", "8", "--out", str(out), "--quiet"]) in (0, None)
+                        "--supernet-steps", "2", "--train-resolution", "8", "--out", str(out), "--quiet"]) == 0
     front = json.loads((out / "front.json").read_text())
     assert front["strategy"] == "random"
     candidates = front["candidates"]

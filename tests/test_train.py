@@ -5,7 +5,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from torch import nn
 from torch.utils.data import TensorDataset
 
 from jcw.core.space import SearchSpace
@@ -56,19 +55,9 @@ def test_cli_usage_errors_exit_2_with_a_message(tmp_path, capsys, argv, message)
     assert message in err and "Traceback" not in err
 
 
-def _tiny(seed=5):
+def _tiny(tiny_net, seed=5):
     g = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        model = nn.Sequential()
-        model.add_module("conv1", nn.Conv2d(3, 8, 3, padding=1))
-        model.add_module("bn1", nn.BatchNorm2d(8))
-        model.add_module("relu1", nn.ReLU())
-        model.add_module("conv2", nn.Conv2d(8, 16, 3, stride=2, padding=1))
-        model.add_module("relu2", nn.ReLU())
-        model.add_module("pool", nn.AdaptiveAvgPool2d(1))
-        model.add_module("flat", nn.Flatten())
-        model.add_module("fc", nn.Linear(16, 3))
+    model = tiny_net(width=8, classes=3, seed=seed)
     images = torch.randn(96, 3, 6, 6, generator=g)
     labels = images.mean((2, 3)).argmax(1)
     return model, TensorDataset(images[:64], labels[:64]), TensorDataset(images[64:], labels[64:])
@@ -93,19 +82,19 @@ class _CrashingTrainer(StagedTrainer):
 
 
 @pytest.mark.parametrize("crash_after", [2, 4, 6])
-def test_resume_continues_to_the_same_result(tmp_path, crash_after):
+def test_resume_continues_to_the_same_result(tmp_path, crash_after, tiny_net):
     config = TrainConfig(epochs_dense=2, epochs_admm=2, epochs_finetune=2, batch_size=16, lr=0.1, rho=0.1,
                          seed=2, quiet=True)
     densities = {"conv1": 0.5, "conv2": 0.25}
-    model, train, val = _tiny()
+    model, train, val = _tiny(tiny_net)
     whole = StagedTrainer(model, densities, train, val, config, out=tmp_path / "a").run()
     (tmp_path / "b").mkdir()
-    model, train, val = _tiny()
+    model, train, val = _tiny(tiny_net)
     with pytest.raises(_Crash):
         _CrashingTrainer(model, densities, train, val, config, out=tmp_path / "b", after=crash_after).run()
     assert (tmp_path / "b" / CHECKPOINT).exists()
-    model, train, val = _tiny(seed=99)  # different starting weights: everything must come from the checkpoint
-    _, train, val = _tiny()
+    model, train, val = _tiny(tiny_net, seed=99)  # different starting weights: everything must come from the checkpoint
+    _, train, val = _tiny(tiny_net)
     resumed = StagedTrainer(model, densities, train, val, config, out=tmp_path / "b").run(resume=True)
     assert resumed.accuracy == whole.accuracy
     assert [h["val_loss"] for h in resumed.history] == pytest.approx([h["val_loss"] for h in whole.history])
