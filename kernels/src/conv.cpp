@@ -49,6 +49,7 @@ inline void tile_rows(const Geometry& g, int q, int first, int r0, int r1, const
     float tmp[4][W];
     // Segments of this tile that map to valid output pixels: (tile lane, output index, length).
     int seg_j[W], seg_o[W], seg_n[W], nseg = 0;
+    seg_j[0] = seg_o[0] = seg_n[0] = 0;
     if (g.wv == g.wo) {  // no discarded columns: the tile is one run of outputs
         seg_j[0] = first, seg_o[0] = q + first, seg_n[0] = std::max(0, std::min(W, g.qend - q) - first), nseg = 1;
     }
@@ -211,19 +212,9 @@ void depthwise_range(const Geometry& g, int c0, int c1, int plane_floats, const 
 }
 
 // Lane shifts with a zero shifted in: low(v) = (0, v0, .., v[L-2]), high(v) = (v1, .., v[L-1], 0).
-template <int L>
-struct IdxT {
-    typedef int32_t type __attribute__((vector_size(L * sizeof(int32_t))));
-};
 template <int L, int Shift>
 inline vec<L> shift_lanes(vec<L> v) {  // r[i] = v[i + Shift] where 0 <= i + Shift < L, else 0
-    if constexpr (L == 1) {
-        return vec<L>{};
-    } else {
-        typename IdxT<L>::type idx;
-        for (int i = 0; i < L; ++i) idx[i] = (i + Shift >= 0 && i + Shift < L) ? i + Shift : L;
-        return __builtin_shuffle(v, vec<L>{}, idx);
-    }
+    return simd::shift_lanes<L, Shift>(v);
 }
 template <int L>
 inline vec<L> shift_low(vec<L> v) { return shift_lanes<L, -1>(v); }
@@ -365,30 +356,8 @@ void depthwise3x3_flat(const float* pad_in, size_t cstride, int h, int w, int c0
     }
 }
 
-// Even / odd lanes of the 2L floats (a, b): even(a, b)[i] = (a|b)[2i], odd(a, b)[i] = (a|b)[2i + 1].
-template <int L, int Odd>
-inline vec<L> deinterleave(vec<L> a, vec<L> b) {
-    if constexpr (L == 1) {
-        return Odd ? b : a;
-    } else {
-        typename IdxT<L>::type idx;
-        for (int i = 0; i < L; ++i) idx[i] = 2 * i + Odd;
-        return __builtin_shuffle(a, b, idx);
-    }
-}
-
-// (prev[L - 1], cur[0], .., cur[L - 2]): the odd-column lanes one step to the left.
-template <int L>
-inline vec<L> join_prev(vec<L> prev, vec<L> cur) {
-    if constexpr (L == 1) {
-        return prev;
-    } else {
-        typename IdxT<L>::type idx;
-        idx[0] = L - 1;
-        for (int i = 1; i < L; ++i) idx[i] = L + i - 1;
-        return __builtin_shuffle(prev, cur, idx);
-    }
-}
+using simd::deinterleave;
+using simd::join_prev;
 
 // Depthwise 3x3, stride 2, padding 1, straight from the input: output x reads input columns
 // 2x - 1, 2x, 2x + 1 = (odd lanes one step left, even lanes, odd lanes) of the 2L floats at 2x.

@@ -1,5 +1,7 @@
 // Private helpers: one GCC-vector-extension type for every ISA, lane count chosen at build time.
 #pragma once
+#include <utility>
+
 #include "ops.h"
 
 #if defined(__AVX512F__)
@@ -64,6 +66,40 @@ inline void emit(const float* src, const float* res, float* out, int n, Act act)
     if constexpr (L > 1) {
         if (i < n) emit<(L > 4 ? L / 2 : 1)>(src + i, res ? res + i : nullptr, out + i, n - i, act);
     }
+}
+
+// Lane permutations with constant indices (__builtin_shufflevector: GCC >= 12 and clang).
+// shift_lanes: r[i] = v[i + Shift] where 0 <= i + Shift < L, else 0.
+template <int L, int Shift, int... I>
+inline vec<L> shift_lanes_(vec<L> v, std::integer_sequence<int, I...>) {
+    return __builtin_shufflevector(v, vec<L>{}, ((I + Shift >= 0 && I + Shift < L) ? I + Shift : L)...);
+}
+template <int L, int Shift>
+inline vec<L> shift_lanes(vec<L> v) {
+    if constexpr (L == 1) return vec<L>{};
+    else return shift_lanes_<L, Shift>(v, std::make_integer_sequence<int, L>{});
+}
+
+// Even / odd lanes of the 2L floats (a, b): deinterleave<L, Odd>(a, b)[i] = (a|b)[2i + Odd].
+template <int L, int Odd, int... I>
+inline vec<L> deinterleave_(vec<L> a, vec<L> b, std::integer_sequence<int, I...>) {
+    return __builtin_shufflevector(a, b, (2 * I + Odd)...);
+}
+template <int L, int Odd>
+inline vec<L> deinterleave(vec<L> a, vec<L> b) {
+    if constexpr (L == 1) return Odd ? b : a;
+    else return deinterleave_<L, Odd>(a, b, std::make_integer_sequence<int, L>{});
+}
+
+// (prev[L - 1], cur[0], .., cur[L - 2]): the lanes of cur one step to the right, prev's last first.
+template <int L, int... I>
+inline vec<L> join_prev_(vec<L> prev, vec<L> cur, std::integer_sequence<int, I...>) {
+    return __builtin_shufflevector(prev, cur, (I == 0 ? L - 1 : L + I - 1)...);
+}
+template <int L>
+inline vec<L> join_prev(vec<L> prev, vec<L> cur) {
+    if constexpr (L == 1) return prev;
+    else return join_prev_<L>(prev, cur, std::make_integer_sequence<int, L>{});
 }
 
 }  // namespace jcw::simd
