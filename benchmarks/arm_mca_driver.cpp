@@ -1,4 +1,5 @@
-// Driver for benchmarks/arm_mca.py: compiles the engine's conv microkernels for AArch64 and
+// Driver for benchmarks/arm_mca.py: compiles the engine's conv microkernels (kernels/src/micro/)
+// for AArch64 and
 // instantiates each one in its own noinline, flattened extern "C" function, so that the assembly
 // (-S) of each function holds exactly one microkernel with the engine's NEON parameters
 // (JCW_LANES = 4, JCW_TILE_VECS = 4).  Geometry, activation and residual are compile-time
@@ -6,7 +7,9 @@
 // outputs, ReLU, no residual), so that the per-outer-iteration code around the inner loop is one
 // straight path; pointers and loop bounds the microkernel reads per call stay run-time arguments.
 // Nothing here is linked or run: only the generated assembly is read.
-#include "../kernels/src/conv.cpp"
+#include "../kernels/src/micro/dense_cv.h"
+#include "../kernels/src/micro/depthwise.h"
+#include "../kernels/src/micro/tile_4x1.h"
 
 #define JCW_MCA extern "C" __attribute__((noinline, flatten))
 

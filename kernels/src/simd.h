@@ -1,4 +1,7 @@
-// Private helpers: one GCC-vector-extension type for every ISA, lane count chosen at build time.
+// Private helpers: one GCC-vector-extension type for every ISA, lane count chosen at build time
+// from the compiler's target macros (each kernel variant's translation unit has its own flags).
+// Internal linkage (anonymous namespace): translation units built for different ISAs never
+// share an instance.
 #pragma once
 #include <utility>
 
@@ -26,19 +29,28 @@
 #define JCW_TILE_VECS 4
 #endif
 
-namespace jcw::simd {
+namespace jcw {
+namespace {
+namespace simd {
 
+// Naturally aligned vector type; memory is only ever read and written through load/store below,
+// which are unaligned (memcpy), so data pointers need no alignment.  (An aligned(4) typedef is
+// not honoured by clang for references to the type: it stored through them with aligned moves.)
 template <int L>
 struct VecT {
-    typedef float type __attribute__((vector_size(L * sizeof(float)), aligned(4), __may_alias__));
+    typedef float type __attribute__((vector_size(L * sizeof(float))));
 };
 template <int L>
 using vec = typename VecT<L>::type;
 
 template <int L>
-inline vec<L> load(const float* p) { return *reinterpret_cast<const vec<L>*>(p); }
+inline vec<L> load(const float* p) {
+    vec<L> v;
+    __builtin_memcpy(&v, p, sizeof(v));
+    return v;
+}
 template <int L>
-inline void store(float* p, vec<L> v) { *reinterpret_cast<vec<L>*>(p) = v; }
+inline void store(float* p, vec<L> v) { __builtin_memcpy(p, &v, sizeof(v)); }
 template <int L>
 inline vec<L> splat(float x) { return vec<L>{} + x; }
 
@@ -102,4 +114,6 @@ inline vec<L> join_prev(vec<L> prev, vec<L> cur) {
     else return join_prev_<L>(prev, cur, std::make_integer_sequence<int, L>{});
 }
 
-}  // namespace jcw::simd
+}  // namespace simd
+}  // namespace
+}  // namespace jcw

@@ -1,8 +1,10 @@
-// Standalone kernel check: SIMD path vs portable scalar path vs jcw::conv2d_reference.
+// Standalone kernel check: every kernel variant this CPU runs (kernel_variants(): the ISA variants
+// built in, then the portable scalar kernels) vs jcw::conv2d_reference, on random inputs.
 // Exit status 0 when every case agrees; prints one line per failing case.
 #include <cmath>
 #include <cstdio>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "ops.h"
@@ -69,20 +71,20 @@ int check_conv(const Case& c, int threads) {
     jcw::ThreadPool pool(threads);
     std::vector<float> scratch(conv.scratch_floats(c.h, c.w, threads) + 1);
     int failures = 0;
-    for (bool scalar : {false, true}) {
-        jcw::set_force_scalar(scalar);
+    for (const std::string& variant : jcw::kernel_variants()) {
+        jcw::set_kernel_variant(variant);
         // In-place residual: out starts as the residual.
         std::vector<float> out = c.residual ? res : std::vector<float>(n_out, NAN);
         conv.run(x.data(), c.h, c.w, out.data(), c.residual ? out.data() : nullptr, scratch.data(), pool);
         const double err = max_rel_err(out, want);
         if (err > 1e-5) {
-            std::printf("FAIL conv %s in=%d out=%d %dx%d k=%d s=%d p=%d g=%d density=%.2f threads=%d err=%.3g\n",
-                        scalar ? "scalar" : jcw::isa(), c.in_ch, c.out_ch, c.h, c.w, c.k, c.stride, c.pad, c.groups,
+            std::printf("FAIL conv %s (%s) in=%d out=%d %dx%d k=%d s=%d p=%d g=%d density=%.2f threads=%d err=%.3g\n",
+                        variant.c_str(), conv.kernel_name(c.h, c.w, threads).c_str(), c.in_ch, c.out_ch, c.h, c.w, c.k, c.stride, c.pad, c.groups,
                         c.density, threads, err);
             ++failures;
         }
     }
-    jcw::set_force_scalar(false);
+    jcw::set_kernel_variant(jcw::kernel_variants().front());
     return failures;
 }
 
@@ -191,7 +193,10 @@ int main() {
         for (double d : {0.0, 0.4, 1.0}) failures += check_linear(37, 21, d, threads);
         failures += check_pools(threads);
     }
-    std::printf("%s: %d conv cases x 2 paths x 2 thread counts, isa=%s lanes=%d, %d failures\n",
-                failures ? "FAILED" : "OK", total / 2, jcw::isa(), jcw::simd_lanes(), failures);
+    std::string variants;
+    for (const std::string& v : jcw::kernel_variants()) variants += (variants.empty() ? "" : ",") + v;
+    std::printf("%s: %d conv cases x %zu kernel variants (%s) x 2 thread counts, picked %s (isa=%s lanes=%d), %d failures\n",
+                failures ? "FAILED" : "OK", total / 2, jcw::kernel_variants().size(), variants.c_str(),
+                jcw::kernel_variant().c_str(), jcw::isa(), jcw::simd_lanes(), failures);
     return failures ? 1 : 0;
 }
