@@ -69,7 +69,8 @@ std::shared_ptr<const std::vector<int32_t>> Conv2d::make_offsets(int in_h, int i
     std::vector<int32_t> tap(taps);
     for (int t = 0; t < taps; ++t) tap[t] = p.direct ? 0 : tap_offset(p, stride_, 0, t / kw_, t % kw_);
     const int32_t channel = p.direct ? in_h * in_w : tap_offset(p, stride_, 1, 0, 0);
-    auto off = std::make_shared<std::vector<int32_t>>(codes_.size());
+    // Two padding entries (offset 0): the in-order NEON row loop loads offsets up to two ahead.
+    auto off = std::make_shared<std::vector<int32_t>>(codes_.size() + 2, 0);
     for (size_t b = 0; b < codes_.size(); ++b) (*off)[b] = (codes_[b] / taps) * channel + tap[codes_[b] % taps];
     return off;
 }

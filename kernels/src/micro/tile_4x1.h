@@ -15,6 +15,123 @@ namespace {
 
 using simd::vec;
 
+#if defined(JCW_TUNE_IN_ORDER) && defined(__aarch64__)
+// The 4x1-block row loop for in-order AArch64 cores (Cortex-A53), n >= 1 blocks: acc[i][v] +=
+// w[4b + i] * in[off[b] + 4v ..] for the row's blocks b.  Two blocks per trip: all ten vector
+// loads of both blocks (inputs v16-v23, weights v24/v25, used by lane) and the next trip's two
+// addresses (offsets loaded one trip ahead) issue before the 32 FMLAs.  An in-order core stalls
+// a load issued behind an FMLA in flight (llvm-mca's Cortex-A53 model: until the FMLA
+// completes), so loads and FMLAs are grouped, and the one stall per trip is shared by two blocks.
+// Written in assembly because the compilers' schedules interleave the loads with the FMLAs
+// (llvm-mca cortex-a53: 34 cycles per block before, see docs/kernels.md).  Reads up to two
+// offsets past the row (make_offsets pads two).  The accumulators live in v0-v15 inside the loop,
+// loaded from and stored back to acc once per row.
+inline void a53_blocks(vec<4> (&acc)[4][4], const float* in, const int32_t* off, const float* w, int n) {
+    const float *pn, *pnn;
+    int64_t t, t2;
+    asm volatile(
+        "ld1 {v0.4s, v1.4s, v2.4s, v3.4s}, [%[acc]]\n\t"
+        "add %[t], %[acc], #64\n\t"
+        "ld1 {v4.4s, v5.4s, v6.4s, v7.4s}, [%[t]], #64\n\t"
+        "ld1 {v8.4s, v9.4s, v10.4s, v11.4s}, [%[t]], #64\n\t"
+        "ld1 {v12.4s, v13.4s, v14.4s, v15.4s}, [%[t]]\n\t"
+        "tbz %w[n], #0, 3f\n\t"  // odd count: one block alone first
+        "ldrsw %[t], [%[off]]\n\t"
+        "add %[pn], %[in], %[t], lsl #2\n\t"
+        "ldr q16, [%[pn]]\n\t"
+        "ldr q17, [%[pn], #16]\n\t"
+        "ldr q18, [%[pn], #32]\n\t"
+        "ldr q19, [%[pn], #48]\n\t"
+        "ldr q24, [%[w]]\n\t"
+        "add %[w], %[w], #16\n\t"
+        "add %[off], %[off], #4\n\t"
+        "sub %w[n], %w[n], #1\n\t"
+        "fmla v0.4s, v16.4s, v24.s[0]\n\t"
+        "fmla v1.4s, v17.4s, v24.s[0]\n\t"
+        "fmla v2.4s, v18.4s, v24.s[0]\n\t"
+        "fmla v3.4s, v19.4s, v24.s[0]\n\t"
+        "fmla v4.4s, v16.4s, v24.s[1]\n\t"
+        "fmla v5.4s, v17.4s, v24.s[1]\n\t"
+        "fmla v6.4s, v18.4s, v24.s[1]\n\t"
+        "fmla v7.4s, v19.4s, v24.s[1]\n\t"
+        "fmla v8.4s, v16.4s, v24.s[2]\n\t"
+        "fmla v9.4s, v17.4s, v24.s[2]\n\t"
+        "fmla v10.4s, v18.4s, v24.s[2]\n\t"
+        "fmla v11.4s, v19.4s, v24.s[2]\n\t"
+        "fmla v12.4s, v16.4s, v24.s[3]\n\t"
+        "fmla v13.4s, v17.4s, v24.s[3]\n\t"
+        "fmla v14.4s, v18.4s, v24.s[3]\n\t"
+        "fmla v15.4s, v19.4s, v24.s[3]\n\t"
+        "3:\n\t"
+        "cbz %w[n], 2f\n\t"
+        "ldrsw %[t], [%[off]]\n\t"
+        "ldrsw %[t2], [%[off], #4]\n\t"
+        "add %[pn], %[in], %[t], lsl #2\n\t"
+        "add %[pnn], %[in], %[t2], lsl #2\n\t"
+        "1:\n\t"
+        "ldr q16, [%[pn]]\n\t"
+        "ldr q17, [%[pn], #16]\n\t"
+        "ldr q18, [%[pn], #32]\n\t"
+        "ldr q19, [%[pn], #48]\n\t"
+        "ldr q24, [%[w]]\n\t"
+        "ldr q20, [%[pnn]]\n\t"
+        "ldr q21, [%[pnn], #16]\n\t"
+        "ldr q22, [%[pnn], #32]\n\t"
+        "ldr q23, [%[pnn], #48]\n\t"
+        "ldr q25, [%[w], #16]\n\t"
+        "ldrsw %[t], [%[off], #8]\n\t"
+        "ldrsw %[t2], [%[off], #12]\n\t"
+        "add %[w], %[w], #32\n\t"
+        "add %[off], %[off], #8\n\t"
+        "add %[pn], %[in], %[t], lsl #2\n\t"
+        "add %[pnn], %[in], %[t2], lsl #2\n\t"
+        "subs %w[n], %w[n], #2\n\t"
+        "fmla v0.4s, v16.4s, v24.s[0]\n\t"
+        "fmla v1.4s, v17.4s, v24.s[0]\n\t"
+        "fmla v2.4s, v18.4s, v24.s[0]\n\t"
+        "fmla v3.4s, v19.4s, v24.s[0]\n\t"
+        "fmla v4.4s, v16.4s, v24.s[1]\n\t"
+        "fmla v5.4s, v17.4s, v24.s[1]\n\t"
+        "fmla v6.4s, v18.4s, v24.s[1]\n\t"
+        "fmla v7.4s, v19.4s, v24.s[1]\n\t"
+        "fmla v8.4s, v16.4s, v24.s[2]\n\t"
+        "fmla v9.4s, v17.4s, v24.s[2]\n\t"
+        "fmla v10.4s, v18.4s, v24.s[2]\n\t"
+        "fmla v11.4s, v19.4s, v24.s[2]\n\t"
+        "fmla v12.4s, v16.4s, v24.s[3]\n\t"
+        "fmla v13.4s, v17.4s, v24.s[3]\n\t"
+        "fmla v14.4s, v18.4s, v24.s[3]\n\t"
+        "fmla v15.4s, v19.4s, v24.s[3]\n\t"
+        "fmla v0.4s, v20.4s, v25.s[0]\n\t"
+        "fmla v1.4s, v21.4s, v25.s[0]\n\t"
+        "fmla v2.4s, v22.4s, v25.s[0]\n\t"
+        "fmla v3.4s, v23.4s, v25.s[0]\n\t"
+        "fmla v4.4s, v20.4s, v25.s[1]\n\t"
+        "fmla v5.4s, v21.4s, v25.s[1]\n\t"
+        "fmla v6.4s, v22.4s, v25.s[1]\n\t"
+        "fmla v7.4s, v23.4s, v25.s[1]\n\t"
+        "fmla v8.4s, v20.4s, v25.s[2]\n\t"
+        "fmla v9.4s, v21.4s, v25.s[2]\n\t"
+        "fmla v10.4s, v22.4s, v25.s[2]\n\t"
+        "fmla v11.4s, v23.4s, v25.s[2]\n\t"
+        "fmla v12.4s, v20.4s, v25.s[3]\n\t"
+        "fmla v13.4s, v21.4s, v25.s[3]\n\t"
+        "fmla v14.4s, v22.4s, v25.s[3]\n\t"
+        "fmla v15.4s, v23.4s, v25.s[3]\n\t"
+        "b.ne 1b\n\t"
+        "2:\n\t"
+        "st1 {v0.4s, v1.4s, v2.4s, v3.4s}, [%[acc]]\n\t"
+        "add %[t], %[acc], #64\n\t"
+        "st1 {v4.4s, v5.4s, v6.4s, v7.4s}, [%[t]], #64\n\t"
+        "st1 {v8.4s, v9.4s, v10.4s, v11.4s}, [%[t]], #64\n\t"
+        "st1 {v12.4s, v13.4s, v14.4s, v15.4s}, [%[t]]\n\t"
+        : [w] "+r"(w), [off] "+r"(off), [n] "+r"(n), [pn] "=&r"(pn), [pnn] "=&r"(pnn), [t] "=&r"(t), [t2] "=&r"(t2)
+        : [in] "r"(in), [acc] "r"(&acc[0][0])
+        : "v0", "v1", "v2", "v3", "v4", "v5", "v6", "v7", "v8", "v9", "v10", "v11", "v12", "v13", "v14", "v15", "v16",
+          "v17", "v18", "v19", "v20", "v21", "v22", "v23", "v24", "v25", "cc", "memory");
+}
+#endif
+
 // Tile of `NV` vectors of L pixels starting at virtual position q, `rows` out of 4 stored.
 // Stores prefetch the same output lines of the next tile for writing; PF also prefetches its input.
 template <int L, int NV, bool PF = false>
@@ -50,6 +167,12 @@ inline void tile_rows(const Geometry& g, int q, int first, int r0, int r1, const
         w += 4;
         // Next tile's input: one of its NV lines per block, a different one per row.
         const int pf = W + (r % NV) * L;
+#if defined(JCW_TUNE_IN_ORDER) && defined(__aarch64__)
+        if constexpr (L == 4 && NV == 4) {
+            if (row_start[r + 1] > row_start[r])
+                a53_blocks(acc, in, off + row_start[r], w, row_start[r + 1] - row_start[r]);
+        } else
+#endif
         for (int b = row_start[r], e = row_start[r + 1]; b < e; ++b, w += 4) {
             const float* p = in + off[b];
             if constexpr (PF) __builtin_prefetch(p + pf);
