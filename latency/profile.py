@@ -104,6 +104,8 @@ def machine_info(threads: int) -> tuple[dict, list[str]]:
         "threads": threads,
         "engine_version": ENGINE_VERSION,
         "isa": kernels.isa(),
+        # The kernels the table timed: the variant run and the set this build offers on this CPU.
+        "kernels": f"{kernels.kernel_variant()} (of {','.join(kernels.kernel_variants())})",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "host": socket.gethostname(),
         "numpy": np.__version__,
@@ -396,6 +398,8 @@ def _start(config: ProfileConfig, info: dict) -> LatencyTable:
     p = old.provenance
     want = {"kind": "measured", "method": METHOD, "engine_version": info["engine_version"], "threads": config.threads,
             "grid": info["grid"], "repeats": info["repeats"], "rounds": info["rounds"], "cpu": info["cpu"]}
+    if "kernels" in p:  # tables written before the kernel variants existed lack it
+        want["kernels"] = info["kernels"]
     diff = [f"{k} {p.get(k)!r} (now {v!r})" for k, v in want.items() if p.get(k) != v]
     if old.device != config.device:
         diff.append(f"device {old.device!r} (now {config.device!r})")
