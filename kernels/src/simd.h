@@ -7,6 +7,10 @@
 
 #include "ops.h"
 
+#if defined(__ARM_NEON)
+#include <arm_neon.h>
+#endif
+
 #if defined(__AVX512F__)
 #define JCW_LANES 16
 #define JCW_ISA "avx512"
@@ -101,6 +105,23 @@ template <int L, int Odd>
 inline vec<L> deinterleave(vec<L> a, vec<L> b) {
     if constexpr (L == 1) return Odd ? b : a;
     else return deinterleave_<L, Odd>(a, b, std::make_integer_sequence<int, L>{});
+}
+
+// Even / odd lanes of the 2L floats at p: one de-interleaving load (LD2) on NEON, else two loads
+// and two shuffles.
+template <int L>
+inline void load_even_odd(const float* p, vec<L>& even, vec<L>& odd) {
+#if defined(__ARM_NEON)
+    if constexpr (L == 4) {
+        const float32x4x2_t v = vld2q_f32(p);
+        even = (vec<L>)v.val[0];
+        odd = (vec<L>)v.val[1];
+        return;
+    }
+#endif
+    const vec<L> a = load<L>(p), b = load<L>(p + L);
+    even = deinterleave<L, 0>(a, b);
+    odd = deinterleave<L, 1>(a, b);
 }
 
 // (prev[L - 1], cur[0], .., cur[L - 2]): the lanes of cur one step to the right, prev's last first.

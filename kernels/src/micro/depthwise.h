@@ -236,19 +236,33 @@ void depthwise3x3s2_direct(const float* in, int h, int w, int c0, int c1, const 
                         k[3 * ky + 2] * deinterleave<L, 1>(a0, a1);
             }
             tail = dw_epilogue<L>(tail, res, xt, act);
-            vec<L> prev[3] = {vec<L>{}, vec<L>{}, vec<L>{}};
-            for (int x = 0; x + L < wo; x += L) {
-                vec<L> acc = b;
-                for (int i = 0; i < n; ++i) {
-                    const float* r = rows[i] + 2 * x;
-                    const vec<L> a0 = simd::load<L>(r), a1 = simd::load<L>(r + L);
-                    const vec<L> right = deinterleave<L, 1>(a0, a1);
-                    const int ky = ky0 + i;
-                    acc += k[3 * ky] * join_prev<L>(prev[i], right) + k[3 * ky + 1] * deinterleave<L, 0>(a0, a1) +
-                           k[3 * ky + 2] * right;
-                    prev[i] = right;
+            if (n == 3) {  // inner rows (all but the image's first / last): taps fixed at compile time
+                const float *r0 = rows[0], *r1 = rows[1], *r2 = rows[2];
+                vec<L> p0{}, p1{}, p2{};
+                for (int x = 0; x + L < wo; x += L) {
+                    vec<L> m0, o0, m1, o1, m2, o2;
+                    simd::load_even_odd<L>(r0 + 2 * x, m0, o0);
+                    simd::load_even_odd<L>(r1 + 2 * x, m1, o1);
+                    simd::load_even_odd<L>(r2 + 2 * x, m2, o2);
+                    const vec<L> a0 = b + k[0] * join_prev<L>(p0, o0) + k[1] * m0 + k[2] * o0;
+                    const vec<L> a1 = k[3] * join_prev<L>(p1, o1) + k[4] * m1 + k[5] * o1;
+                    const vec<L> a2 = k[6] * join_prev<L>(p2, o2) + k[7] * m2 + k[8] * o2;
+                    p0 = o0, p1 = o1, p2 = o2;
+                    simd::store<L>(out + o + x, dw_epilogue<L>(a0 + a1 + a2, res, x, act));
                 }
-                simd::store<L>(out + o + x, dw_epilogue<L>(acc, res, x, act));
+            } else {
+                vec<L> prev[3] = {vec<L>{}, vec<L>{}, vec<L>{}};
+                for (int x = 0; x + L < wo; x += L) {
+                    vec<L> acc = b;
+                    for (int i = 0; i < n; ++i) {
+                        vec<L> mid, right;
+                        simd::load_even_odd<L>(rows[i] + 2 * x, mid, right);
+                        const int ky = ky0 + i;
+                        acc += k[3 * ky] * join_prev<L>(prev[i], right) + k[3 * ky + 1] * mid + k[3 * ky + 2] * right;
+                        prev[i] = right;
+                    }
+                    simd::store<L>(out + o + x, dw_epilogue<L>(acc, res, x, act));
+                }
             }
             simd::store<L>(out + o + xt, tail);
         }
