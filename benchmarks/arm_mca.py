@@ -15,6 +15,9 @@ function this script takes
 - the overhead: the smallest loop enclosing the inner loop, minus the inner loop's instructions,
   i.e. the code run once per outer iteration (accumulator init, epilogue, stores, pointer setup).
 
+The channel-vectorised dense 1x1 kernel (cv_tile) is not listed: the engine runs it only with 8 or
+more lanes; on NEON dense 1x1 layers on small images run the 4x1-block tile like all others.
+
 Each block runs through ``llvm-mca -mtriple=aarch64 -mcpu=<core> -iterations=200`` as a loop
 body; cycles per iteration = "Total Cycles" / iterations.  The FMA peak of each model is measured
 the same way on 16 independent 128-bit FMLAs (16 cycles on both models: 8 FLOP/cycle).  FLOPs
@@ -89,10 +92,6 @@ KERNELS = (
            iteration="one kept 4x1 block: 4 output channels x 16 pixels, 16 FMLA, + 1 input prefetch",
            overhead_per="block row x tile (bias init, ReLU, 16 vector stores of 4 rows x 16 pixels)",
            fma_per_unit=16),
-    Kernel("mca_cv_blocks", "cv_tile<4,7>", ("dense_1x1",),
-           macs=7 * LANES, outputs=7 * LANES,
-           iteration="one input channel: 4 output channels x 7 pixels, 7 FMLA (by element)",
-           overhead_per="tile of 4 output channels x 7 pixels (bias init, transpose, ReLU, 28 scalar stores)"),
     Kernel("mca_dw3_direct", "depthwise3x3_direct<4> row pair", ("depthwise_3x3",),
            macs=2 * 9 * LANES, outputs=2 * LANES,
            iteration="one column vector of an output row pair (stride 1): 2 rows x 4 pixels, 18 taps",
