@@ -8,7 +8,7 @@ from typing import NamedTuple
 import numpy as np
 import onnx
 
-from jcw import _kernels
+from jcw import _kernels, autotune
 from jcw.engine.graph import EngineError, build_graph, load_model
 
 MODES = ("auto", "sparse", "dense")
@@ -54,6 +54,7 @@ class Engine:
             raise EngineError(f"threads must be an integer >= 1, got {threads!r}")
         if mode not in MODES:
             raise EngineError(f"mode must be one of {MODES}, got {mode!r}")
+        autotune.apply_cached()  # a cached, measured kernel variant for this CPU, if any (jcw/autotune.py)
         proto = load_model(model)
         self.metadata = {p.key: p.value for p in proto.metadata_props}
         graph = build_graph(proto)  # not kept: its weights would double the memory of the packed ones
