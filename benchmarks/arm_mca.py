@@ -239,13 +239,16 @@ def compile_driver(core: str, tmp: Path) -> str:
     return out.read_text()
 
 
-def sources_sha256() -> str:
-    """sha256 of the repository files the driver includes (itself too), concatenated in path order."""
+def kernel_sources() -> list[str]:
+    """The repository files the driver includes (itself too), relative to the root, sorted."""
     r = subprocess.run([CXX, *CXXFLAGS, f"-I{ROOT / 'kernels/include'}", f"-I{ROOT / 'kernels/src'}", "-MM",
                         str(DRIVER)], capture_output=True, text=True, check=True)
     deps = r.stdout.split(":", 1)[1].replace("\\\n", " ").split()
-    paths = sorted({str(Path(p).resolve().relative_to(ROOT)) for p in deps
-                    if Path(p).resolve().is_relative_to(ROOT)})
+    return sorted({str(Path(p).resolve().relative_to(ROOT)) for p in deps if Path(p).resolve().is_relative_to(ROOT)})
+
+
+def sources_sha256(paths: list[str]) -> str:
+    """sha256 of the files concatenated in the given (sorted) order."""
     h = hashlib.sha256()
     for p in paths:
         h.update((ROOT / p).read_bytes())
@@ -253,7 +256,8 @@ def sources_sha256() -> str:
 
 
 def measure(cores: tuple[str, ...], show_asm: str | None = None) -> tuple[list[dict], dict[str, float]]:
-    sha = sources_sha256()
+    paths = kernel_sources()
+    sha = sources_sha256(paths)
     rows: list[dict] = []
     peaks: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as d:
@@ -294,6 +298,7 @@ def measure(cores: tuple[str, ...], show_asm: str | None = None) -> tuple[list[d
                         "overhead_per": k.overhead_per,
                         "peak_flops_per_cycle": round(peaks[core], 4),
                         "sources_sha256": sha,
+                        "sources": paths,
                     })
     return rows, peaks
 
