@@ -15,6 +15,9 @@ function this script takes
 - the overhead: the smallest loop enclosing the inner loop, minus the inner loop's instructions,
   i.e. the code run once per outer iteration (accumulator init, epilogue, stores, pointer setup).
 
+The channel-vectorised dense 1x1 kernel (cv_tile) is not listed: the engine runs it only with 8 or
+more lanes; on NEON dense 1x1 layers on small images run the 4x1-block tile like all others.
+
 Each block runs through ``llvm-mca -mtriple=aarch64 -mcpu=<core> -iterations=200`` as a loop
 body; cycles per iteration = "Total Cycles" / iterations.  The FMA peak of each model is measured
 the same way on 16 independent 128-bit FMLAs (16 cycles on both models: 8 FLOP/cycle).  FLOPs
@@ -58,6 +61,9 @@ DRIVER = ROOT / "benchmarks" / "arm_mca_driver.cpp"
 CXX = "aarch64-linux-gnu-g++"
 CXXFLAGS = ["-std=c++17", "-O3", "-ffp-contract=fast"]
 CORES = ("cortex-a53", "cortex-a72")
+# The kernel variant CMakeLists.txt builds for each core, and its defines (the -mcpu here also sets
+# the tuning, as the variant's -mtune does).
+VARIANT = {"cortex-a53": ("neon_a53", ["-DJCW_TUNE_IN_ORDER=1"]), "cortex-a72": ("neon", [])}
 ITERATIONS = 200
 LANES = 4  # NEON: JCW_LANES
 
@@ -71,6 +77,7 @@ class Kernel:
     outputs: int  # output floats one inner iteration updates
     iteration: str
     overhead_per: str
+    fma_per_unit: int = 0  # FMLAs of one iteration: a loop unrolled by u holds u * this (0: not unrolled)
 
 
 # NEON parameters: L = 4 lanes, NV = JCW_TILE_VECS = 4 vectors per tile row.
@@ -78,15 +85,13 @@ KERNELS = (
     Kernel("mca_tile_rows", "tile_rows<4,4>", ("sparse_1x1", "sparse_3x3", "dense_1x1", "dense_3x3"),
            macs=4 * 4 * LANES, outputs=4 * 4 * LANES,
            iteration="one kept 4x1 block: 4 output channels x 16 pixels (4 vectors), 16 FMLA",
-           overhead_per="block row x tile (bias init, ReLU, 16 vector stores of 4 rows x 16 pixels)"),
+           overhead_per="block row x tile (bias init, ReLU, 16 vector stores of 4 rows x 16 pixels)",
+           fma_per_unit=16),
     Kernel("mca_tile_rows_pf", "tile_rows<4,4,prefetch>", ("sparse_1x1", "sparse_3x3", "dense_1x1", "dense_3x3"),
            macs=4 * 4 * LANES, outputs=4 * 4 * LANES,
            iteration="one kept 4x1 block: 4 output channels x 16 pixels, 16 FMLA, + 1 input prefetch",
-           overhead_per="block row x tile (bias init, ReLU, 16 vector stores of 4 rows x 16 pixels)"),
-    Kernel("mca_cv_blocks", "cv_tile<4,7>", ("dense_1x1",),
-           macs=7 * LANES, outputs=7 * LANES,
-           iteration="one input channel: 4 output channels x 7 pixels, 7 FMLA (by element)",
-           overhead_per="tile of 4 output channels x 7 pixels (bias init, transpose, ReLU, 28 scalar stores)"),
+           overhead_per="block row x tile (bias init, ReLU, 16 vector stores of 4 rows x 16 pixels)",
+           fma_per_unit=16),
     Kernel("mca_dw3_direct", "depthwise3x3_direct<4> row pair", ("depthwise_3x3",),
            macs=2 * 9 * LANES, outputs=2 * LANES,
            iteration="one column vector of an output row pair (stride 1): 2 rows x 4 pixels, 18 taps",
@@ -101,13 +106,15 @@ KERNELS = (
            overhead_per="channel (overlapped last vector, weights)"),
 )
 
-BRANCH = re.compile(r"^\s+(?:b|b\.?(?:eq|ne|cs|hs|cc|lo|mi|pl|vs|vc|hi|ls|ge|lt|gt|le)|cbn?z|tbn?z)\s+.*?(\.L\w+)\s*$")
-LABEL = re.compile(r"^(\.L\w+):")
+BRANCH = re.compile(
+    r"^\s+(?:b|b\.?(?:eq|ne|cs|hs|cc|lo|mi|pl|vs|vc|hi|ls|ge|lt|gt|le)|cbn?z|tbn?z)\s+.*?(\.L\w+|\d+b)\s*$")
+LABEL = re.compile(r"^\s*(\.L\w+|\d+):")  # compiler labels and numeric local labels of inline assembly
 FMA = re.compile(r"^\s+(fmla|fmls|fmadd|fmsub)\b")
 
 
 def is_instruction(line: str) -> bool:
-    return line.startswith("\t") and not line.startswith("\t.") and line.strip() != ""
+    t = line.strip()
+    return line.startswith("\t") and not t.startswith((".", "//", "#")) and t != "" and not LABEL.match(line)
 
 
 def functions(asm: str) -> dict[str, list[str]]:
@@ -139,8 +146,9 @@ def loops(lines: list[str]) -> list[tuple[int, int]]:
             labels[m.group(1)] = i
             continue
         m = BRANCH.match(line)
-        if m and m.group(1) in labels:
-            found.append((labels[m.group(1)], i))
+        target = m.group(1).rstrip("b") if m and m.group(1)[0].isdigit() else (m.group(1) if m else None)
+        if target in labels:
+            found.append((labels[target], i))
     return found
 
 
@@ -225,19 +233,22 @@ def fma_peak(core: str, tmp: Path) -> float:
 
 def compile_driver(core: str, tmp: Path) -> str:
     out = tmp / f"driver-{core}.s"
-    cmd = [CXX, *CXXFLAGS, f"-mcpu={core}", f"-I{ROOT / 'kernels/include'}", f"-I{ROOT / 'kernels/src'}", "-S",
+    cmd = [CXX, *CXXFLAGS, f"-mcpu={core}", *VARIANT.get(core, ("", []))[1], f"-I{ROOT / 'kernels/include'}", f"-I{ROOT / 'kernels/src'}", "-S",
            str(DRIVER), "-o", str(out)]
     subprocess.run(cmd, check=True)
     return out.read_text()
 
 
-def sources_sha256() -> str:
-    """sha256 of the repository files the driver includes (itself too), concatenated in path order."""
+def kernel_sources() -> list[str]:
+    """The repository files the driver includes (itself too), relative to the root, sorted."""
     r = subprocess.run([CXX, *CXXFLAGS, f"-I{ROOT / 'kernels/include'}", f"-I{ROOT / 'kernels/src'}", "-MM",
                         str(DRIVER)], capture_output=True, text=True, check=True)
     deps = r.stdout.split(":", 1)[1].replace("\\\n", " ").split()
-    paths = sorted({str(Path(p).resolve().relative_to(ROOT)) for p in deps
-                    if Path(p).resolve().is_relative_to(ROOT)})
+    return sorted({str(Path(p).resolve().relative_to(ROOT)) for p in deps if Path(p).resolve().is_relative_to(ROOT)})
+
+
+def sources_sha256(paths: list[str]) -> str:
+    """sha256 of the files concatenated in the given (sorted) order."""
     h = hashlib.sha256()
     for p in paths:
         h.update((ROOT / p).read_bytes())
@@ -245,7 +256,8 @@ def sources_sha256() -> str:
 
 
 def measure(cores: tuple[str, ...], show_asm: str | None = None) -> tuple[list[dict], dict[str, float]]:
-    sha = sources_sha256()
+    paths = kernel_sources()
+    sha = sources_sha256(paths)
     rows: list[dict] = []
     peaks: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as d:
@@ -257,6 +269,12 @@ def measure(cores: tuple[str, ...], show_asm: str | None = None) -> tuple[list[d
                 body, over = split_loop(funcs[k.function])
                 m = run_mca(body, core, tmp)
                 ov = run_mca(over, core, tmp).cycles if over else 0.0
+                # Per iteration (one block, one input channel, ...) when the loop holds several.
+                unroll = max(1, round(n_fma(body) / k.fma_per_unit)) if k.fma_per_unit else 1
+                if unroll > 1:
+                    m.cycles /= unroll
+                    m.rthroughput /= unroll
+                    m.pressure = {r: v / unroll for r, v in m.pressure.items()}
                 if show_asm and show_asm in (k.function, k.name):
                     print(f"== {core} {k.name}: inner loop\n" + "\n".join(body))
                     print(f"== {core} {k.name}: overhead\n" + "\n".join(over))
@@ -264,7 +282,7 @@ def measure(cores: tuple[str, ...], show_asm: str | None = None) -> tuple[list[d
                 flops = 2.0 * k.macs
                 for kind in k.kinds:
                     rows.append({
-                        "core": core, "kernel": k.name, "kind": kind,
+                        "core": core, "variant": VARIANT.get(core, ("neon", []))[0], "kernel": k.name, "kind": kind,
                         "cycles_per_iter": round(m.cycles, 3),
                         "flops_per_iter": flops,
                         "macs_per_iter": float(k.macs),
@@ -273,12 +291,14 @@ def measure(cores: tuple[str, ...], show_asm: str | None = None) -> tuple[list[d
                         "iteration": k.iteration,
                         "bottleneck": bottleneck(m, core),
                         "block_rthroughput": m.rthroughput,
-                        "instructions_per_iter": m.instructions,
-                        "fma_instructions_per_iter": n_fma(body),
+                        "instructions_per_iter": m.instructions / unroll,
+                        "fma_instructions_per_iter": n_fma(body) / unroll,
+                        "loop_unroll": unroll,
                         "overhead_cycles": round(ov, 3),
                         "overhead_per": k.overhead_per,
                         "peak_flops_per_cycle": round(peaks[core], 4),
                         "sources_sha256": sha,
+                        "sources": paths,
                     })
     return rows, peaks
 
@@ -288,7 +308,9 @@ def table(rows: list[dict], peaks: dict[str, float]) -> str:
     out = [f"NEON microkernels under llvm-mca ({cpu}); {CXX} {' '.join(CXXFLAGS)} -mcpu=<core>",
            "memory behaviour is outside llvm-mca's model (every load an L1 hit)", ""]
     for core in peaks:
-        out.append(f"{core}: FMA peak {peaks[core]:.2f} FLOP/cycle (16 independent 128-bit FMLA)")
+        variant, defs = VARIANT.get(core, ("neon", []))
+        out.append(f"{core} (variant {variant}{', ' + ' '.join(defs) if defs else ''}): FMA peak {peaks[core]:.2f} "
+                   "FLOP/cycle (16 independent 128-bit FMLA)")
         hdr = f"{'kernel':<34} {'kinds':<44} {'cy/iter':>7} {'FLOP/it':>7} {'%peak':>6} {'ovh cy':>7}  bottleneck"
         out += [hdr, "-" * len(hdr)]
         seen = {}

@@ -1,4 +1,5 @@
-// Driver for benchmarks/arm_mca.py: compiles the engine's conv microkernels for AArch64 and
+// Driver for benchmarks/arm_mca.py: compiles the engine's conv microkernels (kernels/src/micro/)
+// for AArch64 and
 // instantiates each one in its own noinline, flattened extern "C" function, so that the assembly
 // (-S) of each function holds exactly one microkernel with the engine's NEON parameters
 // (JCW_LANES = 4, JCW_TILE_VECS = 4).  Geometry, activation and residual are compile-time
@@ -6,7 +7,8 @@
 // outputs, ReLU, no residual), so that the per-outer-iteration code around the inner loop is one
 // straight path; pointers and loop bounds the microkernel reads per call stay run-time arguments.
 // Nothing here is linked or run: only the generated assembly is read.
-#include "../kernels/src/conv.cpp"
+#include "../kernels/src/micro/depthwise.h"
+#include "../kernels/src/micro/tile_4x1.h"
 
 #define JCW_MCA extern "C" __attribute__((noinline, flatten))
 
@@ -27,12 +29,6 @@ JCW_MCA void mca_tile_rows_pf(const float* base, const float* packed, const int3
     Geometry g;
     g.ho = 56, g.wo = 56, g.wv = 56, g.hw = 56 * 56, g.qend = 56 * 56, g.base = base;
     tile_rows<JCW_LANES, JCW_TILE_VECS, true>(g, 0, 0, 0, 16, packed, row_start, off, 64, out, nullptr, Act::Relu);
-}
-
-// Channel-vectorised dense 1x1 (small images): every tile of a 64-channel layer over a 7x7 image
-// (16 blocks of L channels x 7 tiles of 7 pixels), k input channels.
-JCW_MCA void mca_cv_blocks(const float* cv, const float* bias, const float* in, int k, float* out) {
-    cv_blocks<JCW_LANES>(cv, bias, in, k, 49, 64, 0, 64 / JCW_LANES, out, nullptr, Act::Relu);
 }
 
 // Depthwise 3x3 stride 1 straight from the CHW input (row pairs, 18 FMAs per column vector).

@@ -9,8 +9,11 @@ from jcw._kernels import (
     force_scalar,
     global_avg_pool,
     isa,
+    kernel_variant,
+    kernel_variants,
     max_pool2d,
     set_force_scalar,
+    set_kernel_variant,
     simd_lanes,
 )
 
@@ -23,7 +26,10 @@ __all__ = [
     "force_scalar",
     "global_avg_pool",
     "isa",
+    "kernel_variant",
+    "kernel_variants",
     "max_pool2d",
     "set_force_scalar",
+    "set_kernel_variant",
     "simd_lanes",
 ]

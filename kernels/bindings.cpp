@@ -130,7 +130,7 @@ void bind_executor(py::module_& m) {
             for (const auto& s : n.steps())
                 out.append(py::dict(py::arg("name") = s.name, py::arg("op") = s.op, py::arg("sparse") = s.sparse,
                                     py::arg("density") = s.density, py::arg("act") = s.act,
-                                    py::arg("residual") = s.residual,
+                                    py::arg("residual") = s.residual, py::arg("microkernel") = s.microkernel,
                                     py::arg("shape") = py::make_tuple(s.out.c, s.out.h, s.out.w)));
             return out;
         })
@@ -268,6 +268,12 @@ void bind_ops(py::module_& m) {
     m.def("simd_lanes", &jcw::simd_lanes, "Floats per SIMD vector (1 = scalar build).");
     m.def("set_force_scalar", &jcw::set_force_scalar, py::arg("on"), "Route every op through the portable scalar kernels.");
     m.def("force_scalar", &jcw::force_scalar);
+    m.def("kernel_variant", &jcw::kernel_variant,
+          "Kernel variant the conv ops run (picked at load from the CPU, or $JCW_KERNELS).");
+    m.def("kernel_variants", &jcw::kernel_variants,
+          "Kernel variants built in that this CPU runs, preferred first, 'scalar' last.");
+    m.def("set_kernel_variant", &jcw::set_kernel_variant, py::arg("name"),
+          "Run the named variant from now on (process-wide; for tests and benchmarks).");
     m.def("fma_peak_gflops", [](double seconds) { py::gil_scoped_release r; return jcw::measure_fma_peak_gflops(seconds); },
           py::arg("seconds") = 0.2, "Measured single-thread FMA peak, GFLOP/s.");
     py::class_<PyConv2d>(m, "Conv2d", "Packed convolution (ops.h); run on (C,H,W) or (N,C,H,W) float32.")
@@ -279,6 +285,8 @@ void bind_ops(py::module_& m) {
         .def_property_readonly("sparse", [](const PyConv2d& c) { return c.conv.sparse(); })
         .def_property_readonly("depthwise", [](const PyConv2d& c) { return c.conv.depthwise(); })
         .def_property_readonly("density", [](const PyConv2d& c) { return c.conv.density(); })
+        .def("kernel_name", [](const PyConv2d& c, int h, int w) { return c.conv.kernel_name(h, w, c.pool->size()); },
+             py::arg("h"), py::arg("w"), "Kernel variant and microkernel run for an h x w input.")
         .def_property_readonly("threads", [](const PyConv2d& c) { return c.pool->size(); });
     py::class_<PyLinear>(m, "Linear", "Packed fully connected layer (ops.h).")
         .def(py::init([](FArray weight, std::optional<FArray> bias, const std::string& act, const std::string& mode, int threads) {

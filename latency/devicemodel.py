@@ -93,6 +93,7 @@ class Kernel:
     cycles_per_iter: float
     overhead_cycles: float
     peak_fraction: float
+    variant: str
 
 
 def load_kernel_cycles(path: Path = KERNEL_CYCLES) -> list[dict]:
@@ -119,17 +120,22 @@ ROLES = {
 }
 
 
+OPTIONAL_ROLES = ("channel_1x1",)  # NEON builds run dense 1x1 layers on the tile (cv_tile needs >= 8 lanes)
+
+
 def core_kernels(entries: list[dict], core: str) -> dict[str, Kernel]:
-    """role -> Kernel of ``core``."""
+    """role -> Kernel of ``core`` (the variant the engine dispatches on that core)."""
     found = {}
     for role, prefix in ROLES.items():
         match = [e for e in entries if e["core"] == core and e["kernel"].startswith(prefix)
                  and "prefetch" not in e["kernel"]]
         if not match:
+            if role in OPTIONAL_ROLES:
+                continue
             raise ValueError(f"{KERNEL_CYCLES.name} has no {prefix}...> entry for {core}; re-run benchmarks/arm_mca.py")
         e = match[0]
         found[role] = Kernel(e["kernel"], float(e["cycles_per_iter"]), float(e["overhead_cycles"]),
-                             float(e["peak_fraction"]))
+                             float(e["peak_fraction"]), e.get("variant", "neon"))
     return found
 
 
@@ -174,8 +180,8 @@ class CostModel:
             if layer.stride == 2:
                 return np.full(density.shape, "depthwise_s2")
             return np.full(density.shape, "depthwise_flat" if layer.in_res < LANES else "depthwise_s1")
-        cv = (layer.kind != "fc" and layer.kernel == 1 and layer.stride == 1 and layer.padding == 0
-              and layer.out_res ** 2 <= CV_MAX_PIXELS)
+        cv = ("channel_1x1" in self.kernels and layer.kind != "fc" and layer.kernel == 1 and layer.stride == 1
+              and layer.padding == 0 and layer.out_res ** 2 <= CV_MAX_PIXELS)
         return np.where(cv & (density >= 1.0), "channel_1x1", "tile")
 
     def layer_ms(self, layer, out_ch, in_ch, density) -> np.ndarray:
@@ -216,13 +222,15 @@ class CostModel:
             tile_cycles = kept * 4 * tile.cycles_per_iter / TILE_PIXELS + rows * tile.overhead_cycles / TILE_PIXELS
         planes = 0.0 if reach == 0 and layer.stride == 1 else 4.0 * in_ch * (layer.in_res + 2 * layer.padding) ** 2
         tile_moved = in_bytes + out_bytes + 20.0 * kept + 2.0 * planes  # 4 weights + a 4-byte code per block
-        cv = k["channel_1x1"]
-        cv_tiles = np.ceil(out_ch / 4) * math.ceil(pixels / CV_PIXELS)
-        cv_cycles = cv_tiles * (in_ch * cv.cycles_per_iter + cv.overhead_cycles)
-        cv_moved = in_bytes + out_bytes + 4.0 * out_ch * in_ch
-        use_cv = self.kernel_for(layer, density) == "channel_1x1"
-        cycles = np.where(use_cv, cv_cycles, tile_cycles)
-        moved = np.where(use_cv, cv_moved, tile_moved)
+        cycles, moved = tile_cycles, tile_moved
+        if "channel_1x1" in k:
+            cv = k["channel_1x1"]
+            cv_tiles = np.ceil(out_ch / 4) * math.ceil(pixels / CV_PIXELS)
+            cv_cycles = cv_tiles * (in_ch * cv.cycles_per_iter + cv.overhead_cycles)
+            cv_moved = in_bytes + out_bytes + 4.0 * out_ch * in_ch
+            use_cv = self.kernel_for(layer, density) == "channel_1x1"
+            cycles = np.where(use_cv, cv_cycles, tile_cycles)
+            moved = np.where(use_cv, cv_moved, tile_moved)
         parts = np.maximum(rows, tiles)
         return self._finish(cycles, parts, moved)
 
@@ -253,7 +261,8 @@ def provenance(model: CostModel, entries: list[dict]) -> dict:
         "device": b.description,
         "threads": model.threads,
         "method": METHOD.format(core=b.core),
-        "engine": f"NEON kernels, sources sha256 {entries[0]['sources_sha256'][:12]}",
+        "engine": (f"NEON kernels, variant {model.kernels['tile'].variant}, sources sha256 "
+                   f"{entries[0]['sources_sha256'][:12]}"),
         "kernels": {role: {"kernel": k.name, "cycles_per_iter": k.cycles_per_iter,
                            "overhead_cycles": k.overhead_cycles, "peak_fraction": k.peak_fraction}
                     for role, k in model.kernels.items()},

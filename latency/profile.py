@@ -85,8 +85,10 @@ def machine_info(threads: int) -> tuple[dict, list[str]]:
             throttled = None
         if throttled and throttled.split("=")[-1] not in ("0x0", "0"):
             warnings.append(f"the board reports throttling ({throttled}): check power supply and cooling")
-    from jcw import kernels
+    from jcw import autotune, kernels
     from jcw.engine import ENGINE_VERSION
+
+    autotune.apply_cached()
 
     info = {
         "kind": "measured",
@@ -99,6 +101,9 @@ def machine_info(threads: int) -> tuple[dict, list[str]]:
         "threads": threads,
         "engine_version": ENGINE_VERSION,
         "isa": kernels.isa(),
+        # The kernels the table timed: the variant run (after a cached autotune choice, as Engine
+        # applies it) and the set this build offers on this CPU.
+        "kernels": f"{kernels.kernel_variant()} (of {','.join(kernels.kernel_variants())})",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "host": socket.gethostname(),
         "numpy": np.__version__,
@@ -391,6 +396,8 @@ def _start(config: ProfileConfig, info: dict) -> LatencyTable:
     p = old.provenance
     want = {"kind": "measured", "method": METHOD, "engine_version": info["engine_version"], "threads": config.threads,
             "grid": info["grid"], "repeats": info["repeats"], "rounds": info["rounds"], "cpu": info["cpu"]}
+    if "kernels" in p:  # tables written before the kernel variants existed lack it
+        want["kernels"] = info["kernels"]
     diff = [f"{k} {p.get(k)!r} (now {v!r})" for k, v in want.items() if p.get(k) != v]
     if old.device != config.device:
         diff.append(f"device {old.device!r} (now {config.device!r})")

@@ -1,5 +1,6 @@
 """Parity of the compiled op kernels (jcw.kernels) against torch, and the C++/ARM harness."""
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -66,9 +67,26 @@ def torch_conv(x, w, b, stride, pad, groups, act, residual):
     return y.numpy()
 
 
-@pytest.mark.parametrize("scalar,threads", [(False, 1), (False, 2), (True, 1)])
+# Every kernel variant this CPU runs (e.g. avx512, avx2, sse2, scalar), each microkernel of each
+# checked against torch: the preferred variant with 1 and 2 threads, the others with 1.
+VARIANTS = kernels.kernel_variants()
+VARIANT_THREADS = [(VARIANTS[0], 2)] + [(v, 1) for v in VARIANTS]
+
+
+@contextlib.contextmanager
+def variant(name):
+    before = kernels.kernel_variant()
+    kernels.set_kernel_variant(name)
+    try:
+        yield
+    finally:
+        kernels.set_kernel_variant(before)
+        kernels.set_force_scalar(False)
+
+
+@pytest.mark.parametrize("variant_name,threads", VARIANT_THREADS)
 @pytest.mark.parametrize("cin,cout,h,w,k,stride,pad,groups,density,act,res,mode", CONV_CASES)
-def test_conv_matches_torch(cin, cout, h, w, k, stride, pad, groups, density, act, res, mode, scalar, threads):
+def test_conv_matches_torch(cin, cout, h, w, k, stride, pad, groups, density, act, res, mode, variant_name, threads):
     rng = np.random.default_rng(cin * 1000 + cout * 10 + k)
     wt = block_pruned(rng, cout, cin // groups, k, density)
     b = rng.standard_normal(cout).astype(np.float32)
@@ -76,24 +94,20 @@ def test_conv_matches_torch(cin, cout, h, w, k, stride, pad, groups, density, ac
     conv = kernels.Conv2d(wt, b, stride=stride, padding=pad, groups=groups, act=act, mode=mode, threads=threads)
     oh, ow = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
     residual = rng.standard_normal((2, cout, oh, ow)).astype(np.float32) if res else None
-    kernels.set_force_scalar(scalar)
-    try:
+    with variant(variant_name):
         got = conv.run(x, residual)
-    finally:
-        kernels.set_force_scalar(False)
     want = torch_conv(x, wt, b, stride, pad, groups, act, residual)
     assert got.shape == want.shape
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("scalar", [False, True])
+@pytest.mark.parametrize("variant_name", VARIANTS)
 @pytest.mark.parametrize("stride", [1, 2])
-def test_depthwise3x3_sweep_matches_torch(stride, scalar):
+def test_depthwise3x3_sweep_matches_torch(stride, variant_name):
     """Depthwise 3x3 padding 1 over heights 1-7 (single rows and row pairs) and widths around 4, 8 and
     16 lanes (first / last / overlapped vectors, odd widths), with residual."""
     rng = np.random.default_rng(100 + stride)
-    kernels.set_force_scalar(scalar)
-    try:
+    with variant(variant_name):
         for h in (1, 2, 3, 4, 5, 7):
             for w in (1, 3, 4, 5, 8, 9, 15, 16, 17, 31, 33, 40):
                 c = 3
@@ -106,8 +120,6 @@ def test_depthwise3x3_sweep_matches_torch(stride, scalar):
                 want = torch_conv(x, wt, b, stride, 1, c, "none", res)
                 np.testing.assert_allclose(conv.run(x, res), want, rtol=1e-4, atol=1e-4,
                                            err_msg=f"h={h} w={w} stride={stride}")
-    finally:
-        kernels.set_force_scalar(False)
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
@@ -188,6 +200,37 @@ def test_pools_and_add_match_torch():
 def test_isa_is_reported():
     assert kernels.isa() in {"avx512", "avx2", "sse2", "neon", "scalar"}
     assert kernels.simd_lanes() in {1, 4, 8, 16}
+
+
+def test_kernel_variants_are_selectable():
+    assert VARIANTS[-1] == "scalar" and kernels.kernel_variant() in VARIANTS
+    assert set(VARIANTS) <= {"avx512", "avx2", "sse2", "neon", "neon_a53", "native", "scalar"}
+    for name in VARIANTS:
+        with variant(name):
+            assert kernels.kernel_variant() == name
+            assert (kernels.isa() == "scalar") == (name == "scalar")
+    with pytest.raises(ValueError, match="kernel variant must be one of"):
+        kernels.set_kernel_variant("mmx")
+
+
+@pytest.mark.parametrize("variant_name", VARIANTS)
+def test_cases_reach_every_microkernel(variant_name):
+    """The parity cases above run each microkernel of each variant (so no kernel goes untested)."""
+    seen = set()
+    with variant(variant_name):
+        lanes = kernels.simd_lanes()
+        for cin, cout, h, w, k, stride, pad, groups, density, act, res, mode in CONV_CASES:
+            wt = np.ones((cout, cin // groups, k, k), np.float32)
+            conv = kernels.Conv2d(wt, stride=stride, padding=pad, groups=groups, mode=mode)
+            name = conv.kernel_name(h, w)
+            assert name.startswith(variant_name + " ")
+            seen.add(name.split()[1].split("<")[0])
+    want = {"tile_rows", "depthwise3x3_direct", "depthwise3x3s2_direct", "depthwise_range"}
+    if lanes > 1:
+        want.add("depthwise3x3_flat")
+    if lanes >= 8:  # channel-vectorised dense 1x1 on small images: wide vectors only
+        want.add("cv_tile")
+    assert want <= seen, want - seen
 
 
 def test_arm_harness_under_qemu(tmp_path):

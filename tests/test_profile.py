@@ -6,6 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from jcw import kernels
+
 from latency.lut import LatencyTable
 from jcw.core.netspec import load_shipped
 from latency.predictor import Predictor
@@ -47,6 +49,7 @@ def test_profile_covers_the_model_with_sane_timings(measured):
     assert prov["kind"] == "measured" and prov["complete"] and prov["threads"] == 1
     for k in ("cpu", "engine_version", "date", "host", "governor", "grid"):
         assert k in prov
+    assert prov["kernels"].startswith(kernels.kernel_variant() + " (of ")  # the table belongs to these kernels
     assert prov["method"] == "context"
     for e in table.layers.values():   # every point reached by >= 1 context run per round, 3 passes each
         assert (e.mean > 0).all() and (e.count >= 6).all() and (e.count % 3 == 0).all()

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from jcw.cli.search import main
+from jcw.core.errors import UsageError
 from jcw.core.util import parse_budget
 from jcw.search.config import build_config
-from jcw.core.errors import UsageError
+from latency.devicemodel import table_path
 
 TINY = {"pretrain_epochs": 1, "batch_size": 32, "calib_batches": 1, "val_samples": 64}
 TINY_ARGS = ["--model", "resnet20", "--device", "a53", "--train-resolution", "16", "--population", "4",
@@ -75,7 +76,8 @@ def test_errors_exit_2_without_run_dir(tmp_path, tiny_yaml, capsys):
     base = ["--config", str(tiny_yaml)] + TINY_ARGS
     _fails(["--model", "resnet1000"], out, capsys, "unknown model", "resnet20")
     _fails(base + ["--device", "z80"], out, capsys, "z80")
-    _fails(base + ["--resolution", "20"], out, capsys, "does not cover")
+    _fails(base + ["--threads", "5"], out, capsys, "4 cores")
+    _fails(base + ["--lut", str(table_path("a53", 4)), "--resolution", "20"], out, capsys, "no entry")
     _fails(base + ["--lut", str(tmp_path / "nope.json")], out, capsys, "nope.json")
     err = _fails(base + ["--budget", "0.5ms"], out, capsys, "below the fastest arch")
     fastest = float(err.split("thread(s), modelled table): ")[1].split(" ms")[0])

@@ -8,9 +8,9 @@ from typing import NamedTuple
 import numpy as np
 import onnx
 
-from jcw import _kernels
-from jcw.engine.graph import build_graph, load_model
+from jcw import _kernels, autotune
 from jcw.core.errors import UsageError
+from jcw.engine.graph import build_graph, load_model
 
 MODES = ("auto", "sparse", "dense")
 
@@ -25,6 +25,7 @@ class LayerPlan(NamedTuple):
     act: str                # fused activation: none | relu | relu6
     residual: bool          # a residual add is fused into this conv's epilogue
     shape: tuple[int, int, int]
+    microkernel: str = ""   # conv / depthwise: kernel variant and microkernel, e.g. "avx512 tile_rows<16,4>"
 
 
 def check_input(x, shape: tuple[int, int, int]) -> np.ndarray:
@@ -54,6 +55,7 @@ class Engine:
             raise UsageError(f"threads must be an integer >= 1, got {threads!r}")
         if mode not in MODES:
             raise UsageError(f"mode must be one of {MODES}, got {mode!r}")
+        autotune.apply_cached()  # a cached, measured kernel variant for this CPU, if any (jcw/autotune.py)
         proto = load_model(model)
         self.metadata = {p.key: p.value for p in proto.metadata_props}
         graph = build_graph(proto)  # not kept: its weights would double the memory of the packed ones
@@ -103,7 +105,8 @@ class Engine:
         for s in self._net.steps():
             weighted = s["op"] in ("conv", "depthwise", "linear")
             out.append(LayerPlan(s["name"], s["op"], ("sparse" if s["sparse"] else "dense") if weighted else None,
-                                 s["density"] if weighted else None, s["act"], s["residual"], s["shape"]))
+                                 s["density"] if weighted else None, s["act"], s["residual"], s["shape"],
+                                 s["microkernel"]))
         return out
 
     def run(self, x: np.ndarray) -> np.ndarray:
@@ -130,10 +133,10 @@ class Engine:
 
     def summary(self) -> str:
         """The plan as a text table."""
-        rows = [f"{'layer':<40} {'op':<10} {'kernel':<7} {'density':>7}  {'act':<5} {'res':<3} out"]
+        rows = [f"{'layer':<40} {'op':<10} {'kernel':<7} {'density':>7}  {'act':<5} {'res':<3} {'out':<14} microkernel"]
         for p in self.plan:
             dens = f"{p.density:.3f}" if p.density is not None else ""
             name = p.name if len(p.name) <= 40 else "..." + p.name[-37:]
             rows.append(f"{name:<40} {p.op:<10} {p.kernel or '':<7} {dens:>7}  {p.act:<5} "
-                        f"{'yes' if p.residual else '':<3} {'x'.join(map(str, p.shape))}")
+                        f"{'yes' if p.residual else '':<3} {'x'.join(map(str, p.shape)):<14} {p.microkernel}".rstrip())
         return "\n".join(rows)

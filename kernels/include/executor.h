@@ -29,6 +29,7 @@ struct StepInfo {
     ValueShape out;
     bool residual = false; // conv: a residual add is fused into the epilogue
     std::string act;       // "none", "relu", "relu6"
+    std::string microkernel;  // conv: kernel variant and microkernel run (Conv2d::kernel_name), else ""
 };
 
 class Network {

@@ -28,10 +28,19 @@ namespace jcw {
 enum class Act { None, Relu, Relu6 };
 enum class ConvMode { Auto, Sparse, Dense };
 
-// Instruction set the SIMD kernels were built for: "avx512", "avx2", "sse2", "neon" or "scalar".
+// Instruction set of the kernel variant the ops run: "avx512", "avx2", "sse2", "neon" or "scalar".
 const char* isa();
-// Vector width in floats of the SIMD kernels (1 for the scalar build).
+// Vector width in floats of that variant (1 for the scalar kernels).
 int simd_lanes();
+// Kernel variant the conv ops run, picked at load from the CPU (CPUID on x86-64; HWCAP and the
+// MIDR part number on AArch64) or named by $JCW_KERNELS: "avx512", "avx2", "sse2", "neon",
+// "neon_a53", "native" (a JCW_NATIVE build) or "scalar" (under set_force_scalar).
+std::string kernel_variant();
+// The variants built into this library that this CPU runs, preferred first, "scalar" last.
+std::vector<std::string> kernel_variants();
+// Run `name` from now on (one of kernel_variants(); "scalar" = set_force_scalar(true));
+// std::invalid_argument otherwise.  Process-wide, for tests and benchmarks.
+void set_kernel_variant(const std::string& name);
 // Process-wide switch to the portable scalar kernels (for testing the SIMD path against them).
 void set_force_scalar(bool on);
 bool force_scalar();
@@ -75,6 +84,9 @@ class Conv2d {
     int out_h(int in_h) const;
     int out_w(int in_w) const;
     size_t scratch_floats(int in_h, int in_w, int threads = 1) const;
+    // The kernel variant and microkernel run() uses for this input size and thread count,
+    // e.g. "avx512 tile_rows<16,4>" or "neon depthwise3x3_direct<4>".
+    std::string kernel_name(int in_h, int in_w, int threads = 1) const;
     void run(const float* in, int in_h, int in_w, float* out, const float* residual, float* scratch,
              ThreadPool& pool) const;
     bool sparse() const;       // true when the packed weights skip zero blocks
@@ -86,18 +98,18 @@ class Conv2d {
  private:
     int row_split(int i, int n) const;
     bool depthwise_direct() const;  // 3x3 stride 1/2 pad 1 depthwise: reads the input in place
-    bool depthwise_flat(int in_h, int in_w) const;  // ... stride 1 on rows narrower than a vector
-    // Pre-scaled input offsets (floats) of every packed block for one input size and number of
-    // plane bands, built on the first run with them and shared by copies of this op (thread-safe).
-    std::shared_ptr<const std::vector<int32_t>> offsets(int in_h, int in_w, int bands) const;
-    struct OffsetCache;
-    std::shared_ptr<OffsetCache> offset_cache_;
-    // Dense 1x1 stride-1 layers on small images run vectorised over output channels; their
-    // weights are re-packed for that on the first such run and shared by copies (thread-safe).
-    bool channel_vectorised(int in_h, int in_w) const;
-    struct ChannelPack;
-    const ChannelPack& channel_pack() const;
-    std::shared_ptr<ChannelPack> channel_pack_;
+    bool depthwise_flat(int in_h, int in_w, int lanes) const;  // ... stride 1 on rows narrower than a vector
+    // Dense 1x1 stride-1 layers on small images run vectorised over output channels.
+    bool channel_vectorised(int in_h, int in_w, int lanes) const;
+    // Pre-scaled input offsets (floats) of every packed block for one plane layout.
+    std::shared_ptr<const std::vector<int32_t>> make_offsets(int in_h, int in_w, int tile, int bands) const;
+    // Everything run() decides for one (input size, threads, kernel variant): path, microkernel,
+    // lanes, plane layout, loop order, thread split, block offsets, re-packed weights.  Built on
+    // the first run with them and cached inside the op (thread-safe, shared by copies).
+    struct ConvPlan;
+    struct PlanCache;
+    std::shared_ptr<const ConvPlan> plan(int in_h, int in_w, int threads) const;
+    std::shared_ptr<PlanCache> plan_cache_;
 
     int out_ch_, in_ch_, kh_, kw_, stride_, pad_, groups_;
     Act act_;

@@ -365,6 +365,8 @@ std::vector<StepInfo> Network::steps() const {
             if (st.conv->depthwise()) i.op = "depthwise";
             i.sparse = st.conv->sparse();
             i.density = st.conv->density();
+            const ValueShape& x = impl_->values[st.in[0]].shape;
+            i.microkernel = st.conv->kernel_name(x.h, x.w, impl_->pool.size());
         } else if (st.linear) {
             i.sparse = st.linear->sparse();
             i.density = st.linear->density();

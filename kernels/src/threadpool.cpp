@@ -1,4 +1,4 @@
-// Persistent worker pool and the build-time ISA report.
+// Persistent worker pool.
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -12,14 +12,9 @@
 namespace jcw {
 
 namespace {
-std::atomic<bool> g_force_scalar{false};
 thread_local bool t_in_pool_task = false;
 }  // namespace
 
-const char* isa() { return JCW_ISA; }
-int simd_lanes() { return JCW_LANES; }
-void set_force_scalar(bool on) { g_force_scalar.store(on); }
-bool force_scalar() { return g_force_scalar.load(std::memory_order_relaxed); }
 
 // Workers and the caller spin briefly before sleeping (as OpenMP runtimes and pthreadpool do):
 // a network's layers follow each other within microseconds, so a worker woken through the

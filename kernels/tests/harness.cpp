@@ -1,12 +1,15 @@
-// Standalone kernel check: SIMD path vs portable scalar path vs jcw::conv2d_reference.
+// Standalone kernel check: every kernel variant this CPU runs (kernel_variants(): the ISA variants
+// built in, then the portable scalar kernels) vs jcw::conv2d_reference, on random inputs.
 // Exit status 0 when every case agrees; prints one line per failing case.
 #include <cmath>
 #include <cstdio>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "ops.h"
 #include "reference.h"
+#include "kernel_set.h"  // kernels/src: the microkernels of each variant, called directly below
 
 namespace {
 
@@ -69,20 +72,20 @@ int check_conv(const Case& c, int threads) {
     jcw::ThreadPool pool(threads);
     std::vector<float> scratch(conv.scratch_floats(c.h, c.w, threads) + 1);
     int failures = 0;
-    for (bool scalar : {false, true}) {
-        jcw::set_force_scalar(scalar);
+    for (const std::string& variant : jcw::kernel_variants()) {
+        jcw::set_kernel_variant(variant);
         // In-place residual: out starts as the residual.
         std::vector<float> out = c.residual ? res : std::vector<float>(n_out, NAN);
         conv.run(x.data(), c.h, c.w, out.data(), c.residual ? out.data() : nullptr, scratch.data(), pool);
         const double err = max_rel_err(out, want);
         if (err > 1e-5) {
-            std::printf("FAIL conv %s in=%d out=%d %dx%d k=%d s=%d p=%d g=%d density=%.2f threads=%d err=%.3g\n",
-                        scalar ? "scalar" : jcw::isa(), c.in_ch, c.out_ch, c.h, c.w, c.k, c.stride, c.pad, c.groups,
+            std::printf("FAIL conv %s (%s) in=%d out=%d %dx%d k=%d s=%d p=%d g=%d density=%.2f threads=%d err=%.3g\n",
+                        variant.c_str(), conv.kernel_name(c.h, c.w, threads).c_str(), c.in_ch, c.out_ch, c.h, c.w, c.k, c.stride, c.pad, c.groups,
                         c.density, threads, err);
             ++failures;
         }
     }
-    jcw::set_force_scalar(false);
+    jcw::set_kernel_variant(jcw::kernel_variants().front());
     return failures;
 }
 
@@ -143,6 +146,64 @@ int check_pools(int threads) {
     return failures;
 }
 
+
+// The 4x1-block tile microkernel of every variant called directly (KernelSet::conv), at each of
+// its lane counts and both loop orders, on a 1x1 convolution read in place (offset of block b =
+// its input channel x hw): rows with 0, odd and even block counts, a pixel count that is no
+// multiple of any tile, ReLU.  Checked against plain loops in double.
+int check_tile_microkernel() {
+    const int in_ch = 23, out_ch = 18, hw = 53, rows = (out_ch + 3) / 4;
+    auto x = randn(static_cast<size_t>(in_ch) * hw);
+    std::vector<float> packed;
+    std::vector<int32_t> row_start{0}, off;
+    std::vector<std::vector<float>> wfull(out_ch, std::vector<float>(in_ch, 0.f));
+    std::vector<float> bias = randn(static_cast<size_t>(rows) * 4);
+    std::uniform_real_distribution<double> u(0.0, 1.0);
+    for (int r = 0; r < rows; ++r) {
+        for (int i = 0; i < 4; ++i) packed.push_back(bias[4 * r + i]);
+        const double keep = r == 1 ? 0.0 : r == 2 ? 1.0 : 0.5;  // row 1 empty, row 2 dense
+        for (int c = 0; c < in_ch; ++c) {
+            if (u(rng) >= keep) continue;
+            auto w = randn(4);
+            for (int i = 0; i < 4; ++i) {
+                packed.push_back(w[i]);
+                if (4 * r + i < out_ch) wfull[4 * r + i][c] = w[i];
+            }
+            off.push_back(c * hw);
+        }
+        row_start.push_back(static_cast<int32_t>(off.size()));
+    }
+    off.push_back(0), off.push_back(0);  // the padding the planner adds (two offsets past the end)
+    std::vector<double> want(static_cast<size_t>(out_ch) * hw);
+    for (int o = 0; o < out_ch; ++o)
+        for (int p = 0; p < hw; ++p) {
+            double acc = bias[o];
+            for (int c = 0; c < in_ch; ++c) acc += static_cast<double>(wfull[o][c]) * x[static_cast<size_t>(c) * hw + p];
+            want[static_cast<size_t>(o) * hw + p] = acc > 0 ? acc : 0;
+        }
+    jcw::Geometry g;
+    g.ho = 1, g.wo = hw, g.wv = hw, g.hw = hw, g.qend = hw, g.base = x.data();
+    int n = 0, failures = 0;
+    const jcw::KernelSet* const* sets = jcw::runnable_kernel_sets(&n);
+    for (int s = 0; s < n; ++s)
+        for (int lanes : {sets[s]->lanes, 4, 1}) {
+            if (lanes > sets[s]->lanes || (lanes == 4 && sets[s]->lanes < 4)) continue;
+            for (bool rows_outer : {false, true}) {
+                std::vector<float> out(want.size(), NAN);
+                sets[s]->conv(lanes, g, 0, hw, 0, rows, rows_outer, packed.data(), row_start.data(), off.data(), out_ch,
+                              out.data(), nullptr, jcw::Act::Relu);
+                std::vector<float> wantf(want.begin(), want.end());
+                const double err = max_rel_err(out, wantf);
+                if (err > 1e-5) {
+                    std::printf("FAIL tile microkernel %s lanes=%d rows_outer=%d err=%.3g\n", sets[s]->name, lanes,
+                                rows_outer, err);
+                    ++failures;
+                }
+            }
+        }
+    return failures;
+}
+
 }  // namespace
 
 int main() {
@@ -191,7 +252,11 @@ int main() {
         for (double d : {0.0, 0.4, 1.0}) failures += check_linear(37, 21, d, threads);
         failures += check_pools(threads);
     }
-    std::printf("%s: %d conv cases x 2 paths x 2 thread counts, isa=%s lanes=%d, %d failures\n",
-                failures ? "FAILED" : "OK", total / 2, jcw::isa(), jcw::simd_lanes(), failures);
+    failures += check_tile_microkernel();
+    std::string variants;
+    for (const std::string& v : jcw::kernel_variants()) variants += (variants.empty() ? "" : ",") + v;
+    std::printf("%s: %d conv cases x %zu kernel variants (%s) x 2 thread counts, picked %s (isa=%s lanes=%d), %d failures\n",
+                failures ? "FAILED" : "OK", total / 2, jcw::kernel_variants().size(), variants.c_str(),
+                jcw::kernel_variant().c_str(), jcw::isa(), jcw::simd_lanes(), failures);
     return failures ? 1 : 0;
 }

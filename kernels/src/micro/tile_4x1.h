@@ -1,0 +1,241 @@
+// 4x1 block-sparse register tile: 4 output channels x NV vectors of L pixels, one kept block
+// (4 weights at one input position) per step; sparse and dense packings run the same loop.
+#pragma once
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+
+#include "../simd.h"
+#include "geometry.h"
+
+namespace jcw {
+// Internal linkage: every kernel-variant translation unit (compiled with its own ISA flags, see
+// CMakeLists.txt) gets its own copy, so no instance compiled for one ISA is shared with another.
+namespace {
+
+using simd::vec;
+
+#if defined(JCW_TUNE_IN_ORDER) && defined(__aarch64__)
+// The 4x1-block row loop for in-order AArch64 cores (Cortex-A53), n >= 1 blocks: acc[i][v] +=
+// w[4b + i] * in[off[b] + 4v ..] for the row's blocks b.  Two blocks per trip: all ten vector
+// loads of both blocks (inputs v16-v23, weights v24/v25, used by lane) and the next trip's two
+// addresses (offsets loaded one trip ahead) issue before the 32 FMLAs.  An in-order core stalls
+// a load issued behind an FMLA in flight (llvm-mca's Cortex-A53 model: until the FMLA
+// completes), so loads and FMLAs are grouped, and the one stall per trip is shared by two blocks.
+// Written in assembly because the compilers' schedules interleave the loads with the FMLAs
+// (llvm-mca cortex-a53: 34 cycles per block before, see docs/kernels.md).  Reads up to two
+// offsets past the row (make_offsets pads two).  The accumulators live in v0-v15 inside the loop,
+// loaded from and stored back to acc once per row.
+inline void a53_blocks(vec<4> (&acc)[4][4], const float* in, const int32_t* off, const float* w, int n) {
+    const float *pn, *pnn;
+    int64_t t, t2;
+    asm volatile(
+        "ld1 {v0.4s, v1.4s, v2.4s, v3.4s}, [%[acc]]\n\t"
+        "add %[t], %[acc], #64\n\t"
+        "ld1 {v4.4s, v5.4s, v6.4s, v7.4s}, [%[t]], #64\n\t"
+        "ld1 {v8.4s, v9.4s, v10.4s, v11.4s}, [%[t]], #64\n\t"
+        "ld1 {v12.4s, v13.4s, v14.4s, v15.4s}, [%[t]]\n\t"
+        "tbz %w[n], #0, 3f\n\t"  // odd count: one block alone first
+        "ldrsw %[t], [%[off]]\n\t"
+        "add %[pn], %[in], %[t], lsl #2\n\t"
+        "ldr q16, [%[pn]]\n\t"
+        "ldr q17, [%[pn], #16]\n\t"
+        "ldr q18, [%[pn], #32]\n\t"
+        "ldr q19, [%[pn], #48]\n\t"
+        "ldr q24, [%[w]]\n\t"
+        "add %[w], %[w], #16\n\t"
+        "add %[off], %[off], #4\n\t"
+        "sub %w[n], %w[n], #1\n\t"
+        "fmla v0.4s, v16.4s, v24.s[0]\n\t"
+        "fmla v1.4s, v17.4s, v24.s[0]\n\t"
+        "fmla v2.4s, v18.4s, v24.s[0]\n\t"
+        "fmla v3.4s, v19.4s, v24.s[0]\n\t"
+        "fmla v4.4s, v16.4s, v24.s[1]\n\t"
+        "fmla v5.4s, v17.4s, v24.s[1]\n\t"
+        "fmla v6.4s, v18.4s, v24.s[1]\n\t"
+        "fmla v7.4s, v19.4s, v24.s[1]\n\t"
+        "fmla v8.4s, v16.4s, v24.s[2]\n\t"
+        "fmla v9.4s, v17.4s, v24.s[2]\n\t"
+        "fmla v10.4s, v18.4s, v24.s[2]\n\t"
+        "fmla v11.4s, v19.4s, v24.s[2]\n\t"
+        "fmla v12.4s, v16.4s, v24.s[3]\n\t"
+        "fmla v13.4s, v17.4s, v24.s[3]\n\t"
+        "fmla v14.4s, v18.4s, v24.s[3]\n\t"
+        "fmla v15.4s, v19.4s, v24.s[3]\n\t"
+        "3:\n\t"
+        "cbz %w[n], 2f\n\t"
+        "ldrsw %[t], [%[off]]\n\t"
+        "ldrsw %[t2], [%[off], #4]\n\t"
+        "add %[pn], %[in], %[t], lsl #2\n\t"
+        "add %[pnn], %[in], %[t2], lsl #2\n\t"
+        "1:\n\t"
+        "ldr q16, [%[pn]]\n\t"
+        "ldr q17, [%[pn], #16]\n\t"
+        "ldr q18, [%[pn], #32]\n\t"
+        "ldr q19, [%[pn], #48]\n\t"
+        "ldr q24, [%[w]]\n\t"
+        "ldr q20, [%[pnn]]\n\t"
+        "ldr q21, [%[pnn], #16]\n\t"
+        "ldr q22, [%[pnn], #32]\n\t"
+        "ldr q23, [%[pnn], #48]\n\t"
+        "ldr q25, [%[w], #16]\n\t"
+        "ldrsw %[t], [%[off], #8]\n\t"
+        "ldrsw %[t2], [%[off], #12]\n\t"
+        "add %[w], %[w], #32\n\t"
+        "add %[off], %[off], #8\n\t"
+        "add %[pn], %[in], %[t], lsl #2\n\t"
+        "add %[pnn], %[in], %[t2], lsl #2\n\t"
+        "subs %w[n], %w[n], #2\n\t"
+        "fmla v0.4s, v16.4s, v24.s[0]\n\t"
+        "fmla v1.4s, v17.4s, v24.s[0]\n\t"
+        "fmla v2.4s, v18.4s, v24.s[0]\n\t"
+        "fmla v3.4s, v19.4s, v24.s[0]\n\t"
+        "fmla v4.4s, v16.4s, v24.s[1]\n\t"
+        "fmla v5.4s, v17.4s, v24.s[1]\n\t"
+        "fmla v6.4s, v18.4s, v24.s[1]\n\t"
+        "fmla v7.4s, v19.4s, v24.s[1]\n\t"
+        "fmla v8.4s, v16.4s, v24.s[2]\n\t"
+        "fmla v9.4s, v17.4s, v24.s[2]\n\t"
+        "fmla v10.4s, v18.4s, v24.s[2]\n\t"
+        "fmla v11.4s, v19.4s, v24.s[2]\n\t"
+        "fmla v12.4s, v16.4s, v24.s[3]\n\t"
+        "fmla v13.4s, v17.4s, v24.s[3]\n\t"
+        "fmla v14.4s, v18.4s, v24.s[3]\n\t"
+        "fmla v15.4s, v19.4s, v24.s[3]\n\t"
+        "fmla v0.4s, v20.4s, v25.s[0]\n\t"
+        "fmla v1.4s, v21.4s, v25.s[0]\n\t"
+        "fmla v2.4s, v22.4s, v25.s[0]\n\t"
+        "fmla v3.4s, v23.4s, v25.s[0]\n\t"
+        "fmla v4.4s, v20.4s, v25.s[1]\n\t"
+        "fmla v5.4s, v21.4s, v25.s[1]\n\t"
+        "fmla v6.4s, v22.4s, v25.s[1]\n\t"
+        "fmla v7.4s, v23.4s, v25.s[1]\n\t"
+        "fmla v8.4s, v20.4s, v25.s[2]\n\t"
+        "fmla v9.4s, v21.4s, v25.s[2]\n\t"
+        "fmla v10.4s, v22.4s, v25.s[2]\n\t"
+        "fmla v11.4s, v23.4s, v25.s[2]\n\t"
+        "fmla v12.4s, v20.4s, v25.s[3]\n\t"
+        "fmla v13.4s, v21.4s, v25.s[3]\n\t"
+        "fmla v14.4s, v22.4s, v25.s[3]\n\t"
+        "fmla v15.4s, v23.4s, v25.s[3]\n\t"
+        "b.ne 1b\n\t"
+        "2:\n\t"
+        "st1 {v0.4s, v1.4s, v2.4s, v3.4s}, [%[acc]]\n\t"
+        "add %[t], %[acc], #64\n\t"
+        "st1 {v4.4s, v5.4s, v6.4s, v7.4s}, [%[t]], #64\n\t"
+        "st1 {v8.4s, v9.4s, v10.4s, v11.4s}, [%[t]], #64\n\t"
+        "st1 {v12.4s, v13.4s, v14.4s, v15.4s}, [%[t]]\n\t"
+        : [w] "+r"(w), [off] "+r"(off), [n] "+r"(n), [pn] "=&r"(pn), [pnn] "=&r"(pnn), [t] "=&r"(t), [t2] "=&r"(t2)
+        : [in] "r"(in), [acc] "r"(&acc[0][0])
+        : "v0", "v1", "v2", "v3", "v4", "v5", "v6", "v7", "v8", "v9", "v10", "v11", "v12", "v13", "v14", "v15", "v16",
+          "v17", "v18", "v19", "v20", "v21", "v22", "v23", "v24", "v25", "cc", "memory");
+}
+#endif
+
+// Tile of `NV` vectors of L pixels starting at virtual position q, `rows` out of 4 stored.
+// Stores prefetch the same output lines of the next tile for writing; PF also prefetches its input.
+template <int L, int NV, bool PF = false>
+inline void tile_rows(const Geometry& g, int q, int first, int r0, int r1, const float* packed,
+                      const int32_t* row_start, const int32_t* off, int out_ch, float* out, const float* residual,
+                      Act act) {
+    constexpr int W = L * NV;
+    float tmp[4][W];
+    // Segments of this tile that map to valid output pixels: (tile lane, output index, length).
+    int seg_j[W], seg_o[W], seg_n[W], nseg = 0;
+    seg_j[0] = seg_o[0] = seg_n[0] = 0;
+    if (g.wv == g.wo) {  // no discarded columns: the tile is one run of outputs
+        seg_j[0] = first, seg_o[0] = q + first, seg_n[0] = std::max(0, std::min(W, g.qend - q) - first), nseg = 1;
+    }
+    for (int j = nseg ? W : first; j < W;) {
+        const int qq = q + j, y = qq / g.wv, x = qq - y * g.wv;
+        if (y >= g.ho) break;
+        if (x >= g.wo) {
+            j += g.wv - x;
+            continue;
+        }
+        const int n = std::min(W - j, g.wo - x);
+        seg_j[nseg] = j, seg_o[nseg] = y * g.wo + x, seg_n[nseg] = n, ++nseg;
+        j += n;
+    }
+    const int hw = g.hw;
+    const float* in = g.base + q;
+    for (int r = r0; r < r1; ++r) {
+        const float* w = packed + 4 * (static_cast<size_t>(row_start[r]) + r);
+        vec<L> acc[4][NV];
+        for (int i = 0; i < 4; ++i)
+            for (int v = 0; v < NV; ++v) acc[i][v] = simd::splat<L>(w[i]);
+        w += 4;
+        // Next tile's input: one of its NV lines per block, a different one per row.
+        const int pf = W + (r % NV) * L;
+#if defined(JCW_TUNE_IN_ORDER) && defined(__aarch64__)
+        if constexpr (L == 4 && NV == 4) {
+            if (row_start[r + 1] > row_start[r])
+                a53_blocks(acc, in, off + row_start[r], w, row_start[r + 1] - row_start[r]);
+        } else
+#endif
+        for (int b = row_start[r], e = row_start[r + 1]; b < e; ++b, w += 4) {
+            const float* p = in + off[b];
+            if constexpr (PF) __builtin_prefetch(p + pf);
+            vec<L> x[NV];
+            for (int v = 0; v < NV; ++v) x[v] = simd::load<L>(p + v * L);
+            for (int i = 0; i < 4; ++i)
+                for (int v = 0; v < NV; ++v) acc[i][v] += w[i] * x[v];
+        }
+        const int nrow = std::min(4, out_ch - 4 * r);
+        if (nseg == 1 && seg_n[0] == W) {  // whole tile is one contiguous run of outputs: store from registers
+            for (int i = 0; i < nrow; ++i) {
+                const size_t o = (4 * static_cast<size_t>(r) + i) * hw + seg_o[0];
+                for (int v = 0; v < NV; ++v) {
+                    __builtin_prefetch(out + o + W + v * L, 1);
+                    vec<L> y = acc[i][v];
+                    if (residual) y += simd::load<L>(residual + o + v * L);
+                    simd::store<L>(out + o + v * L, simd::activate<L>(y, act));
+                }
+            }
+            continue;
+        }
+        for (int i = 0; i < nrow; ++i) {
+            for (int v = 0; v < NV; ++v) simd::store<L>(tmp[i] + v * L, acc[i][v]);
+            const size_t oc = 4 * static_cast<size_t>(r) + i;
+            float* o = out + oc * hw;
+            const float* res = residual ? residual + oc * hw : nullptr;
+            for (int s = 0; s < nseg; ++s)
+                simd::emit<L>(tmp[i] + seg_j[s], res ? res + seg_o[s] : nullptr, o + seg_o[s], seg_n[s], act);
+        }
+    }
+}
+
+// All tiles of virtual range [q0, q1) for block rows [r0, r1); needs g.qend >= L.  rows_outer:
+// finish one block row over all tiles before the next (weights stay in cache: small images);
+// else run all rows per tile (the input tile stays in cache: large images).
+template <int L, int NV>
+void conv_range(const Geometry& g, int q0, int q1, int r0, int r1, bool rows_outer, const float* packed,
+                const int32_t* row_start, const int32_t* off, int out_ch, float* out, const float* residual,
+                Act act) {
+    if (rows_outer) {  // chunks of block rows whose weights fit in L1, all tiles per chunk
+        constexpr int32_t kChunkBlocks = 1536;  // 1536 * (16 + 4) bytes = 30 KiB
+        for (int r = r0; r < r1;) {
+            int e = r + 1;
+            while (e < r1 && row_start[e + 1] - row_start[r] <= kChunkBlocks) ++e;
+            conv_range<L, NV>(g, q0, q1, r, e, false, packed, row_start, off, out_ch, out, residual, act);
+            r = e;
+        }
+        return;
+    }
+    int q = q0;
+    for (; q + NV * L <= q1; q += NV * L)
+        if (g.prefetch_in)
+            tile_rows<L, NV, true>(g, q, 0, r0, r1, packed, row_start, off, out_ch, out, residual, act);
+        else
+            tile_rows<L, NV>(g, q, 0, r0, r1, packed, row_start, off, out_ch, out, residual, act);
+    if constexpr (NV > 2)
+        for (; q + 2 * L <= q1; q += 2 * L)
+            tile_rows<L, 2>(g, q, 0, r0, r1, packed, row_start, off, out_ch, out, residual, act);
+    for (; q + L <= q1; q += L) tile_rows<L, 1>(g, q, 0, r0, r1, packed, row_start, off, out_ch, out, residual, act);
+    if (q < q1)  // last partial vector: recompute an overlapping full vector, store only the new lanes
+        tile_rows<L, 1>(g, q1 - L, q - (q1 - L), r0, r1, packed, row_start, off, out_ch, out, residual, act);
+}
+
+
+}  // namespace
+}  // namespace jcw
