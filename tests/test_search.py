@@ -161,3 +161,18 @@ def test_config_bounds_loosen_the_space(tmp_path, tiny_yaml, capsys):
     bad.write_text("bounds: {density: 1.5}\n")
     with pytest.raises(UsageError, match="bounds"):
         build_config({}, str(bad))
+
+
+def test_bounds_presets_from_the_cli_and_the_config(tmp_path):
+    from jcw.search import parse_args, search_bounds
+    from jcw.space import BOUNDS_PRESETS, Bounds
+
+    config, _ = parse_args(["--bounds", "jcw"])
+    assert search_bounds(config) == BOUNDS_PRESETS["jcw"] and BOUNDS_PRESETS["jcw"].channel_residual == 0.9
+    assert search_bounds(parse_args([])[0]) == Bounds()
+    mapping = tmp_path / "b.yaml"
+    mapping.write_text("bounds: {channel: 0.4}\n")
+    assert search_bounds(build_config({}, str(mapping))) == Bounds(channel=0.4)
+    with pytest.raises(SystemExit) as e:
+        parse_args(["--bounds", "loose"])
+    assert e.value.code == 2
