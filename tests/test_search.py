@@ -164,12 +164,13 @@ def test_config_bounds_loosen_the_space(tmp_path, tiny_yaml, capsys):
 
 
 def test_bounds_presets_from_the_cli_and_the_config(tmp_path):
-    from jcw.search import parse_args, search_bounds
-    from jcw.space import BOUNDS_PRESETS, Bounds
+    from jcw.cli.search import parse_args
+    from jcw.core.space import BOUNDS_PRESETS, Bounds
+    from jcw.search.config import search_bounds
 
-    config, _ = parse_args(["--bounds", "jcw"])
+    config = parse_args(["--bounds", "jcw"])
     assert search_bounds(config) == BOUNDS_PRESETS["jcw"] and BOUNDS_PRESETS["jcw"].channel_residual == 0.9
-    assert search_bounds(parse_args([])[0]) == Bounds()
+    assert search_bounds(parse_args([])) == Bounds()
     mapping = tmp_path / "b.yaml"
     mapping.write_text("bounds: {channel: 0.4}\n")
     assert search_bounds(build_config({}, str(mapping))) == Bounds(channel=0.4)
