@@ -170,6 +170,8 @@ def main(argv=None) -> int:
     parser.add_argument("--generations", type=int, default=4)
     parser.add_argument("--supernet-steps", type=int, default=15)
     parser.add_argument("--warmup-steps", type=int, default=0, help="supernet warm-up steps of every search")
+    parser.add_argument("--search-rule", default=SearchConfig.supernet_rule, help="supernet rule of the searches "
+                        "(default: the search's default)")
     parser.add_argument("--archs", type=int, default=12, help="archs fine-tuned for the fidelity check (>= 12)")
     parser.add_argument("--finetune-epochs", type=int, default=3)
     parser.add_argument("--finetune-lr", type=float, default=0.01)
@@ -204,6 +206,7 @@ def main(argv=None) -> int:
             base = SearchConfig(model=name, device=m["device"], threads=m["threads"], budget_ms=parse_budget(m["budget"]),
                                 population=args.population, generations=args.generations,
                                 supernet_steps=args.supernet_steps, supernet_warmup_steps=args.warmup_steps,
+                                supernet_rule=args.search_rule,
                                 bounds=args.bounds, seed=0, quiet=args.quiet)
             base = dataclasses.replace(base, weights=str(pretrained_weights(base, out / name)))
             r = {} if args.skip_hypervolume else hypervolumes(base, out / name, list(range(args.seeds)))

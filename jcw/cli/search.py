@@ -29,9 +29,9 @@ def build_parser(prog: str = "jcw search") -> argparse.ArgumentParser:
     add("--threads", type=int, help="which table of the device: default 4 for a53/a72, 1 for host")
     add("--population", type=int, help="population size (quick 8, paper 64)")
     add("--generations", type=int, help="generations (quick 6, paper 128)")
-    add("--supernet-steps", type=int, help="supernet training steps per generation (quick 40)")
-    add("--supernet-rule", help="candidates per supernet step: sandwich (default: largest + smallest + "
-        "sampled, distilled from the largest) | jcw (one sampled candidate per step)")
+    add("--supernet-steps", type=int, help="supernet training steps per generation (quick 80)")
+    add("--supernet-rule", help="candidates per supernet step: jcw (default: one sampled member of the scored "
+        "set) | sandwich (largest + smallest + sampled, distilled from the largest)")
     add("--preset", choices=list(PRESETS), help="quick (default) | paper (64 x 128, JCW schedule)")
     add("--resolution", type=int, help="deployment resolution the latency table is queried at (model default)")
     add("--train-resolution", type=int, help="input size of the accuracy proxy (dataset default)")

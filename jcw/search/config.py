@@ -11,7 +11,7 @@ from jcw.core.space import BOUNDS_PRESETS, MODES, Bounds
 from jcw.core.util import parse_budget
 
 PRESETS = {
-    "quick": {"population": 8, "generations": 6, "supernet_steps": 40, "pretrain_epochs": 8},
+    "quick": {"population": 8, "generations": 6, "supernet_steps": 80, "pretrain_epochs": 8},
     "paper": {"population": 64, "generations": 128, "supernet_epochs": 30.0, "batch_size": 256},
 }
 
@@ -36,7 +36,7 @@ class SearchConfig:
     supernet_steps: int = 10
     supernet_epochs: float | None = None
     supernet_lr: float = 0.01
-    supernet_rule: str = "sandwich"
+    supernet_rule: str = "jcw"
     supernet_sampled: int = 2
     supernet_warmup_steps: int = 0
     batch_size: int = 64

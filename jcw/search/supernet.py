@@ -390,7 +390,7 @@ class SupernetEstimator:
 
     def __init__(self, supernet: Supernet, space, train_batches, calib_batches: list[Batch],
                  val_batches: list[Batch], steps: int, lr: float, generator: torch.Generator, quiet: bool = True,
-                 references: np.ndarray | None = None, rule: str = "sandwich", sampled: int = 2):
+                 references: np.ndarray | None = None, rule: str = "jcw", sampled: int = 2):
         if rule not in RULES:
             raise ValueError(f"unknown supernet rule {rule!r}; accepted: {', '.join(RULES)}")
         self.supernet, self.space = supernet, space
