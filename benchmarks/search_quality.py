@@ -119,12 +119,21 @@ def hypervolumes(base: SearchConfig, out: Path, seeds: list[int]) -> dict:
     """Per strategy the hypervolume of each seed's final front (same budget, evaluations and reference point)."""
     per_seed: dict = {name: [] for name in STRATEGIES}
     evaluations: dict = {}
+    infeasible: dict = {}
     for seed in seeds:
         for name, (space, strategy) in STRATEGIES.items():
             run_dir = out / f"seed{seed}" / name
             config = dataclasses.replace(base, space=space, strategy=strategy, seed=seed, out=str(run_dir),
                                          resume=(run_dir / "config.json").exists())
-            run_search(config)
+            try:
+                run_search(config)
+            except UsageError as e:  # the space cannot reach the budget: no feasible front, hypervolume 0
+                if "below the fastest arch" not in str(e):
+                    raise
+                per_seed[name].append(0.0)
+                evaluations[name] = 0
+                infeasible[name] = str(e)
+                continue
             front = json.loads((run_dir / "front.json").read_text())
             F = np.array([[c["val_loss"], c["latency_ms"]] for c in front["candidates"]]).reshape(-1, 2)
             per_seed[name].append(hypervolume(F, tuple(front["hypervolume_reference"])))
@@ -140,6 +149,7 @@ def hypervolumes(base: SearchConfig, out: Path, seeds: list[int]) -> dict:
         "seeds": len(seeds),
         "evaluations": evaluations,
         "reference_point": reference,
+        "infeasible": infeasible,
     }
 
 
@@ -151,6 +161,8 @@ def report(name: str, r: dict) -> str:
         wins = "-" if s == "joint" else f"{r['joint_wins'][s]}/{r['seeds']}"
         lines.append(f"{s:10}{r['hypervolume'][s]:>10.4f}{r['hypervolume_std'][s]:>9.4f}{wins:>12}"
                      f"{r['evaluations'][s]:>7}")
+    for s, why in r.get("infeasible", {}).items():
+        lines.append(f"{s}: no arch of its space meets the budget (hypervolume 0): {why.split(';')[0]}")
     lines.append(f"{'rule':22}{'tau(acc)':>9}{'tau(loss)':>10}{'supernet s':>11}")
     for label, f in r["fidelity"]["rules"].items():
         lines.append(f"{label:22}{f['kendall_tau']:>9.3f}{f['kendall_tau_loss']:>10.3f}{f['supernet_seconds']:>11.0f}")
