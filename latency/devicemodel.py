@@ -41,9 +41,7 @@ THREADS = (1, 4)   # shipped tables; tables for 1-4 threads are built on demand
 CORES = 4          # both boards have four cores
 METHOD = "llvm-mca {core} + roofline"
 LANES = 4          # NEON: 4 floats per vector
-TILE_PIXELS = 16   # tile_rows<4,4>: 4 vectors of 4 pixels
-CV_PIXELS = 7      # cv_tile<4,7>: 7 pixels x 4 output channels
-CV_MAX_PIXELS = 64  # the engine runs dense 1x1 stride-1 layers on images of <= 64 pixels channel-vectorised
+TILE_PIXELS = 16   # tile_rows<4,4>: 4 vectors of 4 pixels (NEON runs every non-depthwise conv on it)
 NCNN_SOURCE = ("ncnn benchmark/README.md (Tencent/ncnn), fp32, 224x224: Raspberry Pi 3 Model B+ (Cortex-A53 "
                "@ 1.4 GHz) and Raspberry Pi 4 Model B (Cortex-A72 @ 1.5 GHz), 1 and 4 threads")
 
@@ -113,14 +111,10 @@ def kernel_sources_sha256(entries: list[dict], root: Path) -> str:
 # Which entry of kernel_cycles.json runs a role, by kernel-name prefix (the first non-prefetch match).
 ROLES = {
     "tile": "tile_rows<",                     # block-sparse (and dense-packed) 1x1 / 3x3 / strided convs
-    "channel_1x1": "cv_tile<",                # dense 1x1 stride 1 on <= 64 pixels
     "depthwise_s1": "depthwise3x3_direct<",   # iteration: one vector column of an output row pair
     "depthwise_s2": "depthwise3x3s2_direct<",  # iteration: one output vector
     "depthwise_flat": "depthwise3x3_flat<",   # stride 1 on images narrower than a vector
 }
-
-
-OPTIONAL_ROLES = ("channel_1x1",)  # NEON builds run dense 1x1 layers on the tile (cv_tile needs >= 8 lanes)
 
 
 def core_kernels(entries: list[dict], core: str) -> dict[str, Kernel]:
@@ -130,8 +124,6 @@ def core_kernels(entries: list[dict], core: str) -> dict[str, Kernel]:
         match = [e for e in entries if e["core"] == core and e["kernel"].startswith(prefix)
                  and "prefetch" not in e["kernel"]]
         if not match:
-            if role in OPTIONAL_ROLES:
-                continue
             raise ValueError(f"{KERNEL_CYCLES.name} has no {prefix}...> entry for {core}; re-run benchmarks/arm_mca.py")
         e = match[0]
         found[role] = Kernel(e["kernel"], float(e["cycles_per_iter"]), float(e["overhead_cycles"]),
@@ -171,18 +163,16 @@ class CostModel:
         compute = cycles / cores * self.ms_per_cycle
         return np.maximum(compute, moved * self.ms_per_byte) + self.fixed_ms
 
-    def kernel_for(self, layer, density) -> np.ndarray:
-        """The role name of the microkernel the engine runs for a LayerSpec at each density."""
-        density = np.asarray(density, dtype=float)
+    def kernel_for(self, layer) -> str:
+        """The role name of the microkernel the engine runs for a LayerSpec (NEON runs every
+        non-depthwise conv, dense or sparse, on the 4x1-block tile)."""
         if layer.kind == "depthwise":
             if layer.kernel != 3:
                 raise ValueError(f"layer {layer.name}: the NEON model covers 3x3 depthwise convs only")
             if layer.stride == 2:
-                return np.full(density.shape, "depthwise_s2")
-            return np.full(density.shape, "depthwise_flat" if layer.in_res < LANES else "depthwise_s1")
-        cv = ("channel_1x1" in self.kernels and layer.kind != "fc" and layer.kernel == 1 and layer.stride == 1
-              and layer.padding == 0 and layer.out_res ** 2 <= CV_MAX_PIXELS)
-        return np.where(cv & (density >= 1.0), "channel_1x1", "tile")
+                return "depthwise_s2"
+            return "depthwise_flat" if layer.in_res < LANES else "depthwise_s1"
+        return "tile"
 
     def layer_ms(self, layer, out_ch, in_ch, density) -> np.ndarray:
         """Modelled ms of a conv/fc LayerSpec at (broadcastable) out_ch, in_ch, density arrays."""
@@ -197,7 +187,7 @@ class CostModel:
         in_bytes = 4.0 * in_ch * (1.0 if layer.kind == "fc" else layer.in_res ** 2)
         out_bytes = 4.0 * out_ch * pixels
         if layer.kind == "depthwise":
-            role = str(self.kernel_for(layer, 1.0))
+            role = self.kernel_for(layer)
             kern = k[role]
             vectors = math.ceil(ho / LANES) if role != "depthwise_flat" else math.ceil(pixels / LANES)
             if role == "depthwise_s1":
@@ -223,14 +213,6 @@ class CostModel:
         planes = 0.0 if reach == 0 and layer.stride == 1 else 4.0 * in_ch * (layer.in_res + 2 * layer.padding) ** 2
         tile_moved = in_bytes + out_bytes + 20.0 * kept + 2.0 * planes  # 4 weights + a 4-byte code per block
         cycles, moved = tile_cycles, tile_moved
-        if "channel_1x1" in k:
-            cv = k["channel_1x1"]
-            cv_tiles = np.ceil(out_ch / 4) * math.ceil(pixels / CV_PIXELS)
-            cv_cycles = cv_tiles * (in_ch * cv.cycles_per_iter + cv.overhead_cycles)
-            cv_moved = in_bytes + out_bytes + 4.0 * out_ch * in_ch
-            use_cv = self.kernel_for(layer, density) == "channel_1x1"
-            cycles = np.where(use_cv, cv_cycles, tile_cycles)
-            moved = np.where(use_cv, cv_moved, tile_moved)
         parts = np.maximum(rows, tiles)
         return self._finish(cycles, parts, moved)
 

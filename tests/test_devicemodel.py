@@ -59,10 +59,9 @@ def test_cost_falls_with_density_and_rises_with_channels():
     assert (np.diff(e.mean[:, -1, -1]) >= 0).all() and (np.diff(e.mean[-1, :, -1]) > 0).all()
     model = CostModel.for_board("a53", 1)
     # NEON runs 1x1 layers, dense or sparse, on the 4x1-block tile (cv_tile needs >= 8 lanes)
-    assert "channel_1x1" not in model.kernels
-    assert model.kernel_for(layer, 1.0) == "tile" and model.kernel_for(layer, 0.5) == "tile"
+    assert model.kernel_for(layer) == "tile"
     dw = load_shipped("mobilenet_v1").layer("features.1.0")
-    assert model.kernel_for(dw, 1.0) == ("depthwise_s2" if dw.stride == 2 else "depthwise_s1")
+    assert model.kernel_for(dw) == ("depthwise_s2" if dw.stride == 2 else "depthwise_s1")
 
 
 def test_memory_roofline_bounds_a_layer_from_below():
