@@ -47,9 +47,7 @@ def spread_archs(setup, n: int, seed: int) -> tuple[np.ndarray, list[str]]:
     space = setup.space
     refs = [space.full()] + [space.uniform(w) for w in UNIFORM_WIDTHS]
     rng = np.random.default_rng(seed)
-    scale = rng.uniform(0.0, 1.0, size=(4000, 1))
-    draws = space.snap(space.lower + (space.upper - space.lower) * np.clip(
-        scale + rng.normal(0.0, 0.15, size=(4000, space.n_genes)), 0.0, 1.0))
+    draws = space.random(4000, rng)
     out_ch, in_ch, density = setup.latency_space.decode_arrays(draws)
     latency = setup.predictor.predict(out_ch, in_ch, density)
     targets = np.linspace(setup.latency_min, setup.latency_full, n - len(refs) + 2)[1:-1]
