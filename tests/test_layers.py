@@ -4,7 +4,11 @@ import pytest
 import torch
 from torch import nn
 
-from jcw.layers import describe, trace, write_specs
+from pathlib import Path
+
+from jcw.core.errors import UsageError
+from jcw.core.space import SearchSpace
+from jcw.layers import describe, describe_model, trace, write_specs
 from jcw.models import create_model, default_resolution, list_models
 from jcw.core.netspec import NetSpec, load_shipped
 
@@ -122,36 +126,132 @@ def test_spec_json_without_activations_loads_as_profiled_before():
     old = NetSpec.from_dict(d)
     assert all(x.act == "relu" for x in old.layers)
     assert [o.act for o in old.ops] == ["relu" if o.kind == "add" else "none" for o in old.ops]
-    d["layers"][1]["act"] = "gelu"
-    with pytest.raises(ValueError, match="act 'gelu' is not one of"):
+    d["layers"][1]["act"] = "swish"
+    with pytest.raises(ValueError, match="act 'swish' is not one of"):
         NetSpec.from_dict(d)
 
 
-def test_unsupported_ops_are_named():
-    class Cat(nn.Module):
+def test_ops_jcw_cannot_follow_freeze_the_channels_they_touch():
+    class Odd(nn.Module):
         def __init__(self):
             super().__init__()
-            self.a = nn.Conv2d(3, 4, 3)
-            self.fc = nn.Linear(8, 2)
-
-        def forward(self, x):
-            y = self.a(x)
-            return self.fc(torch.cat([y, y], 1).mean((2, 3)))
-
-    with pytest.raises(ValueError, match="unsupported operation.*cat"):
-        describe(Cat(), 8)
-
-    class NoPool(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.a = nn.Conv2d(3, 4, 3, stride=2)
+            self.a = nn.Conv2d(3, 8, 3, padding=1)
+            self.b = nn.Conv2d(8, 8, 3, padding=1)
+            self.c = nn.Conv2d(8, 8, 1)
+            self.bn = nn.BatchNorm2d(8)
+            self.d = nn.Conv2d(8, 4, 3, stride=2)
             self.fc = nn.Linear(4 * 9, 2)
 
         def forward(self, x):
-            return self.fc(torch.flatten(self.a(x), 1))
+            y = torch.roll(self.a(x), 1, dims=1)        # channel shuffle: a's group frozen, y never pruned
+            w = self.b(y)
+            z = self.bn(self.c(w) + w)                  # a BatchNorm after an add: the add's group frozen
+            return self.fc(torch.flatten(self.d(z), 1))  # a 3x3 map flattened into the fc: d frozen
 
-    with pytest.raises(ValueError, match="globally pooled"):
-        describe(NoPool(), 8)
+    spec = describe(Odd(), 8)
+    frozen = {g.members: g.frozen for g in spec.groups if g.frozen}
+    assert set(frozen) == {("a",), ("b", "c"), ("d",)}
+    assert "roll" in frozen[("a",)] and "BatchNorm bn" in frozen[("b", "c")] and "flatten" in frozen[("d",)]
+    assert spec.layer("b").in_group == -1 and spec.layer("fc").in_group == -1
+    assert SearchSpace(spec).n_channel_genes == 0
+
+
+def test_untraceable_and_unrepresentable_models_are_named():
+    class Branchy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(3, 4, 3)
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x):
+            y = self.a(x)
+            if y.sum() > 0:  # data-dependent control flow
+                y = -y
+            return self.fc(y.mean((2, 3)))
+
+    with pytest.raises(UsageError, match="Branchy cannot be traced by torch.fx"):
+        describe_model(Branchy(), 8)
+
+    class Grouped(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(3, 8, 3)
+            self.b = nn.Conv2d(8, 8, 3, groups=2)
+            self.fc = nn.Linear(8, 2)
+
+        def forward(self, x):
+            return self.fc(self.b(self.a(x)).mean((2, 3)))
+
+    with pytest.raises(UsageError, match="conv 'b': grouped convs"):
+        describe_model(Grouped(), 8)
+
+    class Shared(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(3, 4, 3, padding=1)
+            self.b = nn.Conv2d(4, 4, 3, padding=1)
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.fc(self.b(self.b(self.a(x))).mean((2, 3)))
+
+    with pytest.raises(UsageError, match="layer 'b' is called 2 times"):
+        describe_model(Shared(), 8)
+
+
+def test_concat_couples_nothing_and_its_readers_list_the_parts():
+    class Cat(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(3, 8, 3, padding=1)
+            self.b = nn.Conv2d(8, 4, 1)
+            self.c = nn.Conv2d(8, 12, 3, padding=1)
+            self.d = nn.Conv2d(16, 16, 1)
+            self.e = nn.Conv2d(24, 16, 1)
+            self.fc = nn.Linear(16 + 8, 3)
+
+        def forward(self, x):
+            a = torch.relu(self.a(x))
+            cat = torch.cat([self.b(a), self.c(a)], dim=1)
+            y = self.d(cat) + self.e(torch.cat((a, cat), 1))  # a concat of a concat; an add of two convs
+            return self.fc(torch.cat([y.mean((2, 3)), nn.functional.adaptive_avg_pool2d(a, 1).flatten(1)], 1))
+
+    spec = describe(Cat(), 8, "cat")
+    ga, gb, gc, gd = (spec.layer(n).group for n in "abcd")
+    assert len({ga, gb, gc, gd}) == 4 and spec.layer("e").group == gd and spec.groups[gd].residual
+    assert spec.layer("d").in_parts == ((gb, 4), (gc, 12))
+    assert spec.layer("e").in_parts == ((ga, 8), (gb, 4), (gc, 12))
+    assert spec.layer("fc").in_parts == ((gd, 16), (ga, 8))
+    concats = [o for o in spec.ops if o.kind == "concat"]
+    assert [o.parts for o in concats] == [((gb, 4), (gc, 12)), ((ga, 8), (gb, 4), (gc, 12)), ((gd, 16), (ga, 8))]
+    assert not any(g.frozen for g in spec.groups)
+    assert NetSpec.from_json(spec.to_json()) == spec
+    space = SearchSpace(spec)
+    out_ch, in_ch, _ = space.decode_arrays(space.uniform(0.5))
+    # the kept part of each group: a (the stem's, bound 0.8) ceil(8/4 * 0.8) * 4, b 4, c ceil(12/4 * 0.5) * 4
+    assert in_ch[0, [x.name for x in spec.layers].index("e")] == 8 + 4 + 8
+
+
+def test_squeeze_excitation_couples_the_gate_to_the_scaled_tensor():
+    import sys
+    sys.path.insert(0, str(Path(__file__).parent / "user_models"))
+    from blocks import build
+
+    spec = describe(build(), 32, "blocks")
+    se_fc2, expand = spec.layer("block.se.fc2"), spec.layer("block.expand.0")
+    assert se_fc2.group == expand.group == spec.layer("block.depthwise.0").group
+    assert not spec.groups[expand.group].residual  # a gate is no residual add
+    se_fc1 = spec.layer("block.se.fc1")
+    assert se_fc1.in_group == expand.group and se_fc1.group not in (expand.group, se_fc2.in_group - 1) \
+        and se_fc2.in_group == se_fc1.group and se_fc1.in_res == 1
+    assert [(x.name, x.act) for x in spec.layers if x.act not in ("none",)] == [
+        ("stem.0", "hardswish"), ("fire.left.0", "hardswish"), ("fire.right.0", "hardswish"),
+        ("block.expand.0", "silu"), ("block.depthwise.0", "silu"), ("block.se.fc1", "relu"),
+        ("block.se.fc2", "hardsigmoid"), ("head.0", "hardswish")]
+    kinds = [(o.kind, o.in_res, o.channels, o.kernel) for o in spec.ops]
+    assert kinds == [("concat", 16, 24, 0), ("avgpool", 16, 48, 0), ("mul", 16, 48, 0), ("add", 16, 24, 0),
+                     ("avgpool", 16, 24, 2), ("avgpool", 8, 64, 0)]
+    assert spec.at_resolution(64) == describe(build(), 64, "blocks")
 
 
 def test_write_specs_roundtrip(tmp_path):

@@ -9,8 +9,15 @@ from pathlib import Path
 from jcw.core.errors import UsageError
 
 KINDS = ("stem", "regular", "depthwise", "pointwise", "fc")
-OP_KINDS = ("maxpool", "avgpool", "add")
-ACTS = ("relu", "relu6", "none")
+OP_KINDS = ("maxpool", "avgpool", "add", "mul", "concat", "act")
+ACTS = ("relu", "relu6", "hardswish", "hardsigmoid", "sigmoid", "silu", "gelu", "leaky_relu", "none")
+IMAGE = -1  # in_group of a layer reading the input image (and group of the classifier)
+CONCAT = -3  # in_group of a layer reading a concatenation: see LayerSpec.in_parts
+
+
+def _parts(parts) -> tuple[tuple[int, int], ...]:
+    """((group, channels), ...) as tuples of ints (JSON gives lists)."""
+    return tuple((int(g), int(c)) for g, c in parts)
 SPEC_DIR = Path(__file__).resolve().parents[2] / "latency" / "specs"  # shipped with the latency package
 
 
@@ -29,7 +36,9 @@ class LayerSpec:
     applied to the layer's (normalised) output before anything else reads it, one of ``ACTS``
     ("none" where a residual add or a linear bottleneck follows); the engine fuses it into the
     conv, and the latency profiler's context networks reproduce it.  Specs written before it
-    existed load as "relu", as they were profiled.
+    existed load as "relu", as they were profiled.  ``in_parts``: for a layer reading a
+    concatenation along channels (``in_group == CONCAT``), its ordered parts as (group, full
+    channels); a part of group -1 is never pruned.  ``input_parts`` gives the parts of any layer.
     """
 
     name: str
@@ -46,12 +55,23 @@ class LayerSpec:
     bias: bool = False
     norm: bool = False
     act: str = "relu"
+    in_parts: tuple[tuple[int, int], ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"layer {self.name!r}: kind {self.kind!r} is not one of {KINDS}")
         if self.act not in ACTS:
             raise ValueError(f"layer {self.name!r}: act {self.act!r} is not one of {ACTS}")
+        object.__setattr__(self, "in_parts", _parts(self.in_parts))
+        if (self.in_group == CONCAT) != bool(self.in_parts) or (
+                self.in_parts and sum(c for _, c in self.in_parts) != self.in_ch):
+            raise ValueError(f"layer {self.name!r}: in_parts (the concatenated groups, summing to in_ch) go "
+                             f"with in_group {CONCAT} and only with it")
+
+    @property
+    def input_parts(self) -> tuple[tuple[int, int], ...]:
+        """The (group, full channels) parts of the layer's input, in channel order (one unless concatenated)."""
+        return self.in_parts or ((self.in_group, self.in_ch),)
 
     @property
     def out_res(self) -> int:
@@ -68,9 +88,14 @@ class LayerSpec:
 
 @dataclass(frozen=True)
 class OpSpec:
-    """Non-conv work: "maxpool", "avgpool" (kernel 0 = global) or "add" (of ``group``'s channels).
+    """Non-conv work on ``group``'s channels: "maxpool", "avgpool" (kernel 0 = global), "add" (of
+    two tensors), "mul" (channel-wise: a squeeze-excitation gate, or elementwise), "act" (an
+    activation no conv or add absorbs) or "concat" (along channels).  An op on a concatenation
+    (a concat op always) has ``group`` CONCAT and lists the (group, full channels) parts in
+    ``parts``, as ``LayerSpec.in_parts``; group -1: channels that are never pruned.
 
-    ``act``: the activation applied to an add's sum (one of ``ACTS``; "none" for pools).
+    ``act``: the activation applied to an add's or mul's result, or the "act" op's own (one of
+    ``ACTS``; "none" for pools and concat).
     """
 
     kind: str
@@ -81,17 +106,32 @@ class OpSpec:
     stride: int = 0
     padding: int = 0
     act: str = "none"
+    parts: tuple[tuple[int, int], ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in OP_KINDS:
             raise ValueError(f"op kind {self.kind!r} is not one of {OP_KINDS}")
         if self.act not in ACTS:
             raise ValueError(f"{self.kind} op: act {self.act!r} is not one of {ACTS}")
+        object.__setattr__(self, "parts", _parts(self.parts))
+        if (self.group == CONCAT) != bool(self.parts) or (self.kind == "concat" and self.group != CONCAT):
+            raise ValueError(f"{self.kind} op: parts (the concatenated groups) go with group {CONCAT} and "
+                             "only with it; a concat op always has them")
+
+    @property
+    def channel_parts(self) -> tuple[tuple[int, int], ...]:
+        """The (group, full channels) parts of the channels the op works on (one unless concatenated)."""
+        return self.parts or ((self.group, self.channels),)
+
+    @property
+    def elementwise(self) -> bool:
+        """True for ops that keep the spatial size (add, mul, act, concat)."""
+        return self.kind in ("add", "mul", "act", "concat")
 
     @property
     def out_res(self) -> int:
         """Output spatial size."""
-        if self.kind == "add":
+        if self.elementwise:
             return self.in_res
         if self.kernel == 0:
             return 1
@@ -102,7 +142,8 @@ class OpSpec:
 class GroupSpec:
     """A coupling group: output channels of ``members`` that are pruned together.
 
-    ``residual``: joined by an add; ``strided``: some member conv has stride > 1.
+    ``residual``: joined by an add; ``strided``: some member conv has stride > 1.  ``frozen``:
+    why the group cannot be pruned safely (kept at full width, no gene), "" when it can.
     """
 
     id: int
@@ -110,6 +151,7 @@ class GroupSpec:
     residual: bool
     strided: bool
     members: tuple[str, ...]
+    frozen: str = ""
 
 
 @dataclass(frozen=True)
@@ -181,7 +223,7 @@ class NetSpec:
             if item.in_res not in new:
                 raise ValueError(f"{self.model}: cannot place input size {item.in_res} of {item}")
             r = new[item.in_res]
-            if isinstance(item, OpSpec) and item.kind == "add":
+            if isinstance(item, OpSpec) and item.elementwise:
                 continue
             if isinstance(item, OpSpec) and item.kernel == 0:
                 out = 1

@@ -123,7 +123,7 @@ class Arch:
 
 
 class SearchSpace:
-    """Genes = one channel ratio per coupling group, then one density per non-depthwise conv.
+    """Genes = one channel ratio per coupling group that is not frozen, then one density per non-depthwise conv.
 
     Every gene lives on ``grid`` within [lower, upper] (lower = the Bounds rule maximum, raised to
     the next grid point).  Mode "channel" pins densities to 1, "weight" pins channel ratios to 1.
@@ -139,7 +139,7 @@ class SearchSpace:
         if self.grid.size == 0 or self.grid[0] < 0 or self.grid[-1] > 1:
             raise ValueError(f"grid must be non-empty values in [0, 1], got {grid}")
         layers = spec.layers
-        self.channel_groups = [g.id for g in spec.groups]
+        self.channel_groups = [g.id for g in spec.groups if not g.frozen]
         self.density_layers = [i for i, x in enumerate(layers) if x.kind not in ("depthwise", "fc")]
         if [g.id for g in spec.groups] != list(range(len(spec.groups))):
             raise ValueError("spec groups must be numbered 0..G-1")
@@ -147,11 +147,12 @@ class SearchSpace:
         if fc.kind != "fc":
             raise ValueError("the spec's last layer must be the fc")
         b = self.bounds
+        read_by_fc = {g for x in layers if x.kind == "fc" for g, _ in x.input_parts}
         lower = []
-        for g in spec.groups:
+        for g in (spec.groups[i] for i in self.channel_groups):
             rules = [b.channel]
             rules += [b.channel_first] if g.id == layers[0].group else []
-            rules += [b.channel_last] if g.id == fc.in_group else []
+            rules += [b.channel_last] if g.id in read_by_fc else []
             rules += [b.channel_strided] if g.strided else []
             rules += [b.channel_residual] if g.residual else []
             lower.append(max(rules))
@@ -235,9 +236,11 @@ class SearchSpace:
         return self.snap(g)[0]
 
     def group_channels(self, genes) -> np.ndarray:
-        """(N, n_groups) kept channels of every coupling group."""
+        """(N, n_groups) kept channels of every coupling group (frozen ones: all)."""
         g = self._as2d(genes)
-        return kept_channels(self._full, g[:, : self.n_channel_genes])
+        ch = np.tile(self._full, (g.shape[0], 1))
+        ch[:, self.channel_groups] = kept_channels(self._full[self.channel_groups], g[:, : self.n_channel_genes])
+        return ch
 
     def decode_arrays(self, genes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(out_ch, in_ch, density), each (N, L) over all layers incl. the fc (density 1, out = classes)."""
@@ -248,7 +251,7 @@ class SearchSpace:
         in_ch = np.empty_like(out_ch)
         for i, x in enumerate(layers):
             out_ch[:, i] = x.out_ch if x.group < 0 else ch[:, x.group]
-            in_ch[:, i] = x.in_ch if x.in_group < 0 else ch[:, x.in_group]
+            in_ch[:, i] = sum(c if grp < 0 else ch[:, grp] for grp, c in x.input_parts)
         density = np.ones((n, len(layers)))
         density[:, self.density_layers] = np.clip(g[:, self.n_channel_genes:], 0.0, 1.0)
         return out_ch, in_ch, density
@@ -285,7 +288,7 @@ class SearchSpace:
             raise ValueError(f"arch of {arch.model!r} does not match the layers of {self.spec.model!r}")
         genes = np.empty(self.n_genes)
         for j, gid in enumerate(self.channel_groups):
-            full = int(self._full[j])
+            full = int(self._full[gid])
             owner = next(i for i, x in enumerate(self.spec.layers) if x.group == gid)
             c = arch.layers[owner].out_ch
             feasible = self.grid[(self.grid >= self.lower[j] - 1e-9) & (self.grid <= self.upper[j] + 1e-9)]

@@ -184,13 +184,17 @@ def es(model: nn.Module, spec: NetSpec, batches=None, generator=None) -> dict[in
     images = _images(batches)
     scores = {g.id: torch.zeros(g.channels, dtype=torch.float64) for g in spec.groups}
 
-    def hook(group: int):
+    def hook(parts: tuple[tuple[int, int], ...]):
         def record(module, inputs):
-            scores[group] = torch.maximum(scores[group], _sensitivity(module, inputs[0]).double().cpu())
+            sens, offset = _sensitivity(module, inputs[0]).double().cpu(), 0
+            for group, full in parts:  # a concatenated input: each part's channels at its offset
+                if group >= 0:
+                    scores[group] = torch.maximum(scores[group], sens[offset:offset + full])
+                offset += full
         return record
 
-    handles = [model.get_submodule(x.name).register_forward_pre_hook(hook(x.in_group))
-               for x in spec.layers if x.in_group >= 0 and x.kind != "depthwise"]
+    handles = [model.get_submodule(x.name).register_forward_pre_hook(hook(x.input_parts))
+               for x in spec.layers if x.kind != "depthwise" and any(g >= 0 for g, _ in x.input_parts)]
     was_training = model.training
     model.eval()
     try:

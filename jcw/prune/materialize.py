@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from jcw.prune.criteria import score_channels
 from jcw.layers import describe, norm_layers
 from jcw.core.space import BLOCK, Arch, n_kept_blocks
-from jcw.core.netspec import NetSpec
+from jcw.core.netspec import LayerSpec, NetSpec
 
 
 def _permute_(t: Tensor | None, perm: Tensor, dim: int = 0) -> None:
@@ -23,15 +23,15 @@ def order_channels(model: nn.Module, spec: NetSpec, criterion: str = "l1", batch
                    generator: torch.Generator | None = None) -> dict[int, Tensor]:
     """Permute every coupling group's channels IN PLACE, most important first; the function is unchanged.
 
-    Returns {group id: permutation} (new channel i = old channel perm[i]).
+    Returns {group id: permutation} (new channel i = old channel perm[i]); frozen groups keep their order.
     """
     scores = score_channels(model, spec, criterion, batches, generator)
-    perms = {g: torch.argsort(s, descending=True, stable=True) for g, s in scores.items()}
+    perms = {g: torch.argsort(s, descending=True, stable=True) for g, s in scores.items() if not spec.groups[g].frozen}
     norms = norm_layers(model)
     with torch.no_grad():
         for layer in spec.layers:
             mod = model.get_submodule(layer.name)
-            if layer.kind != "fc":
+            if layer.group in perms:
                 p = perms[layer.group]
                 _permute_(mod.weight, p)
                 _permute_(mod.bias, p)
@@ -39,9 +39,20 @@ def order_channels(model: nn.Module, spec: NetSpec, criterion: str = "l1", batch
                     bn = model.get_submodule(norms[layer.name])
                     for t in (bn.weight, bn.bias, bn.running_mean, bn.running_var):
                         _permute_(t, p)
-            if layer.in_group >= 0 and layer.kind != "depthwise":
-                _permute_(mod.weight, perms[layer.in_group], dim=1)
+            if layer.kind != "depthwise" and any(g in perms for g, _ in layer.input_parts):
+                _permute_(mod.weight, input_index(layer, perms), dim=1)
     return perms
+
+
+def input_index(layer: LayerSpec, order: dict[int, Tensor], kept: dict[int, int] | None = None) -> Tensor:
+    """Indices of a layer's input channels: per input part (see ``LayerSpec.input_parts``), at its
+    offset, the first ``kept[group]`` of the group's ``order`` (identity and all channels where absent)."""
+    index, offset = [], 0
+    for g, full in layer.input_parts:
+        idx = order.get(g, torch.arange(full))
+        index.append(offset + idx[: (kept or {}).get(g, full)])
+        offset += full
+    return torch.cat(index)
 
 
 def block_mask(weight: Tensor, density: float) -> Tensor:
@@ -58,7 +69,8 @@ def block_mask(weight: Tensor, density: float) -> Tensor:
     return mask.reshape(w.shape)[:out].clone()
 
 
-def _check_arch(spec: NetSpec, arch: Arch) -> None:
+def _check_arch(spec: NetSpec, arch: Arch) -> dict[int, int]:
+    """Kept channels per coupling group of a consistent ``arch`` (ValueError naming the first clash)."""
     if [c.name for c in arch.layers] != [x.name for x in spec.layers]:
         raise ValueError(f"arch of {arch.model!r} does not list the layers of {spec.model!r} in order")
     for x, c in zip(spec.layers, arch.layers):
@@ -67,7 +79,7 @@ def _check_arch(spec: NetSpec, arch: Arch) -> None:
                              f"({x.out_ch}, {x.in_ch})")
         if x.kind == "depthwise" and c.out_ch != c.in_ch:
             raise ValueError(f"depthwise layer {x.name!r} needs out_ch == in_ch, got {c.out_ch}, {c.in_ch}")
-        if x.kind == "fc" and c.out_ch != x.out_ch:
+        if x.kind == "fc" and x.group < 0 and c.out_ch != x.out_ch:
             raise ValueError(f"fc {x.name!r} keeps all {x.out_ch} classes, arch has {c.out_ch}")
     kept: dict[int, int] = {}
     for x, c in zip(spec.layers, arch.layers):
@@ -75,29 +87,33 @@ def _check_arch(spec: NetSpec, arch: Arch) -> None:
             raise ValueError(f"layer {x.name!r} keeps {c.out_ch} channels but its coupling group {x.group} "
                              f"keeps {kept[x.group]}")
     for x, c in zip(spec.layers, arch.layers):
-        if x.in_group >= 0 and c.in_ch != kept[x.in_group]:
-            raise ValueError(f"layer {x.name!r} reads {c.in_ch} channels but group {x.in_group} keeps "
-                             f"{kept[x.in_group]}")
+        reads = sum(n if g < 0 else kept[g] for g, n in x.input_parts)
+        if c.in_ch != reads:
+            raise ValueError(f"layer {x.name!r} reads {c.in_ch} channels but its input groups "
+                             f"{[g for g, _ in x.input_parts]} keep {reads}")
+    return kept
 
 
 def slice_model(model: nn.Module, spec: NetSpec, arch: Arch) -> nn.Module:
-    """A copy of an already-ordered ``model`` keeping the first out_ch/in_ch channels of every layer."""
-    _check_arch(spec, arch)
+    """A copy of an already-ordered ``model`` keeping the first out_ch channels of every layer and the
+    first kept channels of every part of its input."""
+    kept = _check_arch(spec, arch)
     norms = norm_layers(model)
     small = copy.deepcopy(model)
     with torch.no_grad():
         for x, c in zip(spec.layers, arch.layers):
             old = small.get_submodule(x.name)
             kw = {"device": old.weight.device, "dtype": old.weight.dtype}
+            cols = input_index(x, {}, kept).to(old.weight.device)
             if x.kind == "fc":
                 new = nn.Linear(c.in_ch, c.out_ch, bias=old.bias is not None, **kw)
-                new.weight.copy_(old.weight[:, : c.in_ch])
+                new.weight.copy_(old.weight[: c.out_ch, cols])
             else:
                 depthwise = x.kind == "depthwise"
                 new = nn.Conv2d(c.in_ch, c.out_ch, old.kernel_size, old.stride, old.padding, old.dilation,
                                 groups=c.out_ch if depthwise else 1, bias=old.bias is not None,
                                 padding_mode=old.padding_mode, **kw)
-                new.weight.copy_(old.weight[: c.out_ch] if depthwise else old.weight[: c.out_ch, : c.in_ch])
+                new.weight.copy_(old.weight[: c.out_ch] if depthwise else old.weight[: c.out_ch, cols])
                 if x.name in norms:
                     _slice_norm(small, norms[x.name], c.out_ch)
             if old.bias is not None:

@@ -44,15 +44,27 @@ class _Active:
             return None, 1.0
         return int(self.out_ch[self.index, layer]), float(self.density[self.index, layer])
 
+    def columns(self, parts: tuple[tuple[int | None, int], ...], device) -> Tensor:
+        """Input channels a layer reading a concatenation uses: per part (a layer owning the part's
+        group, or None when never pruned; full channels), the active candidate's first kept ones."""
+        index, offset = [], 0
+        for owner, full in parts:
+            kept = full if owner is None or self.index is None else int(self.out_ch[self.index, owner])
+            index.append(torch.arange(offset, offset + kept, device=device))
+            offset += full
+        return torch.cat(index)
+
 
 class DynamicConv2d(nn.Module):
     """A Conv2d whose active filters are a prefix of the full ones, its input the channels it gets.
 
     Depthwise convs follow their input width; others keep the active candidate's out_ch filters and
-    zero all but the largest-L2 4x1 blocks (``block_mask``) when the density is below 1.
+    zero all but the largest-L2 4x1 blocks (``block_mask``) when the density is below 1.  A conv
+    reading a concatenation (``parts``, see ``_Active.columns``) uses the weight columns of the
+    kept prefix of every part.
     """
 
-    def __init__(self, conv: nn.Conv2d, layer: int, active: _Active):
+    def __init__(self, conv: nn.Conv2d, layer: int, active: _Active, parts: tuple = ()):
         super().__init__()
         self.weight = conv.weight
         self.bias = conv.bias
@@ -60,14 +72,15 @@ class DynamicConv2d(nn.Module):
         self.depthwise = conv.groups > 1 and conv.groups == conv.in_channels == conv.out_channels
         if conv.groups > 1 and not self.depthwise:
             raise ValueError(f"supernet: grouped (non-depthwise) convolution at spec layer {layer} is not supported")
-        self.layer = layer
-        self.active = active
+        self.layer, self.active, self.parts = layer, active, parts
 
     def forward(self, x: Tensor) -> Tensor:
         out_ch, density = self.active.choice(self.layer)
         c_in = x.shape[1]
         if self.depthwise:
             weight, groups = self.weight[:c_in], c_in
+        elif self.parts:
+            weight, groups = self.weight[: out_ch or self.weight.shape[0]][:, self.active.columns(self.parts, x.device)], 1
         else:
             weight, groups = self.weight[: out_ch or self.weight.shape[0], :c_in], 1
         if density < 1.0:
@@ -77,18 +90,18 @@ class DynamicConv2d(nn.Module):
 
 
 class DynamicLinear(nn.Module):
-    """A Linear reading the active input width (its output stays the classes)."""
+    """A Linear reading the active input width (or the kept columns of a concatenation, ``parts``)."""
 
-    def __init__(self, linear: nn.Linear, layer: int, active: _Active):
+    def __init__(self, linear: nn.Linear, layer: int, active: _Active, parts: tuple = ()):
         super().__init__()
         self.weight = linear.weight
         self.bias = linear.bias
-        self.layer = layer
-        self.active = active
+        self.layer, self.active, self.parts = layer, active, parts
 
     def forward(self, x: Tensor) -> Tensor:
         out_ch, density = self.active.choice(self.layer)
-        weight = self.weight[: out_ch or self.weight.shape[0], : x.shape[1]]
+        weight = self.weight[: out_ch or self.weight.shape[0]]
+        weight = weight[:, self.active.columns(self.parts, x.device)] if self.parts else weight[:, : x.shape[1]]
         if density < 1.0:
             weight = weight * self.active.mask(self.layer, weight, density)
         bias = None if self.bias is None else self.bias[: weight.shape[0]]
@@ -193,13 +206,18 @@ class Supernet(nn.Module):
         self.net = copy.deepcopy(model)
         self.active = _Active(dist=dist or DistContext())
         layer_index = {layer.name: i for i, layer in enumerate(spec.layers)}
+        owner = {}  # group -> index of a layer producing it
+        for i, layer in enumerate(spec.layers):
+            owner.setdefault(layer.group, i)
         self._norms: list[DynamicBatchNorm2d] = []
         for name, module in list(self.net.named_modules()):
             if isinstance(module, (nn.Conv2d, nn.Linear)):
                 if name not in layer_index:
                     raise ValueError(f"supernet: layer {name!r} of the model is not in its NetSpec")
+                layer = spec.layers[layer_index[name]]
+                parts = tuple((owner[g] if g >= 0 else None, c) for g, c in layer.in_parts)
                 cls = DynamicConv2d if isinstance(module, nn.Conv2d) else DynamicLinear
-                replacement = cls(module, layer_index[name], self.active)
+                replacement = cls(module, layer_index[name], self.active, parts)
             elif isinstance(module, nn.BatchNorm2d):
                 replacement = DynamicBatchNorm2d(module, self.active)
                 self._norms.append(replacement)
