@@ -8,8 +8,10 @@ from typing import Callable
 
 from torch import nn
 
+from jcw.models.efficientnet import efficientnet_b0
 from jcw.models.mobilenet import mobilenet_v1, mobilenet_v2
-from jcw.models.resnet import resnet18, resnet20, resnet56
+from jcw.models.mobilenet_v3 import mobilenet_v3_large, mobilenet_v3_small
+from jcw.models.resnet import resnet18, resnet20, resnet50, resnet56
 from jcw.models.vgg import vgg16
 
 
@@ -72,8 +74,12 @@ def default_num_classes(name: str) -> int:
 
 
 register_model("resnet18", resnet18, 224, 1000)
+register_model("resnet50", resnet50, 224, 1000)
 register_model("mobilenet_v1", mobilenet_v1, 224, 1000)
 register_model("mobilenet_v2", mobilenet_v2, 224, 1000)
+register_model("mobilenet_v3_large", mobilenet_v3_large, 224, 1000)
+register_model("mobilenet_v3_small", mobilenet_v3_small, 224, 1000)
+register_model("efficientnet_b0", efficientnet_b0, 224, 1000)
 register_model("resnet20", resnet20, 32, 10)
 register_model("resnet56", resnet56, 32, 10)
 register_model("vgg16", vgg16, 32, 10)
