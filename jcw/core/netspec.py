@@ -12,6 +12,7 @@ KINDS = ("stem", "regular", "depthwise", "pointwise", "fc")
 OP_KINDS = ("maxpool", "avgpool", "add", "mul", "concat", "act")
 ACTS = ("relu", "relu6", "hardswish", "hardsigmoid", "sigmoid", "silu", "gelu", "leaky_relu", "none")
 IMAGE = -1  # in_group of a layer reading the input image (and group of the classifier)
+_OPTIONAL = ("in_parts", "parts", "frozen")  # written only where set, so older specs stay as they were
 CONCAT = -3  # in_group of a layer reading a concatenation: see LayerSpec.in_parts
 
 
@@ -173,8 +174,13 @@ class NetSpec:
         raise KeyError(f"{self.model} has no layer {name!r}")
 
     def to_dict(self) -> dict:
-        """Plain JSON-able dict."""
-        return asdict(self)
+        """Plain JSON-able dict (``in_parts``, ``parts`` and ``frozen`` only where set)."""
+        d = asdict(self)
+        for item in (*d["layers"], *d["ops"], *d["groups"]):
+            for key in _OPTIONAL:
+                if key in item and not item[key]:
+                    del item[key]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "NetSpec":
