@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jcw.core.netspec import OP_KINDS
+from jcw.core.netspec import ACTS, OP_KINDS
 from jcw.core.space import default_grid, kept_channels
 from jcw.core.util import atomic_write
 from jcw.core.errors import UsageError
@@ -16,9 +16,14 @@ from jcw.core.errors import UsageError
 FORMAT = "jcw-latency-table"
 VERSION = 1
 PROVENANCE_KINDS = ("measured", "modelled")
-LAYER_KEYS = ("kind", "kernel", "stride", "in_res", "in_ch", "out_ch")
-OP_KEYS = ("kind", "kernel", "stride", "padding", "in_res", "channels")
+LAYER_KEYS = ("kind", "kernel", "stride", "in_res", "in_ch", "out_ch")  # JSON fields of a layer entry's key
+OP_KEYS = ("kind", "kernel", "stride", "padding", "in_res", "channels")  # ... of an op entry's key
 AXES = ("out_ch", "in_ch", "density")
+# Activations every table before LayerSpec.act/OpSpec.act held without naming them: a conv's (or an
+# add's) cost with one of these is one entry, whose key ends in "" and whose JSON has no "act" field.
+# Any other activation is part of the key ("act": "silu"), so a table can hold the same layer signature
+# with a ReLU and with a SiLU epilogue (efficientnet_b0 and mobilenet_v2 share several).
+RELU_CLASS = ("none", "relu", "relu6")
 
 
 RATIOS = tuple(float(r) for r in default_grid())
@@ -49,14 +54,31 @@ def table_ops(spec) -> list:
     return [*spec.ops, InputCost(spec.resolution, spec.layers[0].in_ch)]
 
 
+def cost_act(act: str) -> str:
+    """The activation as a table key holds it: "" for the ReLU class (none, relu, relu6), else its name."""
+    return "" if act in RELU_CLASS else act
+
+
 def layer_key(layer) -> tuple:
-    """Table key of a conv/fc layer (a LayerSpec): its signature."""
-    return tuple(layer.signature)
+    """Table key of a conv/fc layer (a LayerSpec): its signature + ``cost_act`` of its activation."""
+    return (*layer.signature, cost_act(layer.act))
 
 
 def op_key(op) -> tuple:
-    """Table key of a non-conv op (an OpSpec): (kind, kernel, stride, padding, in_res, channels)."""
-    return (op.kind, op.kernel, op.stride, op.padding, op.in_res, op.channels)
+    """Table key of a non-conv op (an OpSpec): (kind, kernel, stride, padding, in_res, channels, act).
+
+    ``act``: an "act" op's own activation, always (relu included); for an add or a mul the
+    ``cost_act`` of the activation applied to its result; "" for pools, concat and the input cost.
+    """
+    act = getattr(op, "act", "none")
+    return (op.kind, op.kernel, op.stride, op.padding, op.in_res, op.channels,
+            act if op.kind == "act" else cost_act(act))
+
+
+def full_key(key: tuple) -> tuple:
+    """A key as tables hold it: a 6-field key written before activations were keyed gets act ""."""
+    key = tuple(key)
+    return key + ("",) if len(key) == len(LAYER_KEYS) else key
 
 
 def space_channels(full: int, ratios=RATIOS) -> list[int]:
@@ -64,37 +86,62 @@ def space_channels(full: int, ratios=RATIOS) -> list[int]:
     return sorted(set(kept_channels(full, np.asarray(ratios, dtype=np.float64)).tolist()))
 
 
+def parts_channels(parts, ratios=RATIOS) -> list[int]:
+    """Channel counts a tensor of (group, full channels) ``parts`` can have at ``ratios``.
+
+    Parts of group -1 are never pruned (always full).  One pruned part: ``space_channels``.  A
+    concatenation: every sum of its parts' counts, together with ``space_channels`` of the total
+    (so that every count from 4 to the total lies inside the axis, whichever tensor of that size
+    an entry of the same key was made for).  Only fixed parts: their total alone.
+    """
+    total = sum(c for _, c in parts)
+    if all(g < 0 for g, _ in parts):
+        return [total]
+    sums = {0}
+    for g, c in parts:
+        values = [c] if g < 0 else space_channels(c, ratios)
+        sums = {s + v for s in sums for v in values}
+    return sorted(sums | set(space_channels(total, ratios)))
+
+
 def layer_axes(layer, quick: bool = False) -> dict:
     """Default grid of a LayerSpec: channel counts and densities the search space can produce.
 
-    fc keeps its class count and is dense; the stem reads the image (fixed in_ch); a depthwise
-    conv has in_ch = out_ch and is never weight-pruned.
+    Output channels of group -1 (the classifier, a depthwise conv reading fixed channels) are
+    fixed, like the input channels of the stem and of any layer reading only fixed channels;
+    input channels of a layer reading a concatenation follow ``parts_channels``.  fc layers and
+    depthwise convs are dense (a depthwise conv has in_ch = out_ch).  A hidden fc with a group of
+    its own gets a channel axis like a conv's output.
     """
     ratios = QUICK_RATIOS if quick else RATIOS
     dens = list(QUICK_DENSITIES if quick else DENSITIES)
-    if layer.kind == "fc":
-        return {"out_ch": [layer.out_ch], "in_ch": space_channels(layer.in_ch, ratios), "density": None}
+    out_ch = [layer.out_ch] if layer.group < 0 else space_channels(layer.out_ch, ratios)
     if layer.kind == "depthwise":
-        return {"out_ch": space_channels(layer.out_ch, ratios), "in_ch": None, "density": None}
-    in_ch = [layer.in_ch] if layer.kind == "stem" else space_channels(layer.in_ch, ratios)
-    return {"out_ch": space_channels(layer.out_ch, ratios), "in_ch": in_ch, "density": dens}
+        return {"out_ch": out_ch, "in_ch": None, "density": None}
+    in_ch = [layer.in_ch] if layer.kind == "stem" else parts_channels(layer.input_parts, ratios)
+    return {"out_ch": out_ch, "in_ch": in_ch, "density": None if layer.kind == "fc" else dens}
 
 
 def op_axes(op, quick: bool = False) -> dict:
-    """Default grid of an OpSpec: the channel counts its coupling group can take (fixed for "input")."""
+    """Default grid of an OpSpec: the channel counts its channel parts can take (``parts_channels``:
+    its coupling group's, a concatenation's sums, fixed for group -1 and for "input")."""
     if op.kind == "input":
         return {"out_ch": [op.channels], "in_ch": None, "density": None}
-    return {"out_ch": space_channels(op.channels, QUICK_RATIOS if quick else RATIOS), "in_ch": None, "density": None}
+    return {"out_ch": parts_channels(op.channel_parts, QUICK_RATIOS if quick else RATIOS), "in_ch": None,
+            "density": None}
 
 
 def describe_key(key: tuple) -> str:
-    """Human-readable key, e.g. ``pointwise k1 s1 @56 24->144`` or ``add @56 c24``."""
+    """Human-readable key, e.g. ``pointwise k1 s1 @56 24->144``, ``pointwise k1 s1 @56 24->144 silu``,
+    ``add @56 c24`` or ``act @14 c240 hardswish``."""
+    key = full_key(key)
+    act = f" {key[6]}" if key[6] else ""
     if key[0] not in (*OP_KINDS, "input"):
-        kind, kernel, stride, in_res, in_ch, out_ch = key
-        return f"{kind} k{kernel} s{stride} @{in_res} {in_ch}->{out_ch}"
-    kind, kernel, stride, padding, in_res, channels = key
+        kind, kernel, stride, in_res, in_ch, out_ch = key[:6]
+        return f"{kind} k{kernel} s{stride} @{in_res} {in_ch}->{out_ch}{act}"
+    kind, kernel, stride, padding, in_res, channels = key[:6]
     window = f" k{kernel} s{stride} p{padding}" if kernel else ""
-    return f"{kind}{window} @{in_res} c{channels}"
+    return f"{kind}{window} @{in_res} c{channels}{act}"
 
 
 @dataclass
@@ -117,7 +164,7 @@ class Entry:
     def build(cls, key: tuple, axes: dict, mean, std=None, count=None) -> "Entry":
         """An entry from axis lists (None = not a coordinate) and arrays of matching size."""
         axes = {a: None if axes.get(a) is None else np.asarray(axes[a], dtype=float if a == "density" else np.int64) for a in AXES}
-        e = cls(key=key, axes=axes, mean=None, std=None, count=None)
+        e = cls(key=full_key(key), axes=axes, mean=None, std=None, count=None)
         e.mean = np.asarray(mean, dtype=float).reshape(e.shape)
         e.std = np.zeros(e.shape) if std is None else np.asarray(std, dtype=float).reshape(e.shape)
         e.count = np.zeros(e.shape) if count is None else np.asarray(count, dtype=float).reshape(e.shape)
@@ -147,6 +194,33 @@ def _op_label(op) -> str:
     return f"op {describe_key(op_key(op))}"
 
 
+class Entries(dict):
+    """A table's entries by key; a 6-field key (written before activations were keyed) means act ""."""
+
+    def __init__(self, items=()):
+        super().__init__()
+        for k, v in dict(items).items():
+            self[k] = v
+
+    def __getitem__(self, key):
+        return super().__getitem__(full_key(key))
+
+    def __setitem__(self, key, value):
+        super().__setitem__(full_key(key), value)
+
+    def __contains__(self, key):
+        return super().__contains__(full_key(key))
+
+    def get(self, key, default=None):
+        return super().get(full_key(key), default)
+
+    def setdefault(self, key, default=None):
+        return super().setdefault(full_key(key), default)
+
+    def pop(self, key, *default):
+        return super().pop(full_key(key), *default)
+
+
 @dataclass
 class LatencyTable:
     """Latency grids for layer signatures and ops of one device + thread count."""
@@ -157,6 +231,11 @@ class LatencyTable:
     layers: dict = field(default_factory=dict)
     ops: dict = field(default_factory=dict)
     models: list = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        # Keys of 6 fields (made before activations were keyed) mean act "".
+        self.layers = Entries(self.layers)
+        self.ops = Entries(self.ops)
 
     @property
     def kind(self) -> str:
@@ -409,6 +488,8 @@ def _num(v):
 
 def _entry_dict(e: Entry, keys: tuple) -> dict:
     d = dict(zip(keys, e.key))
+    if e.key[len(keys)]:  # written only where set: entries of ReLU-class layers stay as they were
+        d["act"] = e.key[len(keys)]
     if keys is OP_KEYS:
         d["axes"] = {"channels": [int(x) for x in e.axes["out_ch"]]}
         shape = (e.shape[0],)
@@ -478,7 +559,11 @@ def _parse_entries(items, keys: tuple, section: str, fail) -> dict:
         for k in keys[1:]:
             if not isinstance(item[k], int) or isinstance(item[k], bool) or item[k] < 0:
                 fail(f"{where}.{k} must be an integer >= 0, got {item[k]!r}")
-        key = tuple(item[k] for k in keys)
+        act = item.get("act", "")
+        if act not in ("", *ACTS) or (act in RELU_CLASS and item["kind"] != "act"):
+            fail(f"{where}.act must be one of {[a for a in ACTS if a not in RELU_CLASS]} (absent: none, relu "
+                 f"or relu6; an act op may name those too), got {act!r}")
+        key = tuple(item[k] for k in keys) + (act,)
         where = f"{where} ({describe_key(key)})"
         if key in out:
             fail(f"{where} appears twice")

@@ -12,8 +12,12 @@ from jcw.core.errors import UsageError
 class Predictor:
     """Vectorised latency of many pruned variants of one NetSpec under one LatencyTable.
 
-    Columns: every layer of ``spec`` (in order), then every op of ``table_ops(spec)``: an op's
-    channel count is the out_ch of a layer of its coupling group (the input cost's is fixed).
+    Columns: every layer of ``spec`` (in order), then every op of ``table_ops(spec)``.  An op's
+    channel count is the sum over its channel parts (``OpSpec.channel_parts``: one unless it works
+    on a concatenation) of the out_ch of a layer of the part's coupling group, or of the part's
+    full channels for group -1 (never pruned; the input cost's are fixed too).  Layers take the
+    (out_ch, in_ch, density) they are given (``SearchSpace.decode_arrays``: fixed output channels
+    for group -1, input channels summed over concatenated parts).
     """
 
     def __init__(self, table: LatencyTable, spec):
@@ -26,9 +30,16 @@ class Predictor:
         names += [f"op {i} {describe_key(op_key(x))}" for i, x in enumerate(ops)]
         self.names = names
         self.grid = Grid(entries, names)
-        source = [self._group_layer(x.group) if x.group >= 0 else -1 for x in ops]
-        self.op_fixed = np.array([s < 0 for s in source])
-        self.op_source = np.maximum(np.array(source, dtype=np.intp), 0)
+        # op channels = op_fixed + out_ch @ op_parts: a (layers x ops) count of the pruned parts each
+        # op's channels are made of (the out_ch of one layer per part's group), the fixed parts' sum.
+        self.op_fixed = np.zeros(len(ops))
+        self.op_parts = np.zeros((len(spec.layers), len(ops)))
+        for k, x in enumerate(ops):
+            for group, channels in getattr(x, "channel_parts", ((x.group, x.channels),)):
+                if group < 0:
+                    self.op_fixed[k] += channels
+                else:
+                    self.op_parts[self._group_layer(group), k] += 1.0
         self.op_channels = np.array([x.channels for x in ops], dtype=float)
 
     def _group_layer(self, group: int) -> int:
@@ -55,7 +66,7 @@ class Predictor:
         out_ch, in_ch, density = self._validate(out_ch, in_ch, density)
         for s in range(0, out_ch.shape[0], self.CHUNK):
             o = out_ch[s:s + self.CHUNK]
-            ops = np.where(self.op_fixed, self.op_channels, o[:, self.op_source])
+            ops = self.op_fixed + o.astype(float) @ self.op_parts
             ones = np.ones(ops.shape)
             yield self.grid(
                 np.concatenate([o, ops], axis=1),
@@ -80,7 +91,7 @@ class Predictor:
             chosen = [by_name[x.name] for x in self.spec.layers]
         except KeyError as e:
             raise UsageError(f"arch has no layer {e.args[0]!r} of {self.spec.model}") from None
-        out_ch = [[x.out_ch if x.kind == "fc" else c.out_ch for x, c in zip(self.spec.layers, chosen)]]
+        out_ch = [[x.out_ch if x.kind == "fc" and x.group < 0 else c.out_ch for x, c in zip(self.spec.layers, chosen)]]
         in_ch = [[c.in_ch for c in chosen]]
         density = [[c.density for c in chosen]]
         return float(self.predict(np.array(out_ch), np.array(in_ch), np.array(density, dtype=float))[0])
