@@ -31,8 +31,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from latency.lut import space_channels
 from jcw.core.errors import UsageError
+from jcw.core.netspec import CONCAT
+from latency.lut import space_channels
 
 
 def kept(full: int, ratio: float) -> int:
@@ -41,17 +42,28 @@ def kept(full: int, ratio: float) -> int:
 
 
 def colour_groups(spec, colours: int = 1) -> dict[int, int]:
-    """Colour of every coupling group such that each layer's input and output groups differ.
+    """Colour of every coupling group such that each layer's input and output groups differ (every
+    part of a concatenated input, and the parts of a concatenation among themselves).
 
     Groups are coloured in order, cycling through at least ``colours`` colours (more neighbours
     at different sizes make a context network more like a random arch), skipping any colour a
     neighbour already has.
     """
     neighbours: dict[int, set] = {g.id: set() for g in spec.groups}
+
+    def apart(a: int, b: int) -> None:
+        if a >= 0 and b >= 0 and a != b:
+            neighbours.setdefault(a, set()).add(b)
+            neighbours.setdefault(b, set()).add(a)
+
     for x in spec.layers:
-        if x.group >= 0 and x.in_group >= 0 and x.group != x.in_group:
-            neighbours.setdefault(x.group, set()).add(x.in_group)
-            neighbours.setdefault(x.in_group, set()).add(x.group)
+        for g, _ in x.input_parts:
+            apart(x.group, g)
+    # The parts of a concatenation vary independently too (their sums fill the reader's in_ch axis).
+    for parts in [x.in_parts for x in spec.layers] + [o.parts for o in spec.ops]:
+        for i, (a, _) in enumerate(parts):
+            for b, _ in parts[i + 1:]:
+                apart(a, b)
     colour: dict[int, int] = {}
     for n, g in enumerate(sorted(neighbours)):
         taken = {colour[m] for m in neighbours[g] if m in colour}
@@ -110,11 +122,13 @@ def design(spec, ratios, densities) -> list[Run]:
     colour = colour_groups(spec, COLOURS)
     rows = pair_covering(len(ratios), max(colour.values(), default=-1) + 1)
     full = {g.id: g.channels for g in spec.groups}
+    frozen = {g.id for g in spec.groups if g.frozen}  # kept at full width, as every arch keeps them
     runs = []
     for k in range(len(densities)):
         for row in rows:
             dens = {i: float(densities[(k + i) % len(densities)]) for i in range(len(spec.layers))}
-            runs.append(Run({g: kept(full[g], ratios[row[c]]) for g, c in colour.items()}, dens))
+            runs.append(Run({g: full[g] if g in frozen else kept(full[g], ratios[row[c]]) for g, c in colour.items()},
+                            dens))
     return runs
 
 
@@ -123,13 +137,18 @@ class Placement:
     """Where the table's items sit in a context network's ONNX graph.
 
     ``layers``: spec layer index -> (node name, out_ch, in_ch, density or None);
-    ``pools``: spec op index -> node name; ``adds``: spec op index -> (channels, names of the conv
-    nodes whose outputs it adds: the engine fuses the add into one of them).
+    ``pools``: spec op index -> names of the nodes whose engine steps carry the op, for every op
+    timed as its own step (max and average pools, mul, concat, standalone act; an activation
+    applied to a mul's result is a second step); a name the engine's plan lacks was fused into
+    its producer; ``op_channels``: spec op index -> the op's channel count in this network;
+    ``adds``: spec op index -> (channels, names of the conv nodes whose outputs it adds: the
+    engine fuses the add into one of them).
     """
 
     layers: dict[int, tuple] = field(default_factory=dict)
-    pools: dict[int, str] = field(default_factory=dict)
+    pools: dict[int, tuple] = field(default_factory=dict)
     adds: dict[int, tuple] = field(default_factory=dict)
+    op_channels: dict[int, int] = field(default_factory=dict)
 
 
 def block_pruned(shape: tuple, density: float, rng: np.random.Generator) -> np.ndarray:
@@ -149,73 +168,224 @@ def block_pruned(shape: tuple, density: float, rng: np.random.Generator) -> np.n
     return w.reshape(shape)
 
 
+# ONNX opset a context network needs for an activation (the lowest that has its operator).
+_ACT_OPSET = {"hardswish": 14, "gelu": 20}
+_ACT_OPS = {"hardswish": ("HardSwish", {}), "hardsigmoid": ("HardSigmoid", {"alpha": 1.0 / 6.0, "beta": 0.5}),
+            "sigmoid": ("Sigmoid", {}), "gelu": ("Gelu", {}), "leaky_relu": ("LeakyRelu", {"alpha": 0.01})}
+
+
+def activation_nodes(tensor: str, act: str, out: str | None = None) -> tuple[list, dict, int]:
+    """(ONNX nodes computing ``act`` of ``tensor`` the way torch exports it, the initializers they read,
+    the opset they need).  The last node writes ``out`` (default ``<tensor>.<act>``); "none": no node.
+
+    relu: Relu; relu6: Clip(0, 6); hardswish: HardSwish; hardsigmoid: HardSigmoid(alpha 1/6, beta
+    1/2) (torch's relu6(x + 3) / 6); sigmoid: Sigmoid; silu: x * Sigmoid(x) (a Sigmoid and a Mul);
+    gelu: Gelu (opset 20); leaky_relu: LeakyRelu(0.01) (torch's default slope).
+    """
+    from onnx import helper
+
+    if act == "none":
+        return [], {}, 13
+    out = out or f"{tensor}.{act}"
+    if act == "relu":
+        return [helper.make_node("Relu", [tensor], [out], name=out)], {}, 13
+    if act == "relu6":
+        inits = {"relu6.lo": np.array(0.0, dtype=np.float32), "relu6.hi": np.array(6.0, dtype=np.float32)}
+        return [helper.make_node("Clip", [tensor, "relu6.lo", "relu6.hi"], [out], name=out)], inits, 13
+    if act == "silu":
+        sig = f"{tensor}.sigmoid"
+        return [helper.make_node("Sigmoid", [tensor], [sig], name=sig),
+                helper.make_node("Mul", [tensor, sig], [out], name=out)], {}, 13
+    op_type, attrs = _ACT_OPS[act]
+    return [helper.make_node(op_type, [tensor], [out], name=out, **attrs)], {}, _ACT_OPSET.get(act, 13)
+
+
+def _key(group: int, parts: tuple):
+    """How the builder names a tensor's channels: its group, or the parts of a concatenation."""
+    return tuple(parts) if group == CONCAT else group
+
+
 def build(spec, run: Run, rng: np.random.Generator):
-    """(onnx.ModelProto, Placement) of ``spec`` pruned as ``run`` says, with random weights."""
+    """(onnx.ModelProto, Placement) of ``spec`` pruned as ``run`` says, with random weights.
+
+    The graph is rebuilt from the spec's layers (in forward order) and ops with these rules:
+
+    - a layer reads the newest tensor of its input channels (its group, or its concatenated
+      parts) at its input size; when there is none it is made: by the pending pool of those
+      channels whose output has that size (max, windowed average, or the global average pool
+      for size 1: an SE block's squeeze or the classifier's), or by the pending concat of those
+      parts (each part read the same way);
+    - before a tensor is read, the pending "act" and "mul" ops on it are applied, in spec order:
+      a mul multiplies it by its gate, the (C, 1, 1) output of the layer of the same group at
+      1x1 that came after it (squeeze-excitation), and waits until that gate exists;
+    - a non-depthwise layer whose output group already has a tensor of its size combines the
+      two with the pending add of that group and size (a residual block), else with a pending
+      mul there (elementwise);
+    - every layer, add, mul and act op is followed by the activation its spec records: Relu,
+      Clip(0, 6), HardSwish, HardSigmoid(1/6, 1/2), Sigmoid, SiLU as x * Sigmoid(x), Gelu,
+      LeakyRelu(0.01), the way torch exports them;
+    - fc layers read a flattened tensor (a Flatten after a pool), convs a 4-d one (a Reshape
+      after an fc); the last layer (the classifier) makes the output ``y``.
+
+    That reproduces ResNet (identity, downsample and bottleneck blocks), MobileNetV1/V2/V3,
+    EfficientNet, VGG, concatenations of branches and hidden linear layers; a spec it cannot
+    place raises UsageError naming what is left.
+    """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     nodes, inits = [], {}
     place = Placement()
-    latest: dict[tuple, str] = {}          # (group, size) -> newest tensor
+    latest: dict[tuple, str] = {}          # (channels key, size) -> newest tensor
+    derived: set[tuple] = set()            # entries of latest made by a pool (stale once their source changes)
+    flat: set[str] = set()                 # tensors that are 2-d (N, C): fc outputs, flattened pools
     producer: dict[str, str] = {}          # tensor -> conv node that made it
-    ops = list(enumerate(spec.ops))
-    pools = [(i, o) for i, o in ops if o.kind == "maxpool"]
-    adds = [(i, o) for i, o in ops if o.kind == "add"]
-    gap = [(i, o) for i, o in ops if o.kind == "avgpool"]
+    gates: dict[int, str] = {}             # group -> (N, C, 1, 1) gate of its pending mul
+    pending = list(enumerate(spec.ops))    # ops not placed yet, in spec order
     ch = dict(run.channels)
     img = spec.layers[0].in_ch
     latest[(-1, spec.resolution)] = "x"
-    ch[-1] = img
+    opset = [13]
+
+    def width(group: int, parts: tuple, full: int) -> int:
+        """Channels of a tensor in this network: kept channels of its group(s), full for group -1."""
+        if group == CONCAT:
+            return sum(c if g < 0 else ch[g] for g, c in parts)
+        return full if group < 0 else ch[group]
+
+    def node(op_type: str, inputs: list, name: str, **attrs) -> str:
+        nodes.append(helper.make_node(op_type, inputs, [name], name=name, **attrs))
+        return name
 
     def activate(tensor: str, act: str) -> str:
-        """``tensor`` after the spec's activation (ReLU, or ReLU6 as Clip(0, 6) the way torch exports it)."""
-        if act == "none":
+        """``tensor`` after the spec's activation, as torch exports it."""
+        made, needs, version = activation_nodes(tensor, act)
+        nodes.extend(made)
+        inits.update(needs)
+        opset[0] = max(opset[0], version)
+        return made[-1].output[0] if made else tensor
+
+    def as4d(tensor: str) -> str:
+        if tensor not in flat:
             return tensor
-        if act == "relu":
-            nodes.append(helper.make_node("Relu", [tensor], [f"{tensor}.relu"], name=f"{tensor}.relu"))
-            return f"{tensor}.relu"
-        for bound, value in (("lo", 0.0), ("hi", 6.0)):
-            inits.setdefault(f"relu6.{bound}", np.array(value, dtype=np.float32))
-        nodes.append(helper.make_node("Clip", [tensor, "relu6.lo", "relu6.hi"], [f"{tensor}.relu6"],
-                                      name=f"{tensor}.relu6"))
-        return f"{tensor}.relu6"
+        inits.setdefault("shape.nc11", np.array([1, -1, 1, 1], dtype=np.int64))
+        return node("Reshape", [tensor, "shape.nc11"], f"{tensor}.4d")
 
-    def read(group: int, size: int, who: str) -> str:
-        if (group, size) in latest:
-            return latest[(group, size)]
-        for k, (i, o) in enumerate(pools):
-            if o.group == group and o.out_res == size and (group, o.in_res) in latest:
-                name = f"maxpool{i}"
-                nodes.append(helper.make_node("MaxPool", [latest[(group, o.in_res)]], [name], name=name,
-                                              kernel_shape=[o.kernel] * 2, strides=[o.stride] * 2,
-                                              pads=[o.padding] * 4))
-                place.pools[i] = name
-                pools.pop(k)
-                latest[(group, size)] = name
+    def as2d(tensor: str) -> str:
+        if tensor in flat:
+            return tensor
+        name = "flat" if "flat" not in flat else f"{tensor}.flat"
+        nodes.append(helper.make_node("Flatten", [tensor], [name], name="flatten" if name == "flat" else name, axis=1))
+        flat.add(name)
+        return name
+
+    def store(key, size: int, tensor: str, made_by_pool: bool = False) -> None:
+        for k in [k for k in derived if k[0] == key and k[1] < size]:
+            latest.pop(k, None)
+            derived.discard(k)
+        latest[(key, size)] = tensor
+        (derived.add if made_by_pool else derived.discard)((key, size))
+
+    def op_at(kind_ok, key, size, *, out: bool = False):
+        """The first pending op with ``kind_ok(op)`` on channels ``key`` at input (or output) size ``size``."""
+        for k, (i, o) in enumerate(pending):
+            if kind_ok(o) and _key(o.group, o.parts) == key and (o.out_res if out else o.in_res) == size:
+                return k
+        return None
+
+    def placed(k: int, names: tuple, channels: int) -> None:
+        i, _ = pending.pop(k)
+        place.pools[i] = names
+        place.op_channels[i] = channels
+
+    def pool(i: int, o, src: str) -> str:
+        src = as4d(src)
+        window = dict(kernel_shape=[o.kernel] * 2, strides=[o.stride] * 2, pads=[o.padding] * 4)
+        if o.kind == "maxpool":
+            return node("MaxPool", [src], f"maxpool{i}", **window)
+        if o.kernel == 0:
+            return node("GlobalAveragePool", [src], f"avgpool{i}")
+        return node("AveragePool", [src], f"avgpool{i}", **window)
+
+    def make(key, size: int, who: str) -> str:
+        """A tensor of channels ``key`` at ``size`` that does not exist yet: from a pool or a concat."""
+        if isinstance(key, tuple):
+            k = op_at(lambda o: o.kind == "concat", key, size)
+            if k is not None:
+                i, o = pending[k]
+                parts = [resolve(g, size, f"concat {i}") for g, _ in key]
+                name = node("Concat", parts, f"concat{i}", axis=1)
+                placed(k, (name,), width(CONCAT, key, 0))
+                store(key, size, name)
                 return name
-        raise UsageError(f"{spec.model}: no tensor of group {group} at size {size} for {who}")
+        k = op_at(lambda o: o.kind in ("maxpool", "avgpool") and o.in_res != size, key, size, out=True)
+        if k is not None:
+            i, o = pending[k]
+            name = pool(i, o, resolve(key, o.in_res, f"{o.kind} {i}"))
+            placed(k, (name,), width(o.group, o.parts, o.channels))
+            store(key, size, name, made_by_pool=True)
+            return name
+        raise UsageError(f"{spec.model}: no tensor of {'parts ' if isinstance(key, tuple) else 'group '}{key} at size "
+                         f"{size} for {who}")
 
+    def resolve(key, size: int, who: str) -> str:
+        """The tensor ``who`` reads: the newest one of ``key`` at ``size`` (made when missing), after the
+        pending act and mul ops on it that can run."""
+        tensor = latest.get((key, size)) or make(key, size, who)
+        while True:
+            k = op_at(lambda o: o.kind in ("act", "mul") or (o.kind in ("maxpool", "avgpool") and o.out_res == size),
+                      key, size)
+            if k is None:
+                break
+            i, o = pending[k]
+            channels = width(o.group, o.parts, o.channels)
+            if o.kind in ("maxpool", "avgpool"):  # a pool that keeps the size (a global pool of a 1x1 map)
+                out = pool(i, o, tensor)
+                placed(k, (out,), channels)
+            elif o.kind == "act":
+                out = activate(tensor, o.act)
+                if out == tensor:  # act "none": nothing to run
+                    placed(k, (), channels)
+                    continue
+                placed(k, (out,), channels)
+            else:
+                if isinstance(key, tuple) or key not in gates:
+                    break  # its gate comes later
+                name = node("Mul", [tensor, as4d(gates.pop(key))], f"mul{i}")
+                out = activate(name, o.act)
+                placed(k, (name,) + ((out,) if out != name else ()), channels)
+            tensor = out
+            store(key, size, tensor)
+        return tensor
+
+    out_shape = None
     for li, x in enumerate(spec.layers):
-        d = None if x.kind in ("depthwise", "fc") else run.density[li]
-        cin = ch[x.in_group]
+        last = li == len(spec.layers) - 1
+        in_key = _key(x.in_group, x.in_parts)
+        cin = width(x.in_group, x.in_parts, x.in_ch)
         if x.kind == "fc":
-            src = next(((i, o) for i, o in gap if o.group == x.in_group), None)
-            if src is None:
-                raise UsageError(f"{spec.model}: no global average pool feeds fc {x.name!r}")
-            i, o = src
-            feat = read(x.in_group, o.in_res, f"avgpool {i}")
-            nodes.append(helper.make_node("GlobalAveragePool", [feat], [f"avgpool{i}"], name=f"avgpool{i}"))
-            nodes.append(helper.make_node("Flatten", [f"avgpool{i}"], ["flat"], name="flatten", axis=1))
-            w = rng.standard_normal((x.out_ch, cin), dtype=np.float32) * np.float32(math.sqrt(1.0 / cin))
-            inits[f"{x.name}.w"], inits[f"{x.name}.b"] = w, rng.standard_normal(x.out_ch, dtype=np.float32)
-            nodes.append(helper.make_node("Gemm", ["flat", f"{x.name}.w", f"{x.name}.b"], ["y"], name=x.name,
-                                          transB=1))
-            place.pools[i] = f"avgpool{i}"
-            place.layers[li] = (x.name, x.out_ch, cin, None)
-            out_shape = [1, x.out_ch]
-            break
-        src = read(x.in_group, x.in_res, f"layer {x.name!r}")
-        cout = cin if x.kind == "depthwise" else ch[x.group]
+            src = as2d(resolve(in_key, 1, f"fc {x.name!r}"))
+            cout = width(x.group, (), x.out_ch)
+            w = rng.standard_normal((cout, cin), dtype=np.float32) * np.float32(math.sqrt(1.0 / cin))
+            inits[f"{x.name}.w"], inits[f"{x.name}.b"] = w, rng.standard_normal(cout, dtype=np.float32)
+            out = "y" if last and x.act == "none" else f"{x.name}.out"
+            nodes.append(helper.make_node("Gemm", [src, f"{x.name}.w", f"{x.name}.b"], [out], name=x.name, transB=1))
+            place.layers[li] = (x.name, cout, cin, None)
+            out = activate(out, x.act)
+            flat.add(out)
+            if last:
+                if out != "y":
+                    node("Identity", [out], "y")
+                out_shape = [1, cout]
+                break
+            if any(o.kind == "mul" and o.group == x.group and o.in_res > 1 for _, o in pending):
+                gates[x.group] = out  # a squeeze-excitation gate made by linear layers
+            else:
+                store(x.group, 1, out)
+            continue
+        src = as4d(resolve(in_key, x.in_res, f"layer {x.name!r}"))
+        d = None if x.kind == "depthwise" else run.density[li]
+        cout = cin if x.kind == "depthwise" else width(x.group, (), x.out_ch)
         k = x.kernel
         if x.kind == "depthwise":
             w = rng.standard_normal((cout, 1, k, k), dtype=np.float32) * np.float32(math.sqrt(2.0 / (k * k)))
@@ -230,27 +400,43 @@ def build(spec, run: Run, rng: np.random.Generator):
                                       strides=[x.stride] * 2, pads=[x.padding] * 4, group=groups))
         producer[conv] = x.name
         place.layers[li] = (x.name, cout, cin, d)
+        if last:
+            raise UsageError(f"{spec.model}: the spec has no fc layer to end the network")
         key = (x.group, x.out_res)
+        if x.out_res == 1 and x.kind != "depthwise" and any(o.kind == "mul" and o.group == x.group and o.in_res > 1
+                                                            for _, o in pending):
+            gates[x.group] = activate(conv, x.act)  # a squeeze-excitation gate: for the mul, not for readers
+            continue
         skip = latest.get(key) if x.kind != "depthwise" else None
-        match = next((k2 for k2, (i, o) in enumerate(adds) if o.group == x.group and o.in_res == x.out_res), None)
-        if skip is not None and match is not None:
-            i, op = adds.pop(match)
-            name = f"add{i}"
-            nodes.append(helper.make_node("Add", [conv, skip], [name], name=name))
-            place.adds[i] = (cout, tuple(p for p in (producer.get(conv), producer.get(skip)) if p))
-            latest[key] = activate(name, op.act)
+        add = op_at(lambda o: o.kind == "add", x.group, x.out_res)
+        mul = op_at(lambda o: o.kind == "mul", x.group, x.out_res)
+        if skip is not None and (add is not None or mul is not None):
+            k = add if add is not None else mul
+            i, op = pending.pop(k)
+            name = f"{op.kind}{i}"
+            nodes.append(helper.make_node(op.kind.capitalize(), [conv, skip], [name], name=name))
+            if op.kind == "add":
+                place.adds[i] = (cout, tuple(p for p in (producer.get(conv), producer.get(skip)) if p))
+                store(x.group, x.out_res, activate(name, op.act))
+            else:
+                out = activate(name, op.act)
+                place.pools[i] = (name,) + ((out,) if out != name else ())
+                place.op_channels[i] = cout
+                store(x.group, x.out_res, out)
         else:
-            latest[key] = activate(conv, x.act)
+            store(x.group, x.out_res, activate(conv, x.act))
             producer[latest[key]] = x.name
     else:
         raise UsageError(f"{spec.model}: the spec has no fc layer to end the network")
-    left = [f"{o.kind} {i}" for i, o in (*pools, *adds)] + [f"avgpool {i}" for i, _ in gap if i not in place.pools]
-    if left:
-        raise UsageError(f"{spec.model}: could not place ops {', '.join(left)} in the rebuilt graph")
+    if pending:
+        left = ", ".join(f"{o.kind} {i} ({'parts ' + str(o.parts) if o.parts else 'group ' + str(o.group)} @{o.in_res})"
+                         for i, o in pending)
+        raise UsageError(f"{spec.model}: could not place ops {left} in the rebuilt graph")
     graph = helper.make_graph(
         nodes, f"{spec.model}-context",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, img, spec.resolution, spec.resolution])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)],
         [numpy_helper.from_array(v, k) for k, v in inits.items()],
     )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=onnx.IR_VERSION), place
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset[0])], ir_version=onnx.IR_VERSION)
+    return model, place

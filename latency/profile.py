@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from latency.context import Run, build, design
-from latency.lut import DENSITIES, QUICK_DENSITIES, QUICK_RATIOS, RATIOS, Entry, LatencyTable, describe_key, layer_axes, layer_key, op_axes, op_key, table_ops
+from latency.context import Run, activation_nodes, build, design
+from latency.lut import (DENSITIES, QUICK_DENSITIES, QUICK_RATIOS, RATIOS, Entry, LatencyTable, cost_act, describe_key,
+                         layer_axes, layer_key, op_axes, op_key, table_ops)
 from jcw.core.errors import UsageError
 from jcw.core.netspec import OP_KINDS, load_shipped
 from jcw.core.util import atomic_write
@@ -111,7 +112,7 @@ def machine_info(threads: int) -> tuple[dict, list[str]]:
     return info, warnings
 
 
-def _onnx(nodes, inits, in_shape, out_shape):
+def _onnx(nodes, inits, in_shape, out_shape, opset: int = 13):
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -121,7 +122,7 @@ def _onnx(nodes, inits, in_shape, out_shape):
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, *out_shape])],
         [numpy_helper.from_array(v, k) for k, v in inits.items()],
     )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=onnx.IR_VERSION)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=onnx.IR_VERSION)
 
 
 def cache_bytes(level: int) -> int:
@@ -182,8 +183,9 @@ class Timer:
 
         return np.array([one() for _ in range(self.repeats)])
 
-    def conv(self, weight, bias, stride: int, padding: int, groups: int, in_res: int, residual=False) -> np.ndarray:
-        """Samples of a conv + bias + ReLU (+ a residual add of its input, fused by the engine)."""
+    def conv(self, weight, bias, stride: int, padding: int, groups: int, in_res: int, residual=False,
+             act: str = "relu") -> np.ndarray:
+        """Samples of a conv + bias + ``act`` (+ a residual add of its input, fused by the engine)."""
         from onnx import helper
 
         out_ch, k = weight.shape[0], weight.shape[2]
@@ -193,8 +195,16 @@ class Timer:
                                   group=groups)]
         if residual:
             nodes.append(helper.make_node("Add", ["c", "x"], ["s"]))
-        nodes.append(helper.make_node("Relu", [nodes[-1].output[0]], ["y"]))
-        model = _onnx(nodes, {"w": weight, "b": bias}, (in_ch, in_res, in_res), (out_ch, out_res, out_res))
+        inits, opset = {"w": weight, "b": bias}, 13
+        if act == "relu":  # as every table before other activations were keyed timed it
+            nodes.append(helper.make_node("Relu", [nodes[-1].output[0]], ["y"]))
+        elif act == "none":
+            nodes[-1].output[0] = "y"
+        else:
+            made, needs, opset = activation_nodes(nodes[-1].output[0], act, out="y")
+            nodes += made
+            inits.update(needs)
+        model = _onnx(nodes, inits, (in_ch, in_res, in_res), (out_ch, out_res, out_res), opset)
         return self.samples(model, (in_ch, in_res, in_res), np.random.default_rng(0))
 
     def op(self, op, channels: int, rng) -> np.ndarray:
@@ -205,8 +215,13 @@ class Timer:
         if op.kind == "add":
             zero = np.zeros((channels, channels, 1, 1), dtype=np.float32)
             bias = rng.standard_normal(channels, dtype=np.float32)
-            fused = self.conv(zero, bias, 1, 0, 1, r, residual=True)
-            return _difference(fused, self.conv(zero, bias, 1, 0, 1, r))
+            if cost_act(op.act) == "":  # ReLU class: the add's ReLU is the conv's anyway
+                fused = self.conv(zero, bias, 1, 0, 1, r, residual=True)
+                return _difference(fused, self.conv(zero, bias, 1, 0, 1, r))
+            # Another activation after the add runs in the conv's fused epilogue but is the add's:
+            # its entry holds it, and the conv keyed by its own activation is charged without it.
+            fused = self.conv(zero, bias, 1, 0, 1, r, residual=True, act=op.act)
+            return _difference(fused, self.conv(zero, bias, 1, 0, 1, r, act="none"))
         if op.kind == "maxpool":
             out = op.out_res
             node = helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[op.kernel] * 2,
@@ -322,10 +337,12 @@ class ContextRunner:
             in_ch = None if self.layer_axes[li]["in_ch"] is None else in_ch
             records.append([f"L{li}", _index(self.layer_axes[li], out_ch, in_ch, density), np.maximum(t, 0.0).tolist()])
             charged += float(np.median(steps[name]))
-        for i, name in place.pools.items():
-            channels = int(plan[name].shape[0])
-            records.append([f"O{i}", _index(self.op_axes[i], channels, None, None), steps[name].tolist()])
-            charged += float(np.median(steps[name]))
+        for i, names in place.pools.items():
+            # The op's own steps; one the engine fused into its producer (an act after a pool, say) is
+            # not in the plan and costs nothing here (its producer's step carries it).
+            t = sum((steps[name] for name in names if name in steps), np.zeros(len(passes)))
+            records.append([f"O{i}", _index(self.op_axes[i], place.op_channels[i], None, None), t.tolist()])
+            charged += float(np.median(t))
         records.append([f"O{len(self.ops) - 1}", (0, 0, 0), [max(float(np.median(total)) - charged, 0.0)]])
         return records
 
@@ -342,14 +359,41 @@ class ContextRunner:
             by_key.setdefault(key, [axes, []])[1].append(item)
         for key, (axes, members) in by_key.items():
             shape = tuple(1 if axes[a] is None else len(axes[a]) for a in ("out_ch", "in_ch", "density"))
-            mean, std, count = np.zeros(shape), np.zeros(shape), np.zeros(shape)
+            mean, std, count = np.full(shape, np.nan), np.zeros(shape), np.zeros(shape)
             for idx in np.ndindex(*shape):
                 samples = [s for m in members for s in pooled.get((m, idx), [])]
-                if not samples:
-                    raise UsageError(f"internal: the context design never reached {describe_key(key)} at {idx}")
-                mean[idx], std[idx], count[idx] = _stats(np.array(samples))
+                if samples:
+                    mean[idx], std[idx], count[idx] = _stats(np.array(samples))
+            mean = fill_unreached(mean, axes)
+            if np.isnan(mean).any():
+                idx = tuple(int(i) for i in np.argwhere(np.isnan(mean))[0])
+                raise UsageError(f"internal: the context design never reached {describe_key(key)} at {idx}")
             out[key] = Entry.build(key, axes, mean, std, count)
         return out
+
+
+def fill_unreached(mean: np.ndarray, axes: dict) -> np.ndarray:
+    """``mean`` (NaN where no context run reached the grid point) with those points interpolated
+    linearly along the in_ch, then the out_ch channel axis from the reached points of the same line
+    (constant beyond the last one); count stays 0 there.
+
+    The design reaches every point of a layer of a free group reading free groups; what it cannot
+    reach: channel counts of a frozen group (kept at full width, as in every arch), sums of a
+    concatenation's parts that its colouring never combines, counts below the smallest such sum.
+    Entries are shared by layers of equal keys, so the axes cover every count (``layer_axes``).
+    """
+    mean = mean.copy()
+    for a, name in ((1, "in_ch"), (0, "out_ch")):
+        if axes[name] is None:
+            continue
+        x = np.asarray(axes[name], dtype=float)
+        lines = np.moveaxis(mean, a, -1)  # a view: filling it fills mean
+        for idx in np.ndindex(*lines.shape[:-1]):
+            line = lines[idx]
+            known = ~np.isnan(line)
+            if known.any() and not known.all():
+                line[~known] = np.interp(x[~known], x[known], line[known])
+    return mean
 
 
 def normalise(runs: list, refs: list, every: int, typical: float) -> list:
