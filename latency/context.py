@@ -241,6 +241,8 @@ def build(spec, run: Run, rng: np.random.Generator):
     flat: set[str] = set()                 # tensors that are 2-d (N, C): fc outputs, flattened pools
     producer: dict[str, str] = {}          # tensor -> conv node that made it
     gates: dict[int, str] = {}             # group -> (N, C, 1, 1) gate of its pending mul
+    made: dict[str, int] = {}              # tensor -> order in which it was stored
+    widths: dict[str, int] = {}            # tensor of a coupling group -> its channels
     pending = list(enumerate(spec.ops))    # ops not placed yet, in spec order
     ch = dict(run.channels)
     img = spec.layers[0].in_ch
@@ -285,6 +287,9 @@ def build(spec, run: Run, rng: np.random.Generator):
             derived.discard(k)
         latest[(key, size)] = tensor
         (derived.add if made_by_pool else derived.discard)((key, size))
+        made[tensor] = len(made)
+        if not isinstance(key, tuple) and key >= 0:
+            widths[tensor] = ch[key]
 
     def op_at(kind_ok, key, size, *, out: bool = False):
         """The first pending op with ``kind_ok(op)`` on channels ``key`` at input (or output) size ``size``."""
@@ -307,13 +312,14 @@ def build(spec, run: Run, rng: np.random.Generator):
             return node("GlobalAveragePool", [src], f"avgpool{i}")
         return node("AveragePool", [src], f"avgpool{i}", **window)
 
-    def make(key, size: int, who: str) -> str:
-        """A tensor of channels ``key`` at ``size`` that does not exist yet: from a pool or a concat."""
+    def make(key, size: int, who: str, channels: int | None = None) -> str:
+        """A tensor of channels ``key`` at ``size`` that does not exist yet: from a pool or a concat
+        (``channels``: its width, needed for channels of group -1)."""
         if isinstance(key, tuple):
             k = op_at(lambda o: o.kind == "concat", key, size)
             if k is not None:
                 i, o = pending[k]
-                parts = [resolve(g, size, f"concat {i}") for g, _ in key]
+                parts = [resolve(g, size, f"concat {i}", c) for g, c in key]
                 name = node("Concat", parts, f"concat{i}", axis=1)
                 placed(k, (name,), width(CONCAT, key, 0))
                 store(key, size, name)
@@ -321,17 +327,29 @@ def build(spec, run: Run, rng: np.random.Generator):
         k = op_at(lambda o: o.kind in ("maxpool", "avgpool") and o.in_res != size, key, size, out=True)
         if k is not None:
             i, o = pending[k]
-            name = pool(i, o, resolve(key, o.in_res, f"{o.kind} {i}"))
+            name = pool(i, o, resolve(key, o.in_res, f"{o.kind} {i}", width(o.group, o.parts, o.channels)))
             placed(k, (name,), width(o.group, o.parts, o.channels))
             store(key, size, name, made_by_pool=True)
             return name
+        if key == -1 and channels is not None:
+            # Channels made by an op jcw cannot follow (the spec does not say which): the newest tensor
+            # of that size and width stands in for them; the op itself is not reproduced.
+            stand_in = [t for (k, r), t in latest.items() if r == size and k != -1 and widths.get(t) == channels]
+            if stand_in:
+                return max(stand_in, key=lambda t: made[t])
         raise UsageError(f"{spec.model}: no tensor of {'parts ' if isinstance(key, tuple) else 'group '}{key} at size "
                          f"{size} for {who}")
 
-    def resolve(key, size: int, who: str) -> str:
+    def resolve(key, size: int, who: str, channels: int | None = None) -> str:
         """The tensor ``who`` reads: the newest one of ``key`` at ``size`` (made when missing), after the
         pending act and mul ops on it that can run."""
-        tensor = latest.get((key, size)) or make(key, size, who)
+        # A larger tensor of the same channels whose pending act or mul can run now is brought up to date
+        # first: what was pooled from it before is stale then (store drops it), and is pooled again.
+        for r in sorted({o.in_res for _, o in pending if o.in_res > size and _key(o.group, o.parts) == key
+                         and (o.kind == "act" or (o.kind == "mul" and key in gates))}, reverse=True):
+            if (key, r) in latest:
+                resolve(key, r, who)
+        tensor = latest.get((key, size)) or make(key, size, who, channels)
         while True:
             k = op_at(lambda o: o.kind in ("act", "mul") or (o.kind in ("maxpool", "avgpool") and o.out_res == size),
                       key, size)
@@ -364,7 +382,7 @@ def build(spec, run: Run, rng: np.random.Generator):
         in_key = _key(x.in_group, x.in_parts)
         cin = width(x.in_group, x.in_parts, x.in_ch)
         if x.kind == "fc":
-            src = as2d(resolve(in_key, 1, f"fc {x.name!r}"))
+            src = as2d(resolve(in_key, 1, f"fc {x.name!r}", cin))
             cout = width(x.group, (), x.out_ch)
             w = rng.standard_normal((cout, cin), dtype=np.float32) * np.float32(math.sqrt(1.0 / cin))
             inits[f"{x.name}.w"], inits[f"{x.name}.b"] = w, rng.standard_normal(cout, dtype=np.float32)
@@ -383,7 +401,7 @@ def build(spec, run: Run, rng: np.random.Generator):
             else:
                 store(x.group, 1, out)
             continue
-        src = as4d(resolve(in_key, x.in_res, f"layer {x.name!r}"))
+        src = as4d(resolve(in_key, x.in_res, f"layer {x.name!r}", cin))
         d = None if x.kind == "depthwise" else run.density[li]
         cout = cin if x.kind == "depthwise" else width(x.group, (), x.out_ch)
         k = x.kernel
