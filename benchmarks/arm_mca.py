@@ -15,6 +15,16 @@ function this script takes
 - the overhead: the smallest loop enclosing the inner loop, minus the inner loop's instructions,
   i.e. the code run once per outer iteration (accumulator init, epilogue, stores, pointer setup).
 
+A second driver, ``benchmarks/arm_mca_ops.cpp``, holds what latency/devicemodel.py needs beyond the
+convs: the engine's depthwise kernel on padded planes (``depthwise_range``: 5x5 and every depthwise
+conv but 3x3 pad 1; its tap loop is the inner loop, the vector's code around it the overhead), and
+elementwise loops written for the purpose (main's engine has no NEON code for them yet; see the
+driver's header): ``act<a>`` (a standalone activation, one vector per iteration), ``epilogue<a>``
+(the activation on the 4 independent vectors of one tile row), ``add<relu>``, ``mul``, ``scale``
+(squeeze-excitation), ``copy`` (concatenation) and ``sum`` (average pooling).  A loop's cycles per
+iteration are those of the innermost loop of its function (no FMA needed, no overhead).  Their rows
+follow the conv rows, with the ops driver's own ``sources`` and ``sources_sha256``.
+
 The channel-vectorised dense 1x1 kernel (cv_tile) is not listed: the engine runs it only with 8 or
 more lanes; on NEON dense 1x1 layers on small images run the 4x1-block tile like all others.
 
@@ -30,8 +40,9 @@ are the upper bound a core can reach when the data is in L1, and they compare co
 
 JSON (``--json``): a list of objects, one per (core, kernel, kind):
 ``core`` ("cortex-a53" | "cortex-a72"), ``kernel`` (microkernel and its parameters), ``kind``
-(sparse_1x1 | sparse_3x3 | dense_1x1 | dense_3x3 | depthwise_3x3: the engine layer kinds that run
-this loop), ``cycles_per_iter``, ``flops_per_iter`` (= 2 * macs_per_iter), ``macs_per_iter``,
+(sparse_1x1 | sparse_3x3 | dense_1x1 | dense_3x3 | depthwise_3x3 | depthwise_kxk: the engine layer
+kinds that run this loop; act_<a> | epilogue_<a> | add | mul | scale | copy | sum for the loops,
+whose flops, macs and peak_fraction are 0), ``cycles_per_iter``, ``flops_per_iter`` (= 2 * macs_per_iter), ``macs_per_iter``,
 ``peak_fraction`` (flops_per_iter / cycles_per_iter / model peak FLOP per cycle),
 ``outputs_per_iter`` (output floats whose accumulators one iteration updates), ``iteration``
 (what one iteration is), ``bottleneck`` (the busiest resource and the cycles it does not
@@ -58,6 +69,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DRIVER = ROOT / "benchmarks" / "arm_mca_driver.cpp"
+OPS_DRIVER = ROOT / "benchmarks" / "arm_mca_ops.cpp"  # non-conv ops, activations, depthwise on planes (5x5)
 CXX = "aarch64-linux-gnu-g++"
 CXXFLAGS = ["-std=c++17", "-O3", "-ffp-contract=fast"]
 CORES = ("cortex-a53", "cortex-a72")
@@ -78,6 +90,8 @@ class Kernel:
     iteration: str
     overhead_per: str
     fma_per_unit: int = 0  # FMLAs of one iteration: a loop unrolled by u holds u * this (0: not unrolled)
+    deepest: bool = False  # of several inner loops, take the most deeply nested (its enclosing loop is the
+    #                        one run per outer unit), not the one with the most FMAs
 
 
 # NEON parameters: L = 4 lanes, NV = JCW_TILE_VECS = 4 vectors per tile row.
@@ -105,6 +119,40 @@ KERNELS = (
            iteration="one output vector (stride 1, images narrower than 4): 4 pixels, 9 taps",
            overhead_per="channel (overlapped last vector, weights)"),
 )
+
+# Microkernels of the second driver (arm_mca_ops.cpp), analysed like KERNELS.
+OPS_KERNELS = (
+    Kernel("mca_dw_range", "depthwise_range<4> taps", ("depthwise_kxk",),
+           macs=LANES, outputs=LANES,
+           iteration="one tap of one output vector (planes, taps at run time: 5x5 and every depthwise conv "
+                     "but 3x3 pad 1): 4 pixels, 1 FMLA",
+           overhead_per="output vector (bias, ReLU, store, the tap loop's set-up)", deepest=True),
+)
+
+
+@dataclass(frozen=True)
+class Loop:
+    """An elementwise loop of arm_mca_ops.cpp: one iteration handles ``vectors`` vectors of 4 floats."""
+
+    function: str
+    name: str
+    kind: str
+    vectors: int
+    iteration: str
+
+
+ACTIVATIONS = ("relu", "relu6", "hardswish", "hardsigmoid", "sigmoid", "silu", "gelu", "leaky_relu")
+LOOPS = tuple(
+    [Loop(f"mca_act_{a}", f"act<{a}>", f"act_{a}", 1, f"one vector: load, {a}, store (a standalone act op)")
+     for a in ACTIVATIONS]
+    + [Loop(f"mca_epi_{a}", f"epilogue<{a}>", f"epilogue_{a}", 4,
+            f"4 independent vectors (one row of a tile's epilogue): load, {a}, store") for a in ACTIVATIONS]
+    + [Loop("mca_add", "add<relu>", "add", 1, "one vector: two loads, add, ReLU, store"),
+       Loop("mca_mul", "mul", "mul", 1, "one vector: two loads, multiply, store (elementwise mul)"),
+       Loop("mca_scale", "scale", "scale", 1, "one vector: load, multiply by the channel's gate, store "
+                                              "(squeeze-excitation)"),
+       Loop("mca_copy", "copy", "copy", 1, "one vector: load, store (a concatenation's copy)"),
+       Loop("mca_sum", "sum", "sum", 1, "one vector: load, add into a running sum (average pooling)")])
 
 BRANCH = re.compile(
     r"^\s+(?:b|b\.?(?:eq|ne|cs|hs|cc|lo|mi|pl|vs|vc|hi|ls|ge|lt|gt|le)|cbn?z|tbn?z)\s+.*?(\.L\w+|\d+b)\s*$")
@@ -152,11 +200,21 @@ def loops(lines: list[str]) -> list[tuple[int, int]]:
     return found
 
 
+def innermost(lines: list[str]) -> list[str]:
+    """Instructions of the innermost loop (no loop inside it) with the most instructions."""
+    all_loops = loops(lines)
+    inner = [(a, b) for a, b in all_loops if not any((c, d) != (a, b) and a <= c and d <= b for c, d in all_loops)]
+    if not inner:
+        raise RuntimeError("no loop")
+    a, b = max(inner, key=lambda ab: ab[1] - ab[0])
+    return [x for x in lines[a:b + 1] if is_instruction(x)]
+
+
 def n_fma(lines: list[str]) -> int:
     return sum(bool(FMA.match(x)) for x in lines)
 
 
-def split_loop(lines: list[str]) -> tuple[list[str], list[str]]:
+def split_loop(lines: list[str], deepest: bool = False) -> tuple[list[str], list[str]]:
     """(inner loop instructions, enclosing loop's other instructions)."""
     all_loops = loops(lines)
     with_fma = [(a, b) for a, b in all_loops if n_fma(lines[a:b + 1])]
@@ -165,7 +223,11 @@ def split_loop(lines: list[str]) -> tuple[list[str], list[str]]:
     # innermost: no other FMA loop strictly inside
     inner = [(a, b) for a, b in with_fma
              if not any((c, d) != (a, b) and a <= c and d <= b for c, d in with_fma)]
-    a, b = max(inner, key=lambda ab: (n_fma(lines[ab[0]:ab[1] + 1]), -(ab[1] - ab[0])))
+    if deepest:
+        depth = {ab: sum(c <= ab[0] and ab[1] <= d for c, d in all_loops) for ab in inner}
+        a, b = max(inner, key=lambda ab: (depth[ab], n_fma(lines[ab[0]:ab[1] + 1]), -(ab[1] - ab[0])))
+    else:
+        a, b = max(inner, key=lambda ab: (n_fma(lines[ab[0]:ab[1] + 1]), -(ab[1] - ab[0])))
     body = [x for x in lines[a:b + 1] if is_instruction(x)]
     outer = [(c, d) for c, d in all_loops if c <= a and b <= d and (c, d) != (a, b)]
     over: list[str] = []
@@ -231,18 +293,18 @@ def fma_peak(core: str, tmp: Path) -> float:
     return 16 * 2 * LANES / m.cycles
 
 
-def compile_driver(core: str, tmp: Path) -> str:
-    out = tmp / f"driver-{core}.s"
+def compile_driver(core: str, tmp: Path, driver: Path = DRIVER) -> str:
+    out = tmp / f"{driver.stem}-{core}.s"
     cmd = [CXX, *CXXFLAGS, f"-mcpu={core}", *VARIANT.get(core, ("", []))[1], f"-I{ROOT / 'kernels/include'}", f"-I{ROOT / 'kernels/src'}", "-S",
-           str(DRIVER), "-o", str(out)]
+           str(driver), "-o", str(out)]
     subprocess.run(cmd, check=True)
     return out.read_text()
 
 
-def kernel_sources() -> list[str]:
+def kernel_sources(driver: Path = DRIVER) -> list[str]:
     """The repository files the driver includes (itself too), relative to the root, sorted."""
     r = subprocess.run([CXX, *CXXFLAGS, f"-I{ROOT / 'kernels/include'}", f"-I{ROOT / 'kernels/src'}", "-MM",
-                        str(DRIVER)], capture_output=True, text=True, check=True)
+                        str(driver)], capture_output=True, text=True, check=True)
     deps = r.stdout.split(":", 1)[1].replace("\\\n", " ").split()
     return sorted({str(Path(p).resolve().relative_to(ROOT)) for p in deps if Path(p).resolve().is_relative_to(ROOT)})
 
@@ -256,51 +318,98 @@ def sources_sha256(paths: list[str]) -> str:
 
 
 def measure(cores: tuple[str, ...], show_asm: str | None = None) -> tuple[list[dict], dict[str, float]]:
-    paths = kernel_sources()
-    sha = sources_sha256(paths)
+    """Rows of the conv driver's kernels (every core), then those of the ops driver (every core)."""
     rows: list[dict] = []
     peaks: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         for core in cores:
             peaks[core] = fma_peak(core, tmp)
-            funcs = functions(compile_driver(core, tmp))
-            for k in KERNELS:
-                body, over = split_loop(funcs[k.function])
-                m = run_mca(body, core, tmp)
-                ov = run_mca(over, core, tmp).cycles if over else 0.0
-                # Per iteration (one block, one input channel, ...) when the loop holds several.
-                unroll = max(1, round(n_fma(body) / k.fma_per_unit)) if k.fma_per_unit else 1
-                if unroll > 1:
-                    m.cycles /= unroll
-                    m.rthroughput /= unroll
-                    m.pressure = {r: v / unroll for r, v in m.pressure.items()}
-                if show_asm and show_asm in (k.function, k.name):
-                    print(f"== {core} {k.name}: inner loop\n" + "\n".join(body))
-                    print(f"== {core} {k.name}: overhead\n" + "\n".join(over))
-                    print(m.text)
-                flops = 2.0 * k.macs
-                for kind in k.kinds:
-                    rows.append({
-                        "core": core, "variant": VARIANT.get(core, ("neon", []))[0], "kernel": k.name, "kind": kind,
-                        "cycles_per_iter": round(m.cycles, 3),
-                        "flops_per_iter": flops,
-                        "macs_per_iter": float(k.macs),
-                        "peak_fraction": round(flops / m.cycles / peaks[core], 4),
-                        "outputs_per_iter": k.outputs,
-                        "iteration": k.iteration,
-                        "bottleneck": bottleneck(m, core),
-                        "block_rthroughput": m.rthroughput,
-                        "instructions_per_iter": m.instructions / unroll,
-                        "fma_instructions_per_iter": n_fma(body) / unroll,
-                        "loop_unroll": unroll,
-                        "overhead_cycles": round(ov, 3),
-                        "overhead_per": k.overhead_per,
-                        "peak_flops_per_cycle": round(peaks[core], 4),
-                        "sources_sha256": sha,
-                        "sources": paths,
-                    })
+        rows += measure_kernels(cores, DRIVER, KERNELS, peaks, tmp, show_asm)
+        rows += measure_kernels(cores, OPS_DRIVER, OPS_KERNELS, peaks, tmp, show_asm)
+        rows += measure_loops(cores, peaks, tmp, show_asm)
     return rows, peaks
+
+
+def measure_loops(cores, peaks: dict[str, float], tmp: Path, show_asm: str | None) -> list[dict]:
+    """One row per (core, elementwise loop of the ops driver): cycles per iteration of the loop."""
+    paths = kernel_sources(OPS_DRIVER)
+    sha = sources_sha256(paths)
+    rows = []
+    for core in cores:
+        funcs = functions(compile_driver(core, tmp, OPS_DRIVER))
+        for k in LOOPS:
+            body = innermost(funcs[k.function])
+            m = run_mca(body, core, tmp)
+            if show_asm and show_asm in (k.function, k.name):
+                print(f"== {core} {k.name}: loop\n" + "\n".join(body))
+                print(m.text)
+            rows.append({
+                "core": core, "variant": VARIANT.get(core, ("neon", []))[0], "kernel": k.name, "kind": k.kind,
+                "cycles_per_iter": round(m.cycles, 3),
+                "flops_per_iter": 0.0,
+                "macs_per_iter": 0.0,
+                "peak_fraction": 0.0,
+                "outputs_per_iter": k.vectors * LANES,
+                "iteration": k.iteration,
+                "bottleneck": bottleneck(m, core),
+                "block_rthroughput": m.rthroughput,
+                "instructions_per_iter": float(m.instructions),
+                "fma_instructions_per_iter": float(n_fma(body)),
+                "loop_unroll": 1,
+                "overhead_cycles": 0.0,
+                "overhead_per": "",
+                "peak_flops_per_cycle": round(peaks[core], 4),
+                "sources_sha256": sha,
+                "sources": paths,
+            })
+    return rows
+
+
+def measure_kernels(cores, driver: Path, kernels, peaks: dict[str, float], tmp: Path,
+                    show_asm: str | None) -> list[dict]:
+    """One row per (core, microkernel, kind) of ``driver``: its inner loop and the code around it."""
+    paths = kernel_sources(driver)
+    sha = sources_sha256(paths)
+    rows: list[dict] = []
+    for core in cores:
+        funcs = functions(compile_driver(core, tmp, driver))
+        for k in kernels:
+            body, over = split_loop(funcs[k.function], k.deepest)
+            m = run_mca(body, core, tmp)
+            ov = run_mca(over, core, tmp).cycles if over else 0.0
+            # Per iteration (one block, one input channel, ...) when the loop holds several.
+            unroll = max(1, round(n_fma(body) / k.fma_per_unit)) if k.fma_per_unit else 1
+            if unroll > 1:
+                m.cycles /= unroll
+                m.rthroughput /= unroll
+                m.pressure = {r: v / unroll for r, v in m.pressure.items()}
+            if show_asm and show_asm in (k.function, k.name):
+                print(f"== {core} {k.name}: inner loop\n" + "\n".join(body))
+                print(f"== {core} {k.name}: overhead\n" + "\n".join(over))
+                print(m.text)
+            flops = 2.0 * k.macs
+            for kind in k.kinds:
+                rows.append({
+                    "core": core, "variant": VARIANT.get(core, ("neon", []))[0], "kernel": k.name, "kind": kind,
+                    "cycles_per_iter": round(m.cycles, 3),
+                    "flops_per_iter": flops,
+                    "macs_per_iter": float(k.macs),
+                    "peak_fraction": round(flops / m.cycles / peaks[core], 4),
+                    "outputs_per_iter": k.outputs,
+                    "iteration": k.iteration,
+                    "bottleneck": bottleneck(m, core),
+                    "block_rthroughput": m.rthroughput,
+                    "instructions_per_iter": m.instructions / unroll,
+                    "fma_instructions_per_iter": n_fma(body) / unroll,
+                    "loop_unroll": unroll,
+                    "overhead_cycles": round(ov, 3),
+                    "overhead_per": k.overhead_per,
+                    "peak_flops_per_cycle": round(peaks[core], 4),
+                    "sources_sha256": sha,
+                    "sources": paths,
+                })
+    return rows
 
 
 def table(rows: list[dict], peaks: dict[str, float]) -> str:
