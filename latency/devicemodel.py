@@ -30,13 +30,14 @@ from pathlib import Path
 import numpy as np
 
 from jcw.core.util import atomic_write
-from latency.lut import Entry, LatencyTable, layer_axes, layer_key, op_axes, op_key, table_ops
+from latency.lut import RELU_CLASS, Entry, LatencyTable, layer_axes, layer_key, op_axes, op_key, table_ops
 from jcw.core.netspec import load_shipped
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 TABLE_DIR = PACKAGE_DIR / "tables"
 KERNEL_CYCLES = PACKAGE_DIR / "kernel_cycles.json"
-TABLE_MODELS = ("resnet18", "mobilenet_v1", "mobilenet_v2", "resnet20", "resnet56", "vgg16")
+TABLE_MODELS = ("resnet18", "mobilenet_v1", "mobilenet_v2", "resnet20", "resnet56", "vgg16",
+                "resnet50", "mobilenet_v3_large", "mobilenet_v3_small", "efficientnet_b0")
 THREADS = (1, 4)   # shipped tables; tables for 1-4 threads are built on demand
 CORES = 4          # both boards have four cores
 METHOD = "llvm-mca {core} + roofline"
@@ -114,7 +115,22 @@ ROLES = {
     "depthwise_s1": "depthwise3x3_direct<",   # iteration: one vector column of an output row pair
     "depthwise_s2": "depthwise3x3s2_direct<",  # iteration: one output vector
     "depthwise_flat": "depthwise3x3_flat<",   # stride 1 on images narrower than a vector
+    "depthwise_planes": "depthwise_range<",   # any other depthwise (5x5): iteration one tap of one output vector
 }
+# The elementwise loops of benchmarks/arm_mca_ops.cpp, by kind: cycles per vector of 4 floats.
+#   act_<a>: a standalone activation; epilogue_<a>: the activation inside a kernel's epilogue (4
+#   independent vectors; the ReLU class is part of every conv's measured overhead, the extra of <a> is
+#   epilogue_<a> - epilogue_relu); add: residual add + ReLU; mul: elementwise; scale: squeeze-excitation;
+#   copy: a concatenation's copy; sum: an average pool's sums.  Written for the purpose where main's
+#   engine has no NEON code yet (the driver's header says which and how).
+LOOP_KINDS = ("add", "mul", "scale", "copy", "sum")
+
+
+def core_loops(entries: list[dict], core: str) -> dict[str, float]:
+    """kind -> cycles per vector (4 floats) of ``core``'s elementwise loops (act_<a>, epilogue_<a>, add, ...);
+    empty for a kernel_cycles.json made before they were analysed."""
+    return {e["kind"]: float(e["cycles_per_iter"]) / (float(e["outputs_per_iter"]) / LANES)
+            for e in entries if e["core"] == core and e["macs_per_iter"] == 0 and e["outputs_per_iter"]}
 
 
 def core_kernels(entries: list[dict], core: str) -> dict[str, Kernel]:
@@ -138,11 +154,30 @@ class CostModel:
     board: Board
     threads: int
     kernels: dict
+    loops: dict = None   # kind -> cycles per vector (core_loops)
 
     @classmethod
     def for_board(cls, board: str, threads: int, entries: list[dict] | None = None) -> "CostModel":
         b = BOARDS[board]
-        return cls(b, threads, core_kernels(entries if entries is not None else load_kernel_cycles(), b.core))
+        entries = entries if entries is not None else load_kernel_cycles()
+        return cls(b, threads, core_kernels(entries, b.core), core_loops(entries, b.core))
+
+    def _loop(self, kind: str) -> float:
+        if not self.loops or kind not in self.loops:
+            raise ValueError(f"{KERNEL_CYCLES.name} has no {kind} loop for {self.board.core}; re-run "
+                             "python benchmarks/arm_mca.py --json latency/kernel_cycles.json")
+        return self.loops[kind]
+
+    def epilogue_cycles(self, act: str) -> float:
+        """Extra cycles per output vector of an epilogue with ``act`` over the ReLU the kernels' measured
+        overheads hold (0 for the ReLU class: none, relu, relu6)."""
+        if act in RELU_CLASS:
+            return 0.0
+        return max(0.0, self._loop(f"epilogue_{act}") - self._loop("epilogue_relu"))
+
+    def act_cycles(self, act: str) -> float:
+        """Cycles per vector of a standalone activation pass (0 for "none")."""
+        return 0.0 if act == "none" else self._loop(f"act_{act}")
 
     @property
     def ms_per_cycle(self) -> float:
@@ -167,8 +202,8 @@ class CostModel:
         """The role name of the microkernel the engine runs for a LayerSpec (NEON runs every
         non-depthwise conv, dense or sparse, on the 4x1-block tile)."""
         if layer.kind == "depthwise":
-            if layer.kernel != 3:
-                raise ValueError(f"layer {layer.name}: the NEON model covers 3x3 depthwise convs only")
+            if layer.kernel != 3 or layer.padding != 1 or layer.stride not in (1, 2):  # Conv2d::depthwise_direct
+                return "depthwise_planes"
             if layer.stride == 2:
                 return "depthwise_s2"
             return "depthwise_flat" if layer.in_res < LANES else "depthwise_s1"
@@ -186,17 +221,31 @@ class CostModel:
         k2 = float(layer.kernel ** 2)
         in_bytes = 4.0 * in_ch * (1.0 if layer.kind == "fc" else layer.in_res ** 2)
         out_bytes = 4.0 * out_ch * pixels
+        extra = self.epilogue_cycles(layer.act)  # per output vector, beyond the ReLU class
         if layer.kind == "depthwise":
             role = self.kernel_for(layer)
             kern = k[role]
+            if role == "depthwise_planes":
+                # depthwise_range: per output row, vectors of 4 pixels (1 on rows narrower than a vector),
+                # each k*k taps plus its own code; the padded planes are written and read once.
+                vectors = out_ch * ho * (math.ceil(ho / LANES) if ho >= LANES else ho)
+                cycles = vectors * (k2 * kern.cycles_per_iter + kern.overhead_cycles + extra)
+                planes = 4.0 * in_ch * (layer.in_res + 2 * layer.padding) ** 2
+                moved = in_bytes + out_bytes + 4.0 * out_ch * (k2 + 1) + 2.0 * planes
+                return self._finish(cycles, out_ch, moved)
             vectors = math.ceil(ho / LANES) if role != "depthwise_flat" else math.ceil(pixels / LANES)
             if role == "depthwise_s1":
                 iters, units = out_ch * math.ceil(ho / 2) * vectors, out_ch * math.ceil(ho / 2)
+                outputs = 2 * iters  # an iteration stores a vector of each of the pair's rows
             elif role == "depthwise_s2":
                 iters, units = out_ch * ho * vectors, out_ch * ho
+                outputs = iters
             else:
                 iters, units = out_ch * vectors, out_ch
+                outputs = iters
             cycles = iters * kern.cycles_per_iter + units * kern.overhead_cycles
+            if extra:
+                cycles = cycles + outputs * extra
             moved = in_bytes + out_bytes + 4.0 * out_ch * (k2 + 1)
             return self._finish(cycles, out_ch, moved)
         rows = np.ceil(out_ch / 4)
@@ -208,8 +257,12 @@ class CostModel:
         tiles = math.ceil(qend / TILE_PIXELS)
         tile = k["tile"]
         tile_cycles = kept * tiles * tile.cycles_per_iter + rows * tiles * tile.overhead_cycles
+        if extra:  # the epilogue activates 4 rows x 4 vectors per block row and tile
+            tile_cycles = tile_cycles + rows * tiles * 4 * (TILE_PIXELS // LANES) * extra
         if layer.kind == "fc":  # the engine's GEMV is not in the analysis: its MACs at the tile kernel's MAC rate
             tile_cycles = kept * 4 * tile.cycles_per_iter / TILE_PIXELS + rows * tile.overhead_cycles / TILE_PIXELS
+            if extra:  # one vector of 4 outputs per block row
+                tile_cycles = tile_cycles + rows * extra
         planes = 0.0 if reach == 0 and layer.stride == 1 else 4.0 * in_ch * (layer.in_res + 2 * layer.padding) ** 2
         tile_moved = in_bytes + out_bytes + 20.0 * kept + 2.0 * planes  # 4 weights + a 4-byte code per block
         cycles, moved = tile_cycles, tile_moved
@@ -217,13 +270,48 @@ class CostModel:
         return self._finish(cycles, parts, moved)
 
     def op_ms(self, op, channels) -> np.ndarray:
-        """Modelled ms of a non-conv op (add, pools, the input copy) at an array of channel counts:
-        memory-bound (bytes read and written over the bandwidth) plus the per-op cost."""
+        """Modelled ms of a non-conv op at an array of channel counts: max(compute, bytes moved over
+        the bandwidth) plus the per-op cost (see the table in docs/latency.md).
+
+        Max pools, global average pools and the input copy are memory only, as before the loops were
+        analysed (both boards: a pass over the data is far below the roofline).  add: two reads and a
+        write, compute the add<relu> loop plus the epilogue extra of a non-ReLU activation (the engine
+        runs the add and its activation in a conv's epilogue).  mul: the squeeze-excitation scale
+        (read the tensor and the gate, write), the scale loop, plus a standalone pass of a non-ReLU
+        activation applied to its result.  act: a standalone pass (read, write) of the act loop.
+        concat: a copy of every input into its slice (read, write), the copy loop.  Windowed average
+        pool: read the input, write the output; compute k*k vector sums per output vector at the sum
+        loop's cycles.
+        """
         c = np.asarray(channels, dtype=float)
         area_in, area_out = float(op.in_res ** 2), float(op.out_res ** 2)
-        reads = {"add": 2.0 * area_in, "input": area_in}.get(op.kind, area_in)
-        moved = 4.0 * c * (reads + (area_in if op.kind in ("add", "input") else area_out))
-        return self._finish(np.zeros_like(c), c, moved)
+        vectors = c * area_in / LANES
+        act = getattr(op, "act", "none")
+        cycles = np.zeros_like(c)
+        if op.kind == "add":
+            moved = 4.0 * c * 3.0 * area_in
+            if self.loops:
+                cycles = vectors * (self._loop("add") + self.epilogue_cycles(act))
+        elif op.kind == "mul":
+            moved = 4.0 * c * (2.0 * area_in + 1.0)
+            cycles = vectors * self._loop("scale")
+            if act not in RELU_CLASS:  # a second step over the result
+                cycles = cycles + vectors * self.act_cycles(act)
+                moved = moved + 4.0 * c * 2.0 * area_in
+        elif op.kind == "act":
+            moved = 4.0 * c * 2.0 * area_in if act != "none" else np.zeros_like(c)
+            cycles = vectors * self.act_cycles(act)
+        elif op.kind == "concat":
+            moved = 4.0 * c * 2.0 * area_in
+            cycles = vectors * self._loop("copy")
+        elif op.kind == "avgpool" and op.kernel > 0:
+            moved = 4.0 * c * (area_in + area_out)
+            out_vectors = c * op.out_res * math.ceil(op.out_res / LANES)
+            cycles = out_vectors * op.kernel ** 2 * self._loop("sum")
+        else:  # maxpool, global avgpool, input
+            reads = area_in
+            moved = 4.0 * c * (reads + (area_in if op.kind == "input" else area_out))
+        return self._finish(cycles, c, moved)
 
     def network_ms(self, spec) -> float:
         """Modelled ms of the unpruned network of a NetSpec."""
@@ -248,9 +336,14 @@ def provenance(model: CostModel, entries: list[dict]) -> dict:
         "kernels": {role: {"kernel": k.name, "cycles_per_iter": k.cycles_per_iter,
                            "overhead_cycles": k.overhead_cycles, "peak_fraction": k.peak_fraction}
                     for role, k in model.kernels.items()},
+        "loops": {"sources_sha256": next((e["sources_sha256"][:12] for e in entries if e["kind"] in model.loops), None),
+                  "cycles_per_vector": {kind: round(c, 4) for kind, c in sorted(model.loops.items())}},
         "model": ("per conv: max(llvm-mca cycles (iterations x cycles/iter + outer units x overhead) / clock / "
                   "min(threads, parallel parts), bytes moved / bandwidth) + per-op dispatch (+ a barrier with "
-                  "> 1 thread); non-conv ops memory-bound; memory behaviour (caches) beyond the roofline is not modelled"),
+                  "> 1 thread); an activation outside the ReLU class adds its epilogue loop's cycles over ReLU's "
+                  "per output vector; non-conv ops: max(their loop's cycles, bytes moved / bandwidth) (max pool, "
+                  "global average pool and the input copy memory only); memory behaviour (caches) beyond the "
+                  "roofline is not modelled"),
         "command": "python -m latency.devicemodel",
         "assumed": {"clock_ghz": b.clock_ghz, "bandwidth_gbs": b.bandwidth_gbs,
                     "op_overhead_us": b.op_overhead_us, "barrier_us": b.barrier_us if model.threads > 1 else 0.0},

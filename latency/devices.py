@@ -51,12 +51,17 @@ def _covering(table: LatencyTable, spec, what: str, remedy: str) -> LatencyTable
 
 def modelled_table(device: str, threads: int, spec) -> LatencyTable:
     """The device model's table of ``device`` at ``threads`` for any NetSpec, built on first use and
-    cached in ``cache_dir()/modelled`` (keyed by the spec, the threads and the kernel cycle counts)."""
+    cached in ``cache_dir()/modelled`` (keyed by the spec, the threads, every cycle count of
+    kernel_cycles.json, the board constants and the cost model's own source)."""
+    import json
+
+    from latency import devicemodel
     from latency.devicemodel import build_table, load_kernel_cycles
 
     entries = load_kernel_cycles()
-    key = hashlib.sha256(f"{spec.to_json()}|{entries[0]['sources_sha256']}|{BOARDS[device]!r}"
-                         .encode()).hexdigest()[:12]
+    cycles = hashlib.sha256(json.dumps(entries, sort_keys=True).encode()).hexdigest()
+    code = hashlib.sha256(Path(devicemodel.__file__).read_bytes()).hexdigest()
+    key = hashlib.sha256(f"{spec.to_json()}|{cycles}|{code}|{BOARDS[device]!r}".encode()).hexdigest()[:12]
     path = cache_dir() / "modelled" / f"{device}-{threads}t-{spec.model}@{spec.resolution}-{key}.json"
     if path.exists():
         return LatencyTable.load(path)

@@ -57,3 +57,62 @@ def randomize():
 # One intra-op thread: the test machine's 2 cores are shared, and oversubscribed torch thread
 # pools make small convolutions orders of magnitude slower.
 torch.set_num_threads(1)
+
+
+def _blocks_spec():
+    """NetSpec of tests/user_models/blocks.py (concat, squeeze-excitation, hardswish, SiLU, a windowed
+    average pool) at 32 px, 10 classes."""
+    import sys
+    from pathlib import Path
+
+    from jcw.layers import describe
+
+    sys.path.insert(0, str(Path(__file__).parent / "user_models"))
+    try:
+        import blocks
+    finally:
+        sys.path.pop(0)
+    return describe(blocks.build(10), 32, "blocks")
+
+
+class _Fixed(nn.Module):
+    """Channels jcw cannot prune: a roll along channels (an op the graph reader cannot follow) feeds
+    a depthwise conv (group -1) and a concatenation with a prunable branch; squeeze-excitation with a
+    sigmoid gate, a standalone GELU, a leaky-ReLU conv, a hidden linear layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+        self.dw = nn.Sequential(nn.Conv2d(16, 16, 3, 1, 1, groups=16, bias=False), nn.BatchNorm2d(16), nn.ReLU6())
+        self.branch = nn.Sequential(nn.Conv2d(16, 20, 1, bias=False), nn.BatchNorm2d(20), nn.LeakyReLU())
+        self.mix = nn.Sequential(nn.Conv2d(36, 32, 1, bias=False), nn.BatchNorm2d(32), nn.SiLU())
+        self.se1, self.se2 = nn.Conv2d(32, 8, 1), nn.Conv2d(8, 32, 1)
+        self.hidden, self.fc = nn.Linear(32, 24), nn.Linear(24, 5)
+
+    def forward(self, x):
+        x = self.stem(x)
+        fixed = self.dw(torch.roll(x, 1, dims=1))
+        x = nn.functional.gelu(torch.cat([self.branch(x), fixed], 1))
+        x = self.mix(x)
+        x = x * torch.sigmoid(self.se2(torch.relu(self.se1(x.mean((2, 3), keepdim=True)))))
+        return self.fc(torch.relu(self.hidden(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))))
+
+
+def _fixed_spec():
+    from jcw.layers import describe
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return describe(_Fixed(), 16, "fixed")
+
+
+@pytest.fixture(scope="session")
+def blocks_spec():
+    """NetSpec of tests/user_models/blocks.py at 32 px."""
+    return _blocks_spec()
+
+
+@pytest.fixture(scope="session")
+def fixed_spec():
+    """NetSpec with group -1 layers and parts, SE, GELU/leaky ReLU/SiLU, a hidden linear (see _Fixed)."""
+    return _fixed_spec()

@@ -17,6 +17,7 @@ from latency.predictor import Predictor
 ROOT = Path(__file__).resolve().parents[1]
 IMAGENET = ("resnet18", "mobilenet_v1", "mobilenet_v2")
 CIFAR = ("resnet20", "resnet56", "vgg16")
+NEW = ("resnet50", "mobilenet_v3_large", "mobilenet_v3_small", "efficientnet_b0")
 
 
 def test_shipped_tables_regenerate_byte_for_byte():
@@ -32,7 +33,9 @@ def test_tables_match_the_kernels_they_were_modelled_from():
     """Fails when a kernel source changed after benchmarks/arm_mca.py measured it: re-run
     `python benchmarks/arm_mca.py --json latency/kernel_cycles.json` and `python -m latency.devicemodel`."""
     entries = load_kernel_cycles()
-    assert {e["sources_sha256"] for e in entries} == {kernel_sources_sha256(entries, ROOT)}
+    for sources in {tuple(e["sources"]) for e in entries}:  # one driver's rows: the same files, the same sha
+        mine = [e for e in entries if tuple(e["sources"]) == sources]
+        assert {e["sources_sha256"] for e in mine} == {kernel_sources_sha256(mine, ROOT)}, sources[0]
     for device, board in BOARDS.items():
         for threads in THREADS:
             prov = LatencyTable.load(table_path(device, threads)).provenance
@@ -41,9 +44,15 @@ def test_tables_match_the_kernels_they_were_modelled_from():
             for role, k in prov["kernels"].items():
                 match = [e for e in entries if e["core"] == board.core and e["kernel"] == k["kernel"]]
                 assert match and match[0]["cycles_per_iter"] == k["cycles_per_iter"], role
+            loops = {e["kind"]: e for e in entries if e["core"] == board.core and e["macs_per_iter"] == 0}
+            assert set(prov["loops"]["cycles_per_vector"]) == set(loops)
+            for kind, c in prov["loops"]["cycles_per_vector"].items():
+                e = loops[kind]
+                assert c == pytest.approx(e["cycles_per_iter"] / (e["outputs_per_iter"] / 4), abs=1e-4), kind
+                assert prov["loops"]["sources_sha256"] == e["sources_sha256"][:12]
 
 
-@pytest.mark.parametrize("model", IMAGENET + CIFAR)
+@pytest.mark.parametrize("model", IMAGENET + CIFAR + NEW)
 def test_faster_core_and_more_threads_are_faster(model):
     spec = load_shipped(model)
     ms = {(d, t): Predictor(LatencyTable.load(table_path(d, t)), spec).full() for d in BOARDS for t in THREADS}
@@ -116,10 +125,118 @@ def test_comparison_prints_ours_beside_ncnn():
 
 def test_kernel_cycles_file_is_arm_mca_output():
     entries = json.loads((ROOT / "latency" / "kernel_cycles.json").read_text())
-    kinds = {"sparse_1x1", "sparse_3x3", "dense_1x1", "dense_3x3", "depthwise_3x3"}
+    acts = ("relu", "relu6", "hardswish", "hardsigmoid", "sigmoid", "silu", "gelu", "leaky_relu")
+    kinds = {"sparse_1x1", "sparse_3x3", "dense_1x1", "dense_3x3", "depthwise_3x3", "depthwise_kxk",
+             "add", "mul", "scale", "copy", "sum", *(f"act_{a}" for a in acts), *(f"epilogue_{a}" for a in acts)}
     for core in ("cortex-a53", "cortex-a72"):
         mine = [e for e in entries if e["core"] == core]
         assert {e["kind"] for e in mine} == kinds
         for e in mine:
             assert e["peak_fraction"] == pytest.approx(e["flops_per_iter"] / e["cycles_per_iter"] / e["peak_flops_per_cycle"],
                                                        rel=1e-3)
+
+
+def test_every_zoo_model_and_user_specs_get_complete_finite_tables(blocks_spec, fixed_spec):
+    """Shipped tables cover every zoo model; tables made for the user specs (concat, SE, group -1, hidden
+    linear, every activation) cover them; every grid value is finite and positive, and a network is
+    priced above the sum of its parts' fixed costs."""
+    from jcw.core.netspec import shipped_models
+
+    for device in BOARDS:
+        for threads in THREADS:
+            shipped = LatencyTable.load(table_path(device, threads))
+            for model in shipped_models():
+                assert not shipped.missing(load_shipped(model)), (device, threads, model)
+            table = build_table(device, threads, models=(), specs=[blocks_spec, fixed_spec])
+            for spec in (blocks_spec, fixed_spec):
+                assert not table.missing(spec)
+                assert Predictor(table, spec).full() > 0
+            for e in [*table.layers.values(), *table.ops.values()]:
+                assert np.isfinite(e.mean).all() and (e.mean > 0).all(), e.key
+
+
+def test_activation_outside_the_relu_class_is_keyed_and_costed():
+    """efficientnet_b0 (SiLU) and mobilenet_v2 (ReLU6) share layer signatures: the table holds both, the SiLU
+    epilogue costs the epilogue loops' difference per output vector more, ReLU6 costs what ReLU costs."""
+    from dataclasses import replace
+
+    from latency.lut import layer_key
+
+    table = LatencyTable.load(table_path("a53", 1))
+    eff = load_shipped("efficientnet_b0").layer("features.1.0.block.0.0")   # depthwise 3x3 @112 32, SiLU
+    mnv2 = load_shipped("mobilenet_v2").layer("features.1.conv.0.0")       # same signature, ReLU6
+    assert eff.signature == mnv2.signature and layer_key(eff) != layer_key(mnv2)
+    assert (table.layer(eff).mean > table.layer(mnv2).mean).all()
+    model = CostModel.for_board("a53", 1)
+    extra = model.loops["epilogue_silu"] - model.loops["epilogue_relu"]
+    assert extra > 0 and model.epilogue_cycles("relu6") == model.epilogue_cycles("none") == 0.0
+    vectors = 32 * 112 * 2 * 28 / 2  # depthwise row pairs: 2 output vectors per iteration
+    compute = float(model.layer_ms(eff, 32, 32, 1.0)) - model.fixed_ms
+    assert compute == pytest.approx(float(model.layer_ms(mnv2, 32, 32, 1.0)) - model.fixed_ms
+                                    + vectors * extra * model.ms_per_cycle, rel=1e-9)
+    relu = replace(mnv2, act="relu")
+    assert float(model.layer_ms(relu, 32, 32, 1.0)) == float(model.layer_ms(mnv2, 32, 32, 1.0))
+
+
+def test_5x5_depthwise_runs_the_planes_kernel_and_se_convs_the_one_tile():
+    model = CostModel.for_board("a72", 1)
+    spec = load_shipped("mobilenet_v3_large")
+    dw5 = next(x for x in spec.layers if x.kind == "depthwise" and x.kernel == 5)
+    assert model.kernel_for(dw5) == "depthwise_planes"
+    k = model.kernels["depthwise_planes"]
+    ho = dw5.out_res
+    taps = dw5.out_ch * ho * -(-ho // 4) * 25 * k.cycles_per_iter
+    assert float(model.layer_ms(dw5, dw5.out_ch, dw5.out_ch, 1.0)) > taps * model.ms_per_cycle
+    se = next(x for x in spec.layers if x.in_res == 1 and x.kind == "pointwise")
+    assert model.kernel_for(se) == "tile"
+    tile = model.kernels["tile"]
+    blocks = -(-se.out_ch // 4) * se.in_ch      # one 16-pixel tile (the 1x1 plane padded to a tile)
+    want = (blocks * tile.cycles_per_iter + -(-se.out_ch // 4) * tile.overhead_cycles) * model.ms_per_cycle
+    moved = 4.0 * (se.in_ch + se.out_ch) + 20.0 * blocks
+    assert float(model.layer_ms(se, se.out_ch, se.in_ch, 1.0)) == pytest.approx(
+        max(want, moved * model.ms_per_byte) + model.fixed_ms)
+
+
+def test_new_op_costs_follow_their_loops_and_the_roofline(blocks_spec, fixed_spec):
+    from jcw.core.netspec import OpSpec
+
+    for device in BOARDS:
+        model = CostModel.for_board(device, 1)
+        bw, cyc, fixed = model.ms_per_byte, model.ms_per_cycle, model.fixed_ms
+        c, r = 64, 28
+        n = c * r * r
+        concat = OpSpec("concat", r, c, -3, parts=((0, 24), (1, 40)))
+        assert float(model.op_ms(concat, c)) == pytest.approx(
+            max(8.0 * n * bw, n / 4 * model.loops["copy"] * cyc) + fixed)
+        mul = OpSpec("mul", r, c, 0)
+        assert float(model.op_ms(mul, c)) == pytest.approx(
+            max(4.0 * c * (2 * r * r + 1) * bw, n / 4 * model.loops["scale"] * cyc) + fixed)
+        for act in ("hardswish", "sigmoid", "silu", "gelu", "relu"):
+            op = OpSpec("act", r, c, 0, act=act)
+            assert float(model.op_ms(op, c)) == pytest.approx(
+                max(8.0 * n * bw, n / 4 * model.loops[f"act_{act}"] * cyc) + fixed), act
+        pool = OpSpec("avgpool", r, c, 0, kernel=2, stride=2)
+        out = 14 * 14
+        assert float(model.op_ms(pool, c)) == pytest.approx(
+            max(4.0 * c * (r * r + out) * bw, c * 14 * 4 * 4 * model.loops["sum"] * cyc) + fixed)
+        # ops with channel parts are priced at their total channels: fewer channels, less time
+        costs = model.op_ms(concat, np.array([8.0, 32.0, 64.0]))
+        assert (np.diff(costs) > 0).all()
+    # on the A53 a sigmoid pass is compute-bound (the exp polynomial and a division per vector), a ReLU
+    # pass memory-bound
+    a53 = CostModel.for_board("a53", 1)
+    n = 64 * 28 * 28
+    assert n / 4 * a53.loops["act_sigmoid"] * a53.ms_per_cycle > 8.0 * n * a53.ms_per_byte
+    assert n / 4 * a53.loops["act_relu"] * a53.ms_per_cycle < 8.0 * n * a53.ms_per_byte
+
+
+def test_old_models_entries_are_unchanged_by_the_new_ops():
+    """The shipped tables gained the new zoo models; every entry of the old models is what the device
+    model gave before activations and the new ops were modelled (ReLU-class keys, memory-only ops)."""
+    table = build_table("a72", 4, models=("resnet18", "mobilenet_v2"))
+    table = LatencyTable.from_dict(json.loads(table.to_json()))  # as written: 6 significant digits
+    shipped = LatencyTable.load(table_path("a72", 4))
+    for key, e in [*table.layers.items(), *table.ops.items()]:
+        assert key[-1] == ""  # no activation in the key: none, relu and relu6
+        s = shipped.layers.get(key) or shipped.ops.get(key)
+        np.testing.assert_array_equal(e.mean, s.mean)

@@ -8,6 +8,7 @@ from latency.devicemodel import TABLE_MODELS
 from latency.devices import cache_dir, host_table_path, resolve_table
 from jcw.core.errors import UsageError
 from latency.profile import ProfileConfig, profile
+from jcw.core.netspec import load_shipped
 
 
 @pytest.mark.parametrize("device", ["a53", "a72"])
@@ -57,3 +58,29 @@ def test_host_profiles_on_first_use(monkeypatch, tmp_path):
     monkeypatch.setenv("JCW_CACHE_DIR", str(tmp_path))
     table = resolve_table("host", "resnet20", 1, 8, progress=False)
     assert table.provenance["grid"] == "quick" and host_table_path(1).exists()
+
+
+@pytest.mark.parametrize("device", ["a53", "a72"])
+def test_modelled_tables_on_demand_for_a_users_network(device, blocks_spec, monkeypatch, tmp_path):
+    """A network outside the zoo (tests/user_models/blocks.py: concat, SE, hardswish, SiLU, windowed
+    average pool) gets a modelled table built on first use, cached, covering it; 1 to 4 threads."""
+    from latency.predictor import Predictor
+
+    monkeypatch.setenv("JCW_CACHE_DIR", str(tmp_path))
+    full = {}
+    for threads in (1, 2, 4):
+        table = resolve_table(device, "blocks", threads, spec=blocks_spec)
+        assert table.kind == "modelled" and not table.missing(blocks_spec)
+        assert resolve_table(device, "blocks", threads, spec=blocks_spec).to_json() == table.to_json()
+        full[threads] = Predictor(table, blocks_spec).full()
+    assert len(list((tmp_path / "modelled").glob(f"{device}-*t-blocks@32-*.json"))) == 3
+    assert full[4] < full[2] < full[1]
+    with pytest.raises(UsageError, match="4 cores"):
+        resolve_table(device, "blocks", 5, spec=blocks_spec)
+
+
+@pytest.mark.parametrize("model", ["resnet50", "mobilenet_v3_large", "mobilenet_v3_small", "efficientnet_b0"])
+def test_new_zoo_models_at_another_resolution_are_modelled_on_demand(model, monkeypatch, tmp_path):
+    monkeypatch.setenv("JCW_CACHE_DIR", str(tmp_path))
+    table = resolve_table("a72", model, 1, resolution=160)
+    assert not table.missing(load_shipped(model).at_resolution(160))
