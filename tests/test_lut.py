@@ -5,7 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from latency.lut import Entry, LatencyTable, layer_axes, space_channels
+from latency.lut import (QUICK_RATIOS, Entry, LatencyTable, describe_key, layer_axes, layer_key, op_axes, op_key,
+                         parts_channels, space_channels)
 from jcw.core.errors import UsageError
 from jcw.core.netspec import LayerSpec, NetSpec, OpSpec, GroupSpec
 
@@ -158,3 +159,90 @@ def test_agreement_counts_common_points_within_tolerance():
     gap = float(np.max(np.abs(e.mean[0, 0, :] - table.layer(layer).mean[0, 0, :])))
     assert table.agreement(other, tolerance=0.05, floor_ms=gap)[0] == 1.0       # an absolute floor covers them
     assert table.agreement(other, tolerance=0.05, floor_ms=gap / 1e3)[0] == pytest.approx(within)
+
+
+def _new_ops_table():
+    """A table with an entry of every new key kind: act ops (the act in the key), mul, concat, a windowed
+    average pool, a SiLU conv beside the ReLU-class conv of the same signature."""
+    prov = {"kind": "modelled"}
+    silu = LayerSpec("c", "pointwise", 1, 1, 0, 1, 8, 32, 64, 1, 0, act="silu")
+    relu6 = LayerSpec("c", "pointwise", 1, 1, 0, 1, 8, 32, 64, 1, 0, act="relu6")
+    ops = [OpSpec("act", 8, 24, 0, act="hardswish"), OpSpec("act", 8, 24, 0, act="relu"),
+           OpSpec("mul", 8, 24, 0), OpSpec("concat", 8, 24, -3, parts=((0, 12), (1, 12))),
+           OpSpec("avgpool", 8, 24, 0, kernel=2, stride=2), OpSpec("add", 8, 24, 0, act="silu")]
+    table = LatencyTable("a53", 1, prov)
+    for n, layer in enumerate((silu, relu6)):
+        axes = layer_axes(layer, quick=True)
+        shape = tuple(1 if axes[a] is None else len(axes[a]) for a in ("out_ch", "in_ch", "density"))
+        table.layers[layer_key(layer)] = Entry.build(layer_key(layer), axes, np.full(shape, 1.0 + n))
+    for n, op in enumerate(ops):
+        axes = op_axes(op, quick=True)
+        table.ops[op_key(op)] = Entry.build(op_key(op), axes, np.linspace(0.1, 0.2, len(axes["out_ch"])) * (n + 1))
+    return table, (silu, relu6), ops
+
+
+def test_new_keys_round_trip_through_json(tmp_path):
+    table, (silu, relu6), ops = _new_ops_table()
+    path = table.save(tmp_path / "new.json")
+    again = LatencyTable.load(path)
+    assert again.to_json() == table.to_json()
+    assert set(again.layers) == set(table.layers) and set(again.ops) == set(table.ops)
+    for op in ops:
+        np.testing.assert_allclose(again.op(op).mean, table.op(op).mean, rtol=1e-6)
+    assert again.layer(silu).mean[0, 0, 0] == 1.0 and again.layer(relu6).mean[0, 0, 0] == 2.0
+    d = json.loads(path.read_text())
+    acts = sorted(e.get("act", "") for e in d["ops"])
+    assert acts == ["", "", "", "hardswish", "relu", "silu"]          # the act op keeps relu; add/mul only others
+    assert sorted(e.get("act", "") for e in d["layers"]) == ["", "silu"]
+    assert "act" not in d["layers"][0]                                  # ReLU class: no field, as old tables
+    # describe_key names the activation and the window
+    assert describe_key(op_key(ops[0])) == "act @8 c24 hardswish"
+    assert describe_key(op_key(ops[4])) == "avgpool k2 s2 p0 @8 c24"
+    assert describe_key(layer_key(silu)) == "pointwise k1 s1 @8 32->64 silu"
+
+
+def test_tables_without_activations_load_and_answer_six_field_keys(tmp_path):
+    """A table written before activations were keyed (no "act" anywhere) loads; its entries are those of
+    the ReLU class, and lookups by the old 6-field keys still work."""
+    table, layer, op = _table(np.random.default_rng(11))
+    path = table.save(tmp_path / "old.json")
+    assert '"act"' not in path.read_text()
+    again = LatencyTable.load(path)
+    assert again.layer(layer) is not None and again.op(op) is not None
+    assert tuple(layer.signature) in again.layers and again.layers[tuple(layer.signature)] is again.layer(layer)
+    assert again.layer(LayerSpec(**{**layer.__dict__, "act": "relu6"})) is again.layer(layer)
+    with pytest.raises(UsageError, match=r"no entry for layer 'conv' \(pointwise k1 s1 @8 32->64 hardswish\)"):
+        again.layer(LayerSpec(**{**layer.__dict__, "act": "hardswish"}))
+
+
+@pytest.mark.parametrize("act, message", [("swish", "must be one of"), ("relu", "must be one of")])
+def test_bad_act_field_is_named(tmp_path, act, message):
+    table, _, _ = _table(np.random.default_rng(12))
+    d = _dump(table)
+    d["layers"][0]["act"] = act          # relu is the ReLU class: only act ops name it
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(d))
+    with pytest.raises(UsageError, match=message):
+        LatencyTable.load(path)
+
+
+def test_axes_of_parts_fixed_channels_and_hidden_linears():
+    # a concatenation of two prunable parts and a fixed one: every sum, and every count up to the total
+    parts = ((0, 12), (1, 12), (-1, 5))
+    sums = parts_channels(parts, QUICK_RATIOS)
+    assert sums[-1] == 29 and 13 in sums and set(space_channels(29, QUICK_RATIOS)) <= set(sums)
+    assert parts_channels(((-1, 7), (-1, 5))) == [12]
+    reader = LayerSpec("mix", "pointwise", 1, 1, 0, 1, 8, 29, 16, 2, -3, in_parts=parts)
+    assert layer_axes(reader, quick=True)["in_ch"] == sums
+    op = OpSpec("concat", 8, 29, -3, parts=parts)
+    assert op_axes(op, quick=True)["out_ch"] == sums
+    # group -1: fixed output (a depthwise conv reading fixed channels), fixed input of a conv reading them
+    dw = LayerSpec("dw", "depthwise", 3, 1, 1, 16, 8, 16, 16, -1, -1)
+    assert layer_axes(dw)["out_ch"] == [16] and layer_axes(dw)["in_ch"] is None
+    pw = LayerSpec("pw", "pointwise", 1, 1, 0, 1, 8, 16, 32, 3, -1)
+    assert layer_axes(pw)["in_ch"] == [16] and layer_axes(pw)["out_ch"] == space_channels(32)
+    # a hidden linear with a group of its own varies; the classifier (group -1) keeps its classes
+    hidden = LayerSpec("h", "fc", 1, 1, 0, 1, 1, 64, 24, 4, 2)
+    classifier = LayerSpec("fc", "fc", 1, 1, 0, 1, 1, 24, 10, -1, 4)
+    assert layer_axes(hidden)["out_ch"] == space_channels(24) and layer_axes(hidden)["density"] is None
+    assert layer_axes(classifier)["out_ch"] == [10] and layer_axes(classifier)["in_ch"] == space_channels(24)

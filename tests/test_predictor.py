@@ -87,3 +87,67 @@ def _cpu_seconds(fn):
     t = time.process_time()
     fn()
     return time.process_time() - t
+
+
+def _brute_force(table, space, genes):
+    """Latency of each genome by a plain loop over the spec: every layer's entry at its decoded
+    (out_ch, in_ch, density), every op's at the sum of its parts' kept channels (full for group -1)."""
+    out, inn, dens = space.decode_arrays(genes)
+    kept = space.group_channels(genes)
+    spec = space.spec
+    total = np.zeros(len(genes))
+    for n in range(len(genes)):
+        for j, layer in enumerate(spec.layers):
+            total[n] += table.layer(layer).interpolate([out[n, j]], [inn[n, j]], [dens[n, j]])[0]
+        for op in table_ops(spec):
+            parts = getattr(op, "channel_parts", ((op.group, op.channels),))
+            ch = sum(c if g < 0 else kept[n, g] for g, c in parts)
+            total[n] += table.op(op).interpolate([ch])[0]
+    return total
+
+
+@pytest.mark.parametrize("which", ["blocks", "fixed", "mobilenet_v3_small", "efficientnet_b0"])
+def test_predict_equals_brute_force_on_concat_se_and_fixed_channels(which, blocks_spec, fixed_spec):
+    """Concatenations (an op's channels and a reader's in_ch summed over parts), squeeze-excitation, group -1
+    layers, a frozen hidden linear, act ops: the vectorised predictor equals a per-entry loop at random
+    archs of the search space."""
+    from jcw.core.space import SearchSpace
+    from latency.devicemodel import build_table
+
+    if which in ("blocks", "fixed"):
+        spec = blocks_spec if which == "blocks" else fixed_spec
+        table = build_table("a72", 1, models=(), specs=[spec])
+    else:
+        spec = load_shipped(which).at_resolution(96)
+        table = build_table("a53", 4, models=(), specs=[spec])
+    space = SearchSpace(spec)
+    genes = np.concatenate([space.random(30, np.random.default_rng(3)), space.minimal()[None], space.full()[None]])
+    pred = Predictor(table, spec)
+    got = pred.predict(*space.decode_arrays(genes))
+    np.testing.assert_allclose(got, _brute_force(table, space, genes), rtol=1e-12)
+    assert got[-1] == pytest.approx(pred.full(), rel=1e-12) and (got[:-1] <= got[-1] + 1e-12).all()
+    assert got[-2] == pytest.approx(got.min())
+    # predict_arch prices hidden linears at their decoded width, the classifier at the spec's classes
+    assert pred.predict_arch(space.decode(genes[0])) == pytest.approx(got[0], rel=1e-12)
+
+
+def test_op_channels_sum_the_parts(fixed_spec):
+    """The concat of a pruned branch (20) and fixed channels (16) and the GELU after it take kept + 16."""
+    from jcw.core.space import SearchSpace
+    from latency.devicemodel import build_table
+
+    spec = fixed_spec
+    table = build_table("a53", 1, models=(), specs=[spec])
+    pred = Predictor(table, spec)
+    space = SearchSpace(spec)
+    genes = space.uniform(0.2)
+    out, inn, dens = space.decode_arrays(genes)
+    costs = pred.layer_costs(out, inn, dens)[0]
+    branch = space.group_channels(genes)[0, 1]
+    assert branch < 20
+    for k, op in enumerate(spec.ops):
+        if op.kind in ("concat", "act"):
+            want = table.op(op).interpolate([branch + 16])[0]
+            assert costs[len(spec.layers) + k] == pytest.approx(want, rel=1e-12), op.kind
+    mix = [x.name for x in spec.layers].index("mix.0")
+    assert inn[0, mix] == branch + 16

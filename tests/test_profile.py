@@ -198,3 +198,44 @@ def test_rounds_are_pooled_per_grid_point(tmp_path, monkeypatch):
     assert len(calls) == 2 * len(set(calls))
     for e in table.layers.values():
         assert np.allclose(e.mean, 2.0)
+
+
+def test_unreached_grid_points_are_interpolated_along_the_channel_axes():
+    """Points no context run reaches (a frozen group kept full, a concatenation's sums its colouring never
+    combines) are filled from the reached points of the same line: linear inside, constant beyond."""
+    from latency.profile import fill_unreached
+
+    axes = {"out_ch": [4, 8, 16], "in_ch": [8, 12, 16, 24], "density": [0.0, 1.0]}
+    nan = np.nan
+    mean = np.full((3, 4, 2), nan)
+    mean[:, 0, :] = [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]
+    mean[:, 2, :] = [[3.0, 4.0], [5.0, 6.0], [7.0, 8.0]]
+    mean[1, 3, 0] = 9.0
+    filled = fill_unreached(mean, axes)
+    assert not np.isnan(filled).any() and np.isnan(mean).any()          # a copy
+    assert filled[0, 1, 0] == pytest.approx(2.0)                        # halfway between in_ch 8 and 16
+    assert filled[0, 3, 1] == pytest.approx(4.0)                        # beyond the last reached: constant
+    assert filled[1, 3, 0] == 9.0                                       # reached points stay
+    only_full = np.full((3, 1, 1), nan)
+    only_full[-1] = 2.5                                                 # a frozen group: its full width only
+    assert (fill_unreached(only_full, {"out_ch": [4, 8, 16], "in_ch": None, "density": None}) == 2.5).all()
+    assert np.isnan(fill_unreached(np.full((2, 1, 1), nan), {"out_ch": [4, 8], "in_ch": None,
+                                                              "density": None})).all()
+
+
+@pytest.mark.slow
+def test_profile_a_model_with_the_new_ops(tmp_path):
+    """profile-latency on mobilenet_v3_small (SE, hardswish, hardsigmoid, 5x5 depthwise, hidden linear):
+    every entry measured or filled, the act in the keys; skipped while the engine lacks the ops."""
+    from jcw.engine import SUPPORTED_OPS
+
+    if not {"HardSwish", "HardSigmoid", "Mul"} <= set(SUPPORTED_OPS):
+        pytest.skip("the engine does not run HardSwish, HardSigmoid and Mul yet")
+    out = tmp_path / "v3.json"
+    table = profile(_config(out, models=("mobilenet_v3_small",), resolution=32), progress=False)
+    spec = load_shipped("mobilenet_v3_small").at_resolution(32)
+    table.check_covers(spec)
+    assert any(k[-1] == "hardswish" for k in table.layers)
+    assert Predictor(table, spec).full() > 0
+    for e in table.ops.values():
+        assert (e.mean >= 0).all()
