@@ -6,18 +6,19 @@ other layer evicts them; on a mobile-style network of small, memory-bound layers
 one-op tables under-predict whole networks by 15-20 %. So every grid point is timed where it
 will be used: as a step of a whole network.
 
-**Graph.** A NetSpec lists layers in forward order with the coupling group and resolution of
-their input and output, and the non-conv ops (pools, residual adds) separately. The graph is
-rebuilt with one rule: a layer reads the latest tensor of its input group at its input size
-(made by a max pool when only a larger one exists, by the global average pool for the fc), and
-a non-depthwise layer whose output group already has a tensor of that size closes a residual
-block: the two are added. Every layer and add is followed by the activation its spec records
-(ReLU, ReLU6 or none: MobileNetV2's linear bottlenecks, the conv before a residual add). That
-reproduces ResNet (identity and downsample blocks), MobileNetV1/V2 and VGG exactly; a spec it
-cannot place raises UsageError.
+**Graph.** A NetSpec lists layers in forward order with the coupling group (or concatenated
+parts) and resolution of their input and output, and the non-conv ops separately. ``build``
+rebuilds the graph from a few rules (its docstring): a layer reads the newest tensor of its input
+channels at its input size, made when missing by the pending pool or concat that produces it;
+pending act and mul ops (an SE gate's Mul) run on a tensor before it is read; a non-depthwise
+layer whose output group already has a tensor of that size closes a residual block (Add). Every
+layer, add, mul and act op is followed by the activation its spec records, as torch exports it.
+That reproduces ResNet (identity, downsample, bottleneck), MobileNetV1/V2/V3, EfficientNet, VGG,
+branches joined by a concat and hidden linears; a spec it cannot place raises UsageError.
 
 **Design.** Each coupling group gets a colour so that a layer's input and output groups differ
-(greedy colouring); a run sets one channel ratio per colour and one density for every layer.
+(and the parts of a concatenation differ among themselves; greedy colouring); a run sets one
+channel ratio per colour (frozen groups stay at full width) and one density for every layer.
 The colour ratios come from a pairwise-covering array (a Latin square for up to three colours:
 every pair of colours sees every pair of ratio levels), crossed with every density level. So
 each layer meets every (out_ch, in_ch, density) point of its grid, with its neighbours at

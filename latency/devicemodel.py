@@ -12,7 +12,13 @@ the layer moves (activations in and out, packed weights, padded input planes) ov
 sustained bandwidth (``Board.bandwidth_gbs``, sources in ``Board.bandwidth_source``).  A layer
 costs max(compute, memory) + the per-op dispatch cost; with T threads the compute is split over
 min(T, parallel parts), the bandwidth is the whole board's, and every op pays a thread barrier.
-Non-conv ops (adds, pools, the input copy) are memory-bound.  No constant is fitted to anything:
+An activation outside the ReLU class adds, per output vector, its epilogue loop's cycles over
+ReLU's; adds, muls (squeeze-excitation), concats, standalone activations and windowed average
+pools take max(their loop's cycles, their bytes over the bandwidth); max pools, global average
+pools and the input copy are memory-bound.  The loops are benchmarks/arm_mca_ops.cpp's, written
+for the purpose where main's engine has no NEON code for them yet (its header says how); 5x5 (and
+any non-3x3-pad-1) depthwise convs run the engine's depthwise_range on padded planes.  No constant
+is fitted to anything:
 ncnn's published dense figures are printed beside ours (``python -m latency.devicemodel --compare``)
 as a fact about our engine, not as a target.
 """
