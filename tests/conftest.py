@@ -1,8 +1,13 @@
 """Shared test fixtures: a helper giving models random (non-trivial) weights and BatchNorm statistics."""
 
+import importlib.util
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
+
+USER_MODELS = Path(__file__).parent / "user_models"
 
 
 def _randomize(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -57,3 +62,17 @@ def randomize():
 # One intra-op thread: the test machine's 2 cores are shared, and oversubscribed torch thread
 # pools make small convolutions orders of magnitude slower.
 torch.set_num_threads(1)
+
+
+def _user_model(name: str, num_classes: int = 10) -> nn.Module:
+    """``build(num_classes)`` of tests/user_models/<name>.py: a model written by a user, not in the zoo."""
+    spec = importlib.util.spec_from_file_location(f"_jcw_user_model_{name}", USER_MODELS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.build(num_classes)
+
+
+@pytest.fixture
+def user_model():
+    """Fixture: the loader of tests/user_models/<name>.py models (``user_model("blocks", num_classes)``)."""
+    return _user_model

@@ -21,17 +21,20 @@ def space_report(space: SearchSpace) -> dict:
     macs, params = space.macs(full), space.params(full)
     layers = [{"name": x.name, "kind": x.kind, "kernel": x.kernel, "stride": x.stride, "padding": x.padding,
                "groups": x.groups, "in_res": x.in_res, "in_ch": x.in_ch, "out_ch": x.out_ch, "group": x.group,
-               "in_group": x.in_group} for x in spec.layers]
+               "in_group": x.in_group, "in_parts": [list(p) for p in x.in_parts]} for x in spec.layers]
     channel_genes = [{"gene": j, "group": g.id, "channels": g.channels, "lower": float(space.lower[j]),
                       "upper": float(space.upper[j]), "residual": g.residual, "strided": g.strided,
-                      "members": list(g.members)} for j, g in enumerate(spec.groups)]
+                      "members": list(g.members)} for j, g in enumerate(spec.groups[i] for i in space.channel_groups)]
+    frozen = [{"group": g.id, "channels": g.channels, "members": list(g.members), "reason": g.frozen}
+              for g in spec.groups if g.frozen]
     density_genes = [{"gene": nc + j, "layer": spec.layers[i].name, "kind": spec.layers[i].kind,
                       "lower": float(space.lower[nc + j]), "upper": float(space.upper[nc + j])}
                      for j, i in enumerate(space.density_layers)]
     return {"model": spec.model, "resolution": spec.resolution, "num_classes": spec.num_classes,
             "mode": space.mode, "grid": space.grid.tolist(), "params": int(params[0]), "macs": int(macs[0]),
             "minimal_params": int(space.params(minimal)[0]), "minimal_macs": int(space.macs(minimal)[0]),
-            "channel_genes": channel_genes, "density_genes": density_genes, "layers": layers}
+            "channel_genes": channel_genes, "density_genes": density_genes, "frozen_groups": frozen,
+            "layers": layers}
 
 
 def format_report(report: dict) -> str:
@@ -55,6 +58,9 @@ def format_report(report: dict) -> str:
               f"{'gene':>4} {'lower':>5}  layer"]
     for d in report["density_genes"]:
         lines.append(f"{d['gene']:>4} {d['lower']:>5.2f}  {d['layer']} ({d['kind']})")
+    lines += ["", f"frozen groups ({len(report['frozen_groups'])}): kept at full width, no gene"]
+    for g in report["frozen_groups"]:
+        lines.append(f"{'':>4} {g['group']:>5} {g['channels']:>5}  {' '.join(g['members'])}: {g['reason']}")
     return "\n".join(lines)
 
 
