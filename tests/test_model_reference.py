@@ -201,3 +201,18 @@ def test_a_python_search_of_an_unimportable_instance_needs_model_later(tmp_path,
     code, _, err = run(["train", "--arch", str(tmp_path / "run" / "best.json"), *TRAIN, "--out",
                         str(tmp_path / "t")], capsys)
     assert code == 2 and "does not record how to rebuild model 'mine'" in err and "pass --model" in err
+
+
+def test_random_prune_of_a_users_model_named_by_module(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("JCW_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.syspath_prepend(str(TESTS))
+    out = tmp_path / "random"
+    code, _, err = run(["random-prune", "--model", "user_models.tiny:build", "--resolution", "8", "--samples", "2",
+                        "--top-k", "1", "--topk-epochs", "0", "--finetune-epochs", "0", "--pretrain-epochs", "1",
+                        "--recon-images", "32", "--criterion-images", "32", "--val-samples", "64", "--quiet",
+                        "--out", str(out)], capsys)
+    assert code == 0, err
+    result = json.loads((out / "result.json").read_text())
+    assert (result["model"], result["model_ref"]) == ("tiny.build", "user_models.tiny:build")
+    saved = torch.load(out / "model.pt", weights_only=True)
+    assert saved["model_ref"] == "user_models.tiny:build" and saved["num_classes"] == 10
