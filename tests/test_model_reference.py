@@ -90,8 +90,12 @@ def test_zoo_names_files_and_modules_resolve_and_are_recorded(monkeypatch):
     ("TINY:not_a_module", ["not_a_module(num_classes=10) returned a list, not a torch nn.Module"]),
     ("no_such_package_jcw.models:build", ["cannot import module 'no_such_package_jcw.models'",
                                           "ModuleNotFoundError"]),
+    ("jcw_test_local_models:build", ["cannot import module", "jcw_test_local_models.py is a file here: name it "
+                                     "by its path, jcw_test_local_models.py:build"]),
 ])
-def test_bad_references_raise_one_usage_error_naming_the_problem(ref, messages, tmp_path):
+def test_bad_references_raise_one_usage_error_naming_the_problem(ref, messages, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a model file in the working directory is not a module on sys.path
+    (tmp_path / "jcw_test_local_models.py").write_text("def build(num_classes=10):\n    return None\n")
     broken = tmp_path / "broken.py"
     broken.write_text("x = 1 / 0\n")
     ref = ref.replace("TINY", str(TINY)).replace("TESTS", str(TESTS)).replace("BROKEN", str(broken))

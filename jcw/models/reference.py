@@ -142,6 +142,9 @@ def _import_module(target: str, ref: str):
         if isinstance(e, KeyboardInterrupt):
             raise
         hint = f"; accepted: a zoo name ({', '.join(_zoo())}) or {FORMS}" if isinstance(e, ImportError) else ""
+        local = Path(target.replace(".", "/") + ".py")
+        if isinstance(e, ModuleNotFoundError) and local.is_file():
+            hint = f"; {local} is a file here: name it by its path, {local}:{ref.rpartition(':')[2]}"
         raise UsageError(f"model {ref!r}: cannot import module {target!r} ({type(e).__name__}: {e}){hint}") from None
 
 
@@ -149,8 +152,8 @@ def _factory(module, attr: str, where: str, ref: str):
     found = module
     for part in attr.split("."):
         if not hasattr(found, part):
-            defined = sorted(n for n, v in vars(module).items()
-                             if callable(v) and not n.startswith("_") and getattr(v, "__module__", None) == module.__name__)
+            defined = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_")
+                             and getattr(v, "__module__", None) == module.__name__)
             raise UsageError(f"model {ref!r}: {where} has no attribute {attr!r}; it defines: "
                              f"{', '.join(defined) or 'no public functions or classes'}")
         found = getattr(found, part)

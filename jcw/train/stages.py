@@ -475,8 +475,9 @@ def train(config: TrainConfig, ctx: DistContext | None = None) -> TrainResult:
     ctx = ctx or init_distributed(config.train_on)
     if ctx.is_main:
         config.out.mkdir(parents=True, exist_ok=True)
-    record = {"arch": arch.to_dict(), "model_ref": model_ref, "num_classes": data.num_classes, "train_resolution": data.resolution,
-              "data": data.name, "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()}}
+    record = {"arch": arch.to_dict(), "model_ref": model_ref, "num_classes": data.num_classes,
+              "resolution": arch.resolution, "train_resolution": data.resolution, "data": data.name,
+              "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()}}
     trainer = StagedTrainer(model, densities, in_memory(data.train), in_memory(data.val), config, ctx=ctx,
                             out=config.out, record=record)
     return trainer.run(resume=config.resume)
