@@ -1,4 +1,4 @@
-"""`jcw space`: a zoo model's search space: layers, coupling groups, genes, MACs/params, latency range."""
+"""`jcw space`: a model's search space: layers, coupling groups, genes, MACs/params, latency range."""
 
 from __future__ import annotations
 
@@ -88,9 +88,26 @@ def latency_range(space: SearchSpace, device: str, threads: int) -> tuple[float,
     return float(fastest), float(full)
 
 
+def model_space(model: str, resolution: int | None, mode: str, bounds: str) -> SearchSpace:
+    """The space of a zoo model (its shipped spec: no torch needed) or of a model reference
+    (path/to/file.py:factory, package.module:factory: built with the factory's default class count,
+    described at ``resolution`` or 224)."""
+    if model in shipped_models():
+        return SearchSpace.for_model(model, resolution, mode=mode, bounds=BOUNDS_PRESETS[bounds])
+    try:
+        from jcw.layers import describe_model
+        from jcw.models import deploy_resolution, load_model, model_name
+    except ImportError as e:
+        raise ValueError(f"unknown model {model!r}; known models: {', '.join(shipped_models())}; a model of your "
+                         f"own needs torch ({e})") from None
+    net = load_model(model)
+    spec = describe_model(net, deploy_resolution(net, resolution), model_name(net))
+    return SearchSpace(spec, mode=mode, bounds=BOUNDS_PRESETS[bounds])
+
+
 def run_cli(config: SpaceCLIConfig) -> str:
     """The text ``python -m jcw.space`` prints for ``config``."""
-    space = SearchSpace.for_model(config.model, config.resolution, mode=config.mode, bounds=BOUNDS_PRESETS[config.bounds])
+    space = model_space(config.model, config.resolution, config.mode, config.bounds)
     report = space_report(space)
     report["bounds"] = config.bounds
     if config.device is not None:
@@ -108,19 +125,20 @@ def run_cli(config: SpaceCLIConfig) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI: print a zoo model's search space (layer table, coupling groups, genes, MACs/params, and with
+    """CLI: print a model's search space (layer table, coupling groups, genes, MACs/params, and with
     --device the predicted latency of its fastest arch and of the unpruned model)."""
     parser = argparse.ArgumentParser(prog="jcw space", description=main.__doc__)
-    parser.add_argument("--model", required=True, help=f"zoo model: {', '.join(shipped_models())}")
-    parser.add_argument("--resolution", type=int, default=None, help="input size (default: the model's)")
+    parser.add_argument("--model", required=True, metavar="REF",
+                        help=f"zoo model ({', '.join(shipped_models())}), or your own: path/to/file.py:factory or "
+                             "package.module:factory (built with the factory's default num_classes)")
+    parser.add_argument("--resolution", type=int, default=None,
+                        help="input size (default: the zoo model's; 224 for a model outside the zoo)")
     parser.add_argument("--mode", choices=MODES, default="joint", help="which genes are free (default joint)")
     parser.add_argument("--bounds", choices=list(BOUNDS_PRESETS), default="default", help="lower-bound preset")
     parser.add_argument("--device", help="a53 | a72 | host | a table path: add the fastest and unpruned latency")
     parser.add_argument("--threads", type=int, help="which table of the device (default 4 on a53/a72, 1 on host)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     args = parser.parse_args(argv)
-    if args.model not in shipped_models():
-        parser.error(f"unknown model {args.model!r}; known models: {', '.join(shipped_models())}")
     try:
         text = run_cli(SpaceCLIConfig(args.model, args.resolution, args.mode, args.json, args.device, args.threads,
                                       args.bounds))
