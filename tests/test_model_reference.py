@@ -78,7 +78,7 @@ def test_zoo_names_files_and_modules_resolve_and_are_recorded(monkeypatch):
 
 
 @pytest.mark.parametrize("ref, messages", [
-    ("resnet1000", ["unknown model 'resnet1000'", "known models: mobilenet_v1", "path/to/file.py:factory",
+    ("resnet1000", ["unknown model 'resnet1000'", "known models: efficientnet_b0, mobilenet_v1", "path/to/file.py:factory",
                     "package.module:factory"]),
     ("tiny.py", ["unknown model", "tiny.py:FACTORY"]),
     ("TESTS/user_models/nope.py:build", ["no such file", "nope.py"]),
@@ -114,7 +114,7 @@ def test_every_command_exits_2_on_a_bad_reference(tmp_path, tiny_config, capsys)
     code, _, err = run(["space", "--model", f"{TINY}:not_a_module"], capsys)
     assert code == 2 and "returned a list" in err
     code, _, err = run(["space", "--model", "resnet1000"], capsys)
-    assert code == 2 and "known models: mobilenet_v1" in err and "file.py:factory" in err
+    assert code == 2 and "known models: efficientnet_b0, mobilenet_v1" in err and "file.py:factory" in err
     code, _, err = run(["random-prune", "--model", f"{TINY}:nothing", "--out", str(out), "--quiet"], capsys)
     assert code == 2 and "has no attribute 'nothing'" in err
     assert not out.exists()
