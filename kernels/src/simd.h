@@ -121,22 +121,10 @@ inline vec<L> erf(vec<L> x) {
     return x * p / q;
 }
 
-// act(v) for every Act (ops.h); the switch is on a loop-invariant value, well predicted.
+// act(v) for the activations past ReLU / ReLU6 (ops.h).
 template <int L>
-inline vec<L> activate(vec<L> v, Act act) {
+inline vec<L> activate_more(vec<L> v, Act act) {
     switch (act.kind) {
-        case ActKind::None:
-            return v;
-        case ActKind::Relu:
-        case ActKind::Relu6: {
-            const vec<L> zero = splat<L>(0.f);
-            v = v < zero ? zero : v;
-            if (act.kind == ActKind::Relu6) {
-                const vec<L> six = splat<L>(6.f);
-                v = v > six ? six : v;
-            }
-            return v;
-        }
         case ActKind::HardSwish:
             return v * clamp01<L>(v * (1.f / 6.f) + 0.5f);
         case ActKind::HardSigmoid:
@@ -151,22 +139,61 @@ inline vec<L> activate(vec<L> v, Act act) {
             return v * 0.5f * (1.f + erf<L>(v * 0.70710678118654752f));
         case ActKind::GeluTanh:  // x (1 + tanh z) / 2 = x sigmoid(2 z)
             return v * sigmoid<L>((v + 0.044715f * v * v * v) * 1.5957691216057308f);
+        default:
+            return v;
+    }
+}
+
+inline bool relu_family(Act act) {
+    return act.kind == ActKind::None || act.kind == ActKind::Relu || act.kind == ActKind::Relu6;
+}
+
+// act(v) for None / ReLU / ReLU6.
+template <int L>
+inline vec<L> activate_relu(vec<L> v, Act act) {
+    if (act.kind == ActKind::None) return v;
+    const vec<L> zero = splat<L>(0.f);
+    v = v < zero ? zero : v;
+    if (act.kind == ActKind::Relu6) {
+        const vec<L> six = splat<L>(6.f);
+        v = v > six ? six : v;
     }
     return v;
 }
 
+// act(v).  M (for "more"): every Act; without it only None / ReLU / ReLU6.  The microkernels are
+// compiled for both (micro/variant.cpp picks the instance once per call from relu_family(act)):
+// with the other activations' bodies in the same function, the ReLU epilogues ran up to 5% slower
+// (spills around the exp / erf code), and out of line calls clobber every vector register.
+template <int L, bool M = true>
+inline vec<L> activate(vec<L> v, Act act) {
+    if constexpr (M) {
+        if (!relu_family(act)) return activate_more<L>(v, act);
+    }
+    return activate_relu<L>(v, act);
+}
+
 // out[i] = act(src[i] + res[i]) for i < n (res may be null), widest vectors first.
-template <int L>
-inline void emit(const float* src, const float* res, float* out, int n, Act act) {
+template <int L, bool M>
+inline void emit_range(const float* src, const float* res, float* out, int n, Act act) {
     int i = 0;
     for (; i + L <= n; i += L) {
         vec<L> v = load<L>(src + i);
         if (res) v += load<L>(res + i);
-        store<L>(out + i, activate<L>(v, act));
+        store<L>(out + i, M ? activate_more<L>(v, act) : activate_relu<L>(v, act));
     }
     if constexpr (L > 1) {
-        if (i < n) emit<(L > 4 ? L / 2 : 1)>(src + i, res ? res + i : nullptr, out + i, n - i, act);
+        if (i < n) emit_range<(L > 4 ? L / 2 : 1), M>(src + i, res ? res + i : nullptr, out + i, n - i, act);
     }
+}
+
+// The same for any activation (M) or for None / ReLU / ReLU6 only; the activation is picked once per call.
+template <int L, bool M = true>
+inline void emit(const float* src, const float* res, float* out, int n, Act act) {
+    if (M && !relu_family(act))
+        emit_range<L, true>(src, res, out, n, act);
+    else
+        emit_range<L, false>(src, res, out, n, act);
 }
 
 // Lane permutations with constant indices (__builtin_shufflevector: GCC >= 12 and clang).
