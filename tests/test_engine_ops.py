@@ -304,3 +304,23 @@ def test_hardsigmoid_and_leaky_relu_keep_their_parameters(mode):
     want = sess.run(None, {"x": x})[0]
     assert float(np.abs(engine.run(x) - want).max()) <= 1e-4 * float(np.abs(want).max())
     assert [(p.op, p.act) for p in engine.plan] == [("conv", "hardsigmoid"), ("act", "leaky_relu")]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_activations_fuse_into_add_and_linear_steps(threads):
+    rng = np.random.default_rng(4)
+    fc = rng.standard_normal((5, 4)).astype(np.float32)
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu"),
+             helper.make_node("Add", ["x", "r"], ["s"], name="add"),
+             helper.make_node("HardSwish", ["s"], ["h"], name="hswish"),
+             helper.make_node("GlobalAveragePool", ["h"], ["g"], name="gap"),
+             helper.make_node("Flatten", ["g"], ["f"], name="flat"),
+             helper.make_node("Gemm", ["f", "fc"], ["z"], name="fc", transB=1),
+             helper.make_node("Sigmoid", ["z"], ["y"], name="gate")]
+    model = _model(nodes, {"fc": fc})
+    x = rng.standard_normal((2, 4, 6, 6), dtype=np.float32) * 3
+    engine = Engine(model, threads=threads)
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert float(np.abs(engine.run(x) - want).max()) <= 1e-4 * float(np.abs(want).max())
+    assert [(p.op, p.act) for p in engine.plan] == [
+        ("act", "relu"), ("add", "hardswish"), ("avgpool", "none"), ("reshape", "none"), ("linear", "sigmoid")]
