@@ -1,4 +1,4 @@
-"""ONNX export of (materialized) zoo models: a clean Conv/Gemm/Add/Relu/Clip/pool graph for the engine."""
+"""ONNX export of (materialized) zoo models: a clean graph of the ops jcw.engine runs (ENGINE_OPS)."""
 
 from __future__ import annotations
 
@@ -22,8 +22,12 @@ from jcw.core.util import atomic_write, default_threads, device_name
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 # Operators a zoo model may export to (what jcw.engine executes).
-ENGINE_OPS = frozenset({"Conv", "Gemm", "MatMul", "Add", "Relu", "Clip", "GlobalAveragePool", "Flatten",
-                        "Reshape", "MaxPool", "BatchNormalization"})
+# torch 2.13's exporter (opset 20) emits nn.Hardswish / nn.Hardsigmoid / nn.Sigmoid / nn.LeakyReLU /
+# nn.GELU as the ONNX ops of those names, nn.SiLU as Sigmoid + Mul, torch.cat as Concat, x * s as Mul,
+# nn.AvgPool2d as AveragePool and x.mean((2, 3), keepdim=True) as ReduceMean: all run by the engine.
+ENGINE_OPS = frozenset({"Conv", "Gemm", "MatMul", "Add", "Mul", "Concat", "Relu", "Clip", "Sigmoid", "HardSigmoid",
+                        "HardSwish", "LeakyRelu", "Gelu", "GlobalAveragePool", "ReduceMean", "AveragePool",
+                        "Flatten", "Reshape", "MaxPool", "BatchNormalization"})
 
 
 def _global_avg_pool(x, output_size):
