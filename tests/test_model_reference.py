@@ -220,3 +220,48 @@ def test_random_prune_of_a_users_model_named_by_module(tmp_path, monkeypatch, ca
     assert (result["model"], result["model_ref"]) == ("tiny.build", "user_models.tiny:build")
     saved = torch.load(out / "model.pt", weights_only=True)
     assert saved["model_ref"] == "user_models.tiny:build" and saved["num_classes"] == 10
+
+
+BLOCKS = TESTS / "user_models" / "blocks.py"
+
+
+def test_a_model_with_concat_se_hardswish_and_avgpool_from_the_cli(tmp_path, tiny_config, capsys, monkeypatch):
+    """search -> train --pick best -> export -> jcw run --compare-ort, the model named once."""
+    monkeypatch.chdir(ROOT)
+    run_dir = tmp_path / "search"
+    code, _, err = run(["search", "--config", str(tiny_config), "--model", "tests/user_models/blocks.py:build",
+                        *SEARCH, "--budget", "2ms", "--out", str(run_dir)], capsys)
+    assert code == 0, err
+    front = json.loads((run_dir / "front.json").read_text())
+    assert front["model_ref"] == f"{BLOCKS}:build" and all(c["latency_ms"] <= 2.0 for c in front["candidates"])
+    code, _, err = run(["train", "--result", str(run_dir / "front.json"), "--pick", "best", *TRAIN,
+                        "--out", str(tmp_path / "train")], capsys)
+    assert code == 0, err
+    onnx_path = tmp_path / "blocks.onnx"
+    code, _, err = run(["export", str(tmp_path / "train" / MODEL), "--onnx", str(onnx_path), "--devices", "a53"],
+                       capsys)
+    assert code == 0, err
+    kinds = {n.op_type for n in __import__("onnx").load(str(onnx_path)).graph.node}
+    assert {"Concat", "Mul", "HardSwish", "HardSigmoid", "Sigmoid", "AveragePool"} <= kinds
+    code, out, err = run(["run", str(onnx_path), "--compare-ort", "--repeats", "3", "--warmup", "1"], capsys)
+    assert code == 0, err
+    assert "outputs agree" in out
+
+
+def test_a_model_with_concat_se_hardswish_and_avgpool_from_python(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    images = torch.randn(96, 3, 16, 16, generator=g)
+    data = (torch.utils.data.TensorDataset(images, torch.arange(96) % 10),) * 2
+    model = jcw.load_model(f"{BLOCKS}:build", num_classes=10)
+    result = jcw.search(model, data=data, device="a53", budget="2ms", resolution=32, population=4, generations=1,
+                        supernet_steps=2, pretrain_epochs=1, batch_size=32, val_samples=32, out=tmp_path / "run")
+    best = result.best
+    assert best.latency_ms <= 2.0 and best.arch.model == "blocks.build"
+    small, masks = jcw.materialize(model, best.arch)
+    assert {"fire.mix.0", "block.se.fc2"} <= set(masks)
+    path = jcw.export_onnx(small.eval(), tmp_path / "small.onnx", resolution=32)
+    x = np.random.default_rng(1).standard_normal((1, 3, 32, 32), dtype=np.float32)
+    want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    np.testing.assert_allclose(Engine(str(path)).run(x), want, rtol=1e-4, atol=1e-5)
+    with torch.no_grad():
+        np.testing.assert_allclose(small.eval()(torch.from_numpy(x)).numpy(), want, rtol=1e-4, atol=1e-5)
