@@ -23,6 +23,7 @@ _LAZY = {
     "materialize": "jcw.api",
     "export_onnx": "jcw.api",
     "create_model": "jcw.models",
+    "load_model": "jcw.models",
     "list_models": "jcw.models",
     "Candidate": "jcw.search.result",
     "SearchResult": "jcw.search.result",

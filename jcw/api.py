@@ -58,11 +58,16 @@ def search(model, data="digits", device="a53", budget=None, threads: int | None 
     """Searches the per-layer channel widths and 4x1-block densities of ``model`` for ``device`` within ``budget``.
 
     Args:
-        model: an nn.Module jcw can describe (the zoo's, or one built like them); it is not changed.
+        model: an nn.Module jcw can describe (the zoo's, ``jcw.load_model("path/to/file.py:factory")``, or any
+            instance built like them); it is not changed.  The result records the reference that rebuilds it
+            (``info["model_ref"]``, front.json / best.json ``model_ref``): the one ``load_model`` or
+            ``create_model`` tagged it with, else its class as ``module:Class`` when that is importable, else
+            None (then ``jcw train`` / ``jcw export`` need ``--model``).
         data: a dataset spec as on the CLI ("digits", "cifar10:PATH", an ImageFolder root), a
             jcw.data.DataBundle, or a (train, val) pair of Datasets yielding (image tensor, int label).
         device: a53 | a72 | host | a latency table path | a LatencyTable.
         budget: "35ms", "0.035s", or a number of ms; None searches the whole latency range.
+        resolution: the deployment resolution of the latency table; default: the zoo model's, 224 otherwise.
         progress: print the header, progress bars and per-generation lines.
         out: a run directory to write (as the CLI does) while searching; None writes nothing.
         options: every other search option by its CLI name (supernet_steps, space, strategy, bounds, ...).
@@ -70,7 +75,7 @@ def search(model, data="digits", device="a53", budget=None, threads: int | None 
     Returns:
         jcw.SearchResult.  Raises jcw.UsageError for a user mistake, with the message the CLI prints.
     """
-    from jcw.models import zoo_name
+    from jcw.models import model_name
     from jcw.search.config import build_config
     from jcw.search.runner import run
     from latency.lut import LatencyTable
@@ -84,7 +89,7 @@ def search(model, data="digits", device="a53", budget=None, threads: int | None 
                   device=table.device if table is not None else str(device), threads=threads,
                   resolution=resolution, quiet=not progress, out=None if out is None else str(out),
                   budget_ms=None if budget is None else parse_budget(budget),
-                  model=zoo_name(model) or type(model).__name__.lower())
+                  model=model_name(model))
     if isinstance(data, (str, Path)):
         values["data"] = str(data)
     config = build_config(values)

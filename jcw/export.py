@@ -1,4 +1,4 @@
-"""ONNX export of (materialized) zoo models: a clean Conv/Gemm/Add/Relu/Clip/pool graph for the engine."""
+"""ONNX export of (materialized) zoo models: a clean graph of the ops jcw.engine runs (ENGINE_OPS)."""
 
 from __future__ import annotations
 
@@ -22,8 +22,12 @@ from jcw.core.util import atomic_write, default_threads, device_name
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 # Operators a zoo model may export to (what jcw.engine executes).
-ENGINE_OPS = frozenset({"Conv", "Gemm", "MatMul", "Add", "Relu", "Clip", "GlobalAveragePool", "Flatten",
-                        "Reshape", "MaxPool", "BatchNormalization"})
+# torch 2.13's exporter (opset 20) emits nn.Hardswish / nn.Hardsigmoid / nn.Sigmoid / nn.LeakyReLU /
+# nn.GELU as the ONNX ops of those names, nn.SiLU as Sigmoid + Mul, torch.cat as Concat, x * s as Mul,
+# nn.AvgPool2d as AveragePool and x.mean((2, 3), keepdim=True) as ReduceMean: all run by the engine.
+ENGINE_OPS = frozenset({"Conv", "Gemm", "MatMul", "Add", "Mul", "Concat", "Relu", "Clip", "Sigmoid", "HardSigmoid",
+                        "HardSwish", "LeakyRelu", "Gelu", "GlobalAveragePool", "ReduceMean", "AveragePool",
+                        "Flatten", "Reshape", "MaxPool", "BatchNormalization"})
 
 
 def _global_avg_pool(x, output_size):
@@ -82,22 +86,26 @@ class ExportConfig:
     onnx: Path
     devices: tuple[str, ...] | None = None
     threads: int | None = None
+    model: str | None = None  # a model reference; default: the one the checkpoint records
 
 
 def predicted_latency(arch, num_classes: int, devices: tuple[str, ...] | None = None,
-                      threads: int | None = None) -> tuple[dict[str, float], dict[str, int]]:
+                      threads: int | None = None, spec=None) -> tuple[dict[str, float], dict[str, int]]:
     """({device: predicted ms}, {device: threads}) of ``arch`` for every device whose table covers it.
 
     ``devices`` None: the shipped boards, plus host when its cached table covers the model (never
     profiles); named devices are resolved as the search does (host measured on first use).
-    Threads default as in the search: 4 on a board, 1 on the host.
+    Threads default as in the search: 4 on a board, 1 on the host.  ``spec``: the NetSpec of the full
+    model (default: the shipped spec of the arch's zoo model).
     """
     from jcw.core.netspec import load_shipped
     from latency.devices import SHIPPED, host_table_path, resolve_table
     from latency.lut import LatencyTable
     from latency.predictor import predictor_for
 
-    spec = load_shipped(arch.model).at_resolution(arch.resolution).with_classes(num_classes)
+    if spec is None:
+        spec = load_shipped(arch.model).at_resolution(arch.resolution)
+    spec = spec.with_classes(num_classes)
     chosen = devices
     if chosen is None:
         host = host_table_path(threads or default_threads("host"))
@@ -107,7 +115,7 @@ def predicted_latency(arch, num_classes: int, devices: tuple[str, ...] | None = 
     for device in chosen:
         n = threads or default_threads(device)
         try:
-            table = resolve_table(device, arch.model, n, arch.resolution, progress=False, spec=spec)
+            table = resolve_table(device, spec.model, n, arch.resolution, progress=False, spec=spec)
             ms = predictor_for(table, spec).predict_arch(arch)
         except ValueError as e:
             if devices is not None:
@@ -117,17 +125,30 @@ def predicted_latency(arch, num_classes: int, devices: tuple[str, ...] | None = 
     return predicted, used
 
 
+def _full_spec(model_ref: str, arch, num_classes: int):
+    """The NetSpec of the full model ``model_ref`` at the arch's resolution: a zoo model's shipped spec,
+    or the description of a freshly built model outside the zoo (named as the arch names it)."""
+    from jcw.core.netspec import load_shipped, shipped_models
+    from jcw.layers import describe
+    from jcw.models import load_model
+
+    if model_ref in shipped_models():
+        return load_shipped(model_ref).at_resolution(arch.resolution)
+    return describe(load_model(model_ref, num_classes), arch.resolution, name=arch.model)
+
+
 def export_checkpoint(config: ExportConfig) -> tuple[Path, dict[str, str]]:
     """A jcw.train model (masks applied, BatchNorm folded) -> ONNX with arch, densities, accuracy, predictions."""
     from jcw.core.space import Arch
     from jcw.train.stages import load_trained
 
     try:
-        model, record = load_trained(config.checkpoint)
+        model, record = load_trained(config.checkpoint, config.model)
     except UsageError as e:
         raise UsageError(str(e)) from None
     arch = Arch.from_dict(record["arch"])
-    predicted, threads = predicted_latency(arch, record["num_classes"], config.devices, config.threads)
+    predicted, threads = predicted_latency(arch, record["num_classes"], config.devices, config.threads,
+                                           _full_spec(record["model_ref"], arch, record["num_classes"]))
     metadata = {
         "jcw.arch": arch.to_json(),
         "jcw.densities": json.dumps(record["densities"]),
@@ -135,5 +156,6 @@ def export_checkpoint(config: ExportConfig) -> tuple[Path, dict[str, str]]:
         "jcw.predicted_ms": json.dumps(predicted),
         "jcw.predicted_threads": json.dumps(threads),
         "jcw.train_data": f"{record['data']} at {record['train_resolution']}px",
+        "jcw.model": record["model_ref"],
     }
     return export_onnx(model, config.onnx, arch.resolution, metadata), metadata

@@ -481,9 +481,7 @@ def describe_model(model: nn.Module, resolution: int, name: str | None = None) -
     try:
         return describe(model, resolution, name)
     except UsageError as e:
-        raise UsageError(f"{type(model).__name__} cannot be pruned by jcw: {e}; supported: convs (square, plain or "
-                         "depthwise) with BatchNorm and ReLU/ReLU6, residual adds, max/global-average pooling, "
-                         "and one final linear classifier") from None
+        raise UsageError(f"{type(model).__name__} cannot be pruned by jcw: {e}; supported: {SUPPORTED}") from None
     except Exception as e:  # torch.fx cannot trace it (data-dependent control flow, unsupported calls)
         raise UsageError(f"{type(model).__name__} cannot be traced by torch.fx ({type(e).__name__}: {e}); "
                          "jcw prunes models whose forward is a static graph") from None

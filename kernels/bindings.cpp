@@ -47,11 +47,11 @@ FArray conv2d_reference(FArray input, FArray weight, std::optional<FArray> bias,
 // ===== Whole-network executor (engine section: jcw.engine builds a Network and runs it) =====
 namespace {
 
-jcw::Act parse_act(const std::string& s) {
-    if (s == "none") return jcw::Act::None;
-    if (s == "relu") return jcw::Act::Relu;
-    if (s == "relu6") return jcw::Act::Relu6;
-    throw std::invalid_argument("act must be 'none', 'relu' or 'relu6', got '" + s + "'");
+// An activation by name; alpha / beta (hardsigmoid, leaky_relu) default to the ONNX defaults.
+jcw::Act parse_act(const std::string& s, std::optional<float> alpha = std::nullopt,
+                   std::optional<float> beta = std::nullopt) {
+    const jcw::Act a = jcw::act_from_name(s);
+    return jcw::act_from_name(s, alpha.value_or(a.alpha), beta.value_or(a.beta));
 }
 
 jcw::ConvMode parse_mode(const std::string& s) {
@@ -80,7 +80,8 @@ void bind_executor(py::module_& m) {
         .def(py::init<int, int, int, int>(), py::arg("c"), py::arg("h"), py::arg("w"), py::arg("threads") = 1)
         .def("conv",
              [](Network& n, const std::string& name, int x, FArray weight, std::optional<FArray> bias, int stride,
-                int pad, int groups, const std::string& act, const std::string& mode, int residual) {
+                int pad, int groups, const std::string& act, const std::string& mode, int residual,
+                std::optional<float> alpha, std::optional<float> beta) {
                  if (weight.ndim() != 4) throw std::invalid_argument(name + ": weight must be 4-D OIHW");
                  if (groups < 1 || weight.shape(1) * groups != n.shape(x).c)
                      throw std::invalid_argument(name + ": weight " + std::to_string(weight.shape(1)) + " in-channels x " +
@@ -90,31 +91,40 @@ void bind_executor(py::module_& m) {
                      throw std::invalid_argument(name + ": bias must have one value per output channel");
                  return n.conv(name, x, weight.data(), bias ? bias->data() : nullptr, static_cast<int>(weight.shape(0)),
                                static_cast<int>(weight.shape(2)), static_cast<int>(weight.shape(3)), stride, pad,
-                               groups, parse_act(act), parse_mode(mode), residual);
+                               groups, parse_act(act, alpha, beta), parse_mode(mode), residual);
              },
              py::arg("name"), py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("stride"), py::arg("pad"),
-             py::arg("groups"), py::arg("act") = "none", py::arg("mode") = "auto", py::arg("residual") = -1)
+             py::arg("groups"), py::arg("act") = "none", py::arg("mode") = "auto", py::arg("residual") = -1,
+             py::arg("alpha") = py::none(), py::arg("beta") = py::none())
         .def("linear",
              [](Network& n, const std::string& name, int x, FArray weight, std::optional<FArray> bias,
-                const std::string& act, const std::string& mode) {
+                const std::string& act, const std::string& mode, std::optional<float> alpha, std::optional<float> beta) {
                  if (weight.ndim() != 2 || static_cast<size_t>(weight.shape(1)) != n.shape(x).size())
                      throw std::invalid_argument(name + ": weight must be (out, " + std::to_string(n.shape(x).size()) + ")");
                  if (bias && (bias->ndim() != 1 || bias->shape(0) != weight.shape(0)))
                      throw std::invalid_argument(name + ": bias must have one value per output feature");
                  return n.linear(name, x, weight.data(), bias ? bias->data() : nullptr,
-                                 static_cast<int>(weight.shape(0)), parse_act(act), parse_mode(mode));
+                                 static_cast<int>(weight.shape(0)), parse_act(act, alpha, beta), parse_mode(mode));
              },
              py::arg("name"), py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("act") = "none",
-             py::arg("mode") = "auto")
+             py::arg("mode") = "auto", py::arg("alpha") = py::none(), py::arg("beta") = py::none())
         .def("max_pool", &Network::max_pool, py::arg("name"), py::arg("x"), py::arg("kernel"), py::arg("stride"),
              py::arg("pad"))
         .def("global_avg_pool", &Network::global_avg_pool, py::arg("name"), py::arg("x"))
-        .def("add", [](Network& n, const std::string& name, int a, int b, const std::string& act) {
-                 return n.add(name, a, b, parse_act(act));
-             }, py::arg("name"), py::arg("a"), py::arg("b"), py::arg("act") = "none")
-        .def("act", [](Network& n, const std::string& name, int x, const std::string& act) {
-                 return n.act(name, x, parse_act(act));
-             }, py::arg("name"), py::arg("x"), py::arg("act"))
+        .def("avg_pool", &Network::avg_pool, py::arg("name"), py::arg("x"), py::arg("kh"), py::arg("kw"), py::arg("sh"),
+             py::arg("sw"), py::arg("pad_top"), py::arg("pad_left"), py::arg("pad_bottom"), py::arg("pad_right"),
+             py::arg("count_include_pad"))
+        .def("add", [](Network& n, const std::string& name, int a, int b, const std::string& act,
+                       std::optional<float> alpha, std::optional<float> beta) {
+                 return n.add(name, a, b, parse_act(act, alpha, beta));
+             }, py::arg("name"), py::arg("a"), py::arg("b"), py::arg("act") = "none", py::arg("alpha") = py::none(),
+             py::arg("beta") = py::none())
+        .def("mul", &Network::mul, py::arg("name"), py::arg("a"), py::arg("b"))
+        .def("concat", &Network::concat, py::arg("name"), py::arg("xs"))
+        .def("act", [](Network& n, const std::string& name, int x, const std::string& act, std::optional<float> alpha,
+                       std::optional<float> beta) {
+                 return n.act(name, x, parse_act(act, alpha, beta));
+             }, py::arg("name"), py::arg("x"), py::arg("act"), py::arg("alpha") = py::none(), py::arg("beta") = py::none())
         .def("reshape", &Network::reshape, py::arg("name"), py::arg("x"), py::arg("c"), py::arg("h"), py::arg("w"))
         .def("constant", [](Network& n, FArray data) {
                  if (data.ndim() != 3) throw std::invalid_argument("constant must be 3-D (C, H, W)");
@@ -131,6 +141,7 @@ void bind_executor(py::module_& m) {
                 out.append(py::dict(py::arg("name") = s.name, py::arg("op") = s.op, py::arg("sparse") = s.sparse,
                                     py::arg("density") = s.density, py::arg("act") = s.act,
                                     py::arg("residual") = s.residual, py::arg("microkernel") = s.microkernel,
+                                    py::arg("copied") = s.copied,
                                     py::arg("shape") = py::make_tuple(s.out.c, s.out.h, s.out.w)));
             return out;
         })
@@ -325,6 +336,15 @@ void bind_ops(py::module_& m) {
               jcw::global_avg_pool(x.data(), static_cast<int>(x.shape(0)), static_cast<int>(x.shape(1) * x.shape(2)), dst, pool);
               return out;
           }, py::arg("x"));
+    m.def("activate", [](FArray x, const std::string& act, std::optional<float> alpha, std::optional<float> beta) {
+              const jcw::Act f = parse_act(act, alpha, beta);
+              FArray out(std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()));
+              float* dst = out.mutable_data();
+              py::gil_scoped_release r;
+              jcw::act_apply(x.data(), static_cast<size_t>(x.size()), f, dst);
+              return out;
+          }, py::arg("x"), py::arg("act"), py::arg("alpha") = py::none(), py::arg("beta") = py::none(),
+          "act(x) elementwise (the epilogue activations of ops.h).");
     m.def("add_act", [](FArray a, FArray b, const std::string& act) {
               if (a.size() != b.size()) throw std::invalid_argument("a and b must have the same number of elements");
               FArray out(std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim()));

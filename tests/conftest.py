@@ -1,8 +1,13 @@
 """Shared test fixtures: a helper giving models random (non-trivial) weights and BatchNorm statistics."""
 
+import importlib.util
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
+
+USER_MODELS = Path(__file__).parent / "user_models"
 
 
 def _randomize(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -59,20 +64,26 @@ def randomize():
 torch.set_num_threads(1)
 
 
+def _user_model(name: str, num_classes: int = 10) -> nn.Module:
+    """``build(num_classes)`` of tests/user_models/<name>.py: a model written by a user, not in the zoo."""
+    spec = importlib.util.spec_from_file_location(f"_jcw_user_model_{name}", USER_MODELS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.build(num_classes)
+
+
+@pytest.fixture
+def user_model():
+    """Fixture: the loader of tests/user_models/<name>.py models (``user_model("blocks", num_classes)``)."""
+    return _user_model
+
+
 def _blocks_spec():
     """NetSpec of tests/user_models/blocks.py (concat, squeeze-excitation, hardswish, SiLU, a windowed
     average pool) at 32 px, 10 classes."""
-    import sys
-    from pathlib import Path
-
     from jcw.layers import describe
 
-    sys.path.insert(0, str(Path(__file__).parent / "user_models"))
-    try:
-        import blocks
-    finally:
-        sys.path.pop(0)
-    return describe(blocks.build(10), 32, "blocks")
+    return describe(_user_model("blocks", 10), 32, "blocks")
 
 
 class _Fixed(nn.Module):

@@ -222,8 +222,13 @@ def test_every_criterion_runs_on_every_zoo_model(name):
     _every_criterion(name, list_criteria())
 
 
-def _every_criterion(name, criteria):
-    model, res = create_model(name, 10), (8 if default_resolution(name) == 32 and name != "vgg16" else 32)
+def test_every_criterion_runs_on_a_users_model_with_concat_and_squeeze_excitation(user_model):
+    _every_criterion("blocks", list_criteria(), user_model("blocks", 10))
+
+
+def _every_criterion(name, criteria, model=None):
+    res = 32 if model is not None else (8 if default_resolution(name) == 32 and name != "vgg16" else 32)
+    model = create_model(name, 10) if model is None else model
     spec = describe(model, res)
     g = torch.Generator().manual_seed(1)
     batches = [(torch.randn(2, 3, res, res, generator=g), torch.randint(10, (2,), generator=g))]

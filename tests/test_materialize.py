@@ -10,14 +10,16 @@ from torch import nn
 from jcw.prune import criteria
 from jcw.prune.criteria import get_criterion, list_criteria, register_criterion, score_channels
 from jcw.layers import describe, norm_layers
-from jcw.prune.materialize import block_mask, materialize, order_channels, slice_model
+from jcw.prune.materialize import block_mask, input_index, materialize, order_channels, slice_model
 from jcw.models import create_model, default_resolution, list_models
 from jcw.core.space import SearchSpace
 
 
-def _setup(randomize, name, seed=0):
-    res = 32 if default_resolution(name) == 224 else default_resolution(name)
-    model = randomize(create_model(name, num_classes=10), seed).double().eval()
+def _setup(randomize, name, seed=0, user_model=None):
+    """A randomized zoo model (or, with ``user_model``, tests/user_models/<name>.py), its spec and input size."""
+    res = 32 if user_model or default_resolution(name) == 224 else default_resolution(name)
+    model = user_model(name, 10) if user_model else create_model(name, num_classes=10)
+    model = randomize(model, seed).double().eval()
     return model, describe(model, res, name), res
 
 
@@ -68,9 +70,9 @@ def test_block_mask():
     assert odd.shape == (6, 5) and odd.sum() > 0
 
 
-@pytest.mark.parametrize("name", ["resnet20", "mobilenet_v2"])
-def test_order_channels_preserves_function(name, randomize):
-    model, spec, res = _setup(randomize, name, seed=1)
+@pytest.mark.parametrize("name", ["resnet20", "mobilenet_v2", "blocks"])
+def test_order_channels_preserves_function(name, randomize, user_model):
+    model, spec, res = _setup(randomize, name, seed=1, user_model=user_model if name == "blocks" else None)
     x = torch.randn(2, 3, res, res, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     before = model(x)
     perms = order_channels(model, spec, "l1")
@@ -85,6 +87,7 @@ def _zeroed_reference(model, spec, arch, masks, criterion, seed):
     ref = copy.deepcopy(model)
     order_channels(ref, spec, criterion, generator=torch.Generator().manual_seed(seed))
     norms = norm_layers(ref)
+    kept = {x.group: c.out_ch for x, c in zip(spec.layers, arch.layers) if x.group >= 0}
     with torch.no_grad():
         for x, c in zip(spec.layers, arch.layers):
             if x.kind == "fc":
@@ -93,19 +96,23 @@ def _zeroed_reference(model, spec, arch, masks, criterion, seed):
             for t in (conv.weight, conv.bias):
                 if t is not None:
                     t[c.out_ch:] = 0
-            bn = ref.get_submodule(norms[x.name])
-            bn.weight[c.out_ch:] = 0
-            bn.bias[c.out_ch:] = 0
+            if x.name in norms:
+                bn = ref.get_submodule(norms[x.name])
+                bn.weight[c.out_ch:] = 0
+                bn.bias[c.out_ch:] = 0
             if x.kind == "depthwise":
                 conv.weight[: c.out_ch] *= masks[x.name]
             else:
-                conv.weight[: c.out_ch, : c.in_ch] *= masks[x.name]
+                cols = input_index(x, {}, kept)
+                w = conv.weight[: c.out_ch]
+                w[:, cols] *= masks[x.name]
+                conv.weight[: c.out_ch] = w
     return ref
 
 
-@pytest.mark.parametrize("name", list_models())
-def test_materialize_equals_zeroed_full_model(name, randomize):
-    model, spec, res = _setup(randomize, name, seed=2)
+@pytest.mark.parametrize("name", [*list_models(), "blocks"])
+def test_materialize_equals_zeroed_full_model(name, randomize, user_model):
+    model, spec, res = _setup(randomize, name, seed=2, user_model=user_model if name == "blocks" else None)
     space = SearchSpace(spec)
     rng = np.random.default_rng(3)
     genes = space.snap(np.vstack([space.minimal(), rng.random((2, space.n_genes))]))
@@ -147,7 +154,7 @@ def test_materialize_leaves_model_and_checks_arch(randomize):
         slice_model(model, spec, arch)
     arch = space.decode(space.full())
     arch.layers[1] = type(arch.layers[1])(arch.layers[1].name, 8, 16, 1.0)
-    with pytest.raises(ValueError, match="layer1.0.conv2' reads 16 channels but group 1 keeps 8"):
+    with pytest.raises(ValueError, match="layer1.0.conv2' reads 16 channels but its input groups \[1\] keep 8"):
         slice_model(model, spec, arch)
     arch.layers[2] = type(arch.layers[2])(arch.layers[2].name, 8, 8, 1.0)
     with pytest.raises(ValueError, match="coupling group 0 keeps 16"):

@@ -17,7 +17,9 @@ PARAMS = {"resnet18": 11_689_512, "mobilenet_v2": 3_504_872, "mobilenet_v1": 4_2
 # Conv + linear MACs at the default resolution, from jcw's graph reader (which does not yet read
 # squeeze-excitation / hardswish / SiLU, hence no MobileNetV3 or EfficientNet entries).
 MACS = {"resnet18": 1.82e9, "mobilenet_v2": 0.30e9, "mobilenet_v1": 0.57e9,
-        "resnet20": 41.2e6, "resnet56": 126.8e6, "vgg16": 313.8e6, "resnet50": 4.09e9}
+        "resnet20": 41.2e6, "resnet56": 126.8e6, "vgg16": 313.8e6, "resnet50": 4.09e9,
+        # the papers' multiply-adds: MobileNetV3 (Howard et al. 2019, table 3), EfficientNet (Tan & Le 2019)
+        "mobilenet_v3_large": 219e6, "mobilenet_v3_small": 56e6, "efficientnet_b0": 0.39e9}
 
 
 def test_registry():

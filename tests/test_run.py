@@ -87,19 +87,19 @@ def test_plan_flag_lists_layers(model_path):
     (["__MODEL__", "--mode", "fast"], "invalid choice"),
     (["__MODEL__", "--input", "__BAD_NPY__"], "input shape must be (N, 3, 20, 20)"),
     (["__MODEL__", "--input", "__TEXT__"], "cannot read --input"),
-    (["__SIGMOID__"], "unsupported op 'Sigmoid'"),
+    (["__UNSUPPORTED__"], "unsupported op 'Tanh'"),
 ])
 def test_user_errors_exit_2_with_a_message(model_path, tmp_path, args, message):
     (tmp_path / "bad.onnx").write_text("this is not a protobuf")
     np.save(tmp_path / "bad.npy", np.zeros((1, 3, 8, 8), np.float32))
     (tmp_path / "text.npy").write_text("hello")
     sig = onnx.helper.make_model(onnx.helper.make_graph(
-        [onnx.helper.make_node("Sigmoid", ["x"], ["y"], name="gate")], "g",
+        [onnx.helper.make_node("Tanh", ["x"], ["y"], name="gate")], "g",
         [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, 4, 4])],
         [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 3, 4, 4])]))
     onnx.save(sig, str(tmp_path / "sig.onnx"))
     subst = {"__MODEL__": model_path, "__NOT_ONNX__": tmp_path / "bad.onnx", "__BAD_NPY__": tmp_path / "bad.npy",
-             "__TEXT__": tmp_path / "text.npy", "__SIGMOID__": tmp_path / "sig.onnx",
+             "__TEXT__": tmp_path / "text.npy", "__UNSUPPORTED__": tmp_path / "sig.onnx",
              "missing.onnx": tmp_path / "missing.onnx"}
     res = run_cli(*[subst.get(a, a) for a in args])
     assert res.returncode == 2

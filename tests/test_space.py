@@ -101,7 +101,8 @@ def test_decode_encode_roundtrip(name):
         assert back == arch
         assert space.decode(space.encode(back)) == arch
     spec = space.spec
-    assert np.all(out_ch % 4 == 0) or spec.num_classes % 4
+    full = np.array([x.out_ch for x in spec.layers])
+    assert np.all((out_ch % 4 == 0) | (out_ch == full))  # multiples of 4, or a group narrower than 4 / not of 4s
     assert np.all(out_ch[:, -1] == spec.num_classes) and np.all(density[:, -1] == 1)
     for i, x in enumerate(spec.layers):
         if x.kind == "depthwise":
@@ -165,13 +166,31 @@ def test_cli_json_and_tables(capsys):
     assert "resnet20 at 64x64" in text and "channel genes (12)" in text and "layer3.2.conv2" in text
 
 
+def test_cli_lists_frozen_groups_with_their_reasons(capsys):
+    from jcw.cli.space import main
+
+    assert main(["--model", "mobilenet_v3_large"]) == 0
+    text = capsys.readouterr().out
+    # classifier = Linear(960, 1280), Hardswish, Dropout, Linear(1280, classes): the hidden 1280 stay whole
+    assert "frozen groups (1): kept at full width, no gene" in text
+    assert "1280  classifier.0: hidden linear layer classifier.0" in text
+    assert main(["--model", "mobilenet_v3_large", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [g["members"] for g in report["frozen_groups"]] == [["classifier.0"]]
+    assert len(report["channel_genes"]) == 29 and all(g["group"] != report["frozen_groups"][0]["group"]
+                                                      for g in report["channel_genes"])
+    se = next(x for x in report["layers"] if x["name"] == "features.4.block.2.fc2")  # first SE block's expand conv
+    assert se["group"] == next(x for x in report["layers"] if x["name"] == "features.4.block.0.0")["group"]
+
+
 def test_cli_usage_errors(capsys):
     from jcw.cli.space import main
 
     with pytest.raises(SystemExit) as e:
         main(["--model", "resnet1000"])
     assert e.value.code == 2
-    assert "known models: mobilenet_v1, mobilenet_v2, resnet18, resnet20, resnet56, vgg16" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "resnet1000" in err and "known models: " + ", ".join(list_models()) in err
     with pytest.raises(SystemExit) as e:
         main(["--model", "vgg16", "--resolution", "16"])
     assert e.value.code == 2 and "too small" in capsys.readouterr().err

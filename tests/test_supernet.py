@@ -11,9 +11,9 @@ from jcw.core.space import SearchSpace
 from jcw.search.supernet import Supernet
 
 
-def _randomized(name: str, classes: int, seed: int):
+def _randomized(name: str, classes: int, seed: int, model=None):
     gen = torch.Generator().manual_seed(seed)
-    model = create_model(name, num_classes=classes)
+    model = create_model(name, num_classes=classes) if model is None else model
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
@@ -24,9 +24,10 @@ def _randomized(name: str, classes: int, seed: int):
     return model.eval()
 
 
-@pytest.mark.parametrize("name,res", [("resnet20", 16), pytest.param("mobilenet_v2", 32, marks=pytest.mark.slow)])
-def test_supernet_candidate_equals_materialized_model(name, res):
-    model = _randomized(name, 10, seed=1)
+@pytest.mark.parametrize("name,res", [("resnet20", 16), ("blocks", 32),
+                                      pytest.param("mobilenet_v2", 32, marks=pytest.mark.slow)])
+def test_supernet_candidate_equals_materialized_model(name, res, user_model):
+    model = _randomized(name, 10, seed=1, model=user_model(name) if name == "blocks" else None)
     spec = describe(model, res, name=name)
     order_channels(model, spec, "l1")
     space = SearchSpace(spec, mode="joint")

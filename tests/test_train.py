@@ -37,6 +37,16 @@ def test_pick_takes_the_most_accurate_candidate_within_the_budget(tmp_path):
     assert select_arch(TrainConfig(arch=best))[0] == archs[0]
 
 
+def test_pick_best_uses_the_budget_the_search_recorded(tmp_path):
+    path, archs = _front(tmp_path)
+    assert select_arch(TrainConfig(result=path, pick="best"))[0] == archs[2]  # no budget: the most accurate
+    front = json.loads(path.read_text())
+    path.write_text(json.dumps({**front, "budget_ms": 25.0}))
+    assert select_arch(TrainConfig(result=path, pick="best"))[0] == archs[1]
+    assert select_arch(TrainConfig(result=path, pick="35ms"))[0] == archs[1]
+    assert select_arch(TrainConfig(result=path, pick="45ms"))[0] == archs[2]
+
+
 @pytest.mark.parametrize("argv,message", [
     (["--arch", "nope.json", "--from-scratch"], "nope.json: no such file"),
     (["--result", "FRONT", "--pick", "fast", "--from-scratch"], "--pick"),

@@ -13,7 +13,7 @@ COMMANDS = {
     "train": ("jcw.cli.train", "train a searched arch: dense, ADMM toward 4x1 blocks, masked fine-tuning"),
     "export": ("jcw.cli.export", "a trained model.pt -> ONNX with predicted latencies in its metadata"),
     "run": ("jcw.cli.run", "run an ONNX model through the jcw engine (benchmark, onnxruntime comparison)"),
-    "space": ("jcw.cli.space", "print a zoo model's search space"),
+    "space": ("jcw.cli.space", "print a model's search space (layers, coupling groups, genes)"),
     "plot": ("jcw.cli.plot", "overlay the fronts of search runs"),
     "random-prune": ("jcw.cli.random_prune", "the random channel pruning baseline"),
     "profile": ("latency.profile", "measure a latency table of our engine on this machine (= profile-latency)"),

@@ -13,7 +13,8 @@ from jcw.prune.random_prune import RandomPruneConfig, run
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="jcw random-prune", description=run.__doc__)
     d = RandomPruneConfig()
-    p.add_argument("--model", default=d.model, help=f"zoo model (default {d.model})")
+    p.add_argument("--model", default=d.model, metavar="REF", help=f"zoo model name (default {d.model}), or your own: "
+                   "path/to/file.py:factory or package.module:factory, called as factory(num_classes=N)")
     p.add_argument("--data", default=d.data, help="digits (default), cifar10:PATH, cifar100:PATH or an ImageFolder root")
     p.add_argument("--weights", help="full-model checkpoint (default: pretrain on --data, cached for digits)")
     p.add_argument("--criterion", default=d.criterion, help="channel order: l1 (default), l2, gm, taylor, es, kl, random")
@@ -35,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"epochs of slimmable training with --from-scratch (default {d.slimmable_epochs})")
     p.add_argument("--pretrain-epochs", type=int, default=d.pretrain_epochs,
                    help=f"epochs of full-model pretraining without --weights (default {d.pretrain_epochs})")
-    p.add_argument("--resolution", type=int, help="input size of the data (default: the dataset's)")
+    p.add_argument("--resolution", type=int, help="input size of the data (default: the dataset's); for a model "
+                   "outside the zoo also the resolution latency is predicted at (default 224)")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"(default {d.batch_size})")
     p.add_argument("--lr", type=float, default=d.lr, help=f"fine-tuning learning rate (default {d.lr})")
     p.add_argument("--recon-images", type=int, default=d.recon_images,

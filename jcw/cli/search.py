@@ -15,7 +15,8 @@ def build_parser(prog: str = "jcw search") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split(": ", 1)[1])
     add = parser.add_argument
     add("--config", metavar="FILE.yaml", help="YAML file of options (keys = long flag names)")
-    add("--model", help="zoo model (default mobilenet_v2)")
+    add("--model", metavar="REF", help="zoo model name (default mobilenet_v2), or your own: path/to/file.py:factory "
+        "or package.module:factory, called as factory(num_classes=N) with the data's class count")
     add("--device", help="a53 | a72 | host | path to a latency table (default a53)")
     add("--lut", metavar="FILE", help="latency table file to use instead of the device's shipped one")
     add("--budget", help="latency budget: 35ms, '35 ms', 0.035s, or a bare number of ms")
@@ -33,7 +34,8 @@ def build_parser(prog: str = "jcw search") -> argparse.ArgumentParser:
     add("--supernet-rule", help="candidates per supernet step: jcw (default: one sampled member of the scored "
         "set) | sandwich (largest + smallest + sampled, distilled from the largest)")
     add("--preset", choices=list(PRESETS), help="quick (default) | paper (64 x 128, JCW schedule)")
-    add("--resolution", type=int, help="deployment resolution the latency table is queried at (model default)")
+    add("--resolution", type=int, help="deployment resolution the latency table is queried at (default: the zoo "
+        "model's; 224 for a model outside the zoo)")
     add("--train-resolution", type=int, help="input size of the accuracy proxy (dataset default)")
     add("--train-on", choices=["cpu", "cuda"], help="where the supernet trains (default cpu)")
     add("--torch-threads", type=int, help="CPU threads torch trains with (default 1: fastest on a shared machine)")

@@ -1,4 +1,4 @@
-"""`jcw space`: a zoo model's search space: layers, coupling groups, genes, MACs/params, latency range."""
+"""`jcw space`: a model's search space: layers, coupling groups, genes, MACs/params, latency range."""
 
 from __future__ import annotations
 
@@ -21,17 +21,20 @@ def space_report(space: SearchSpace) -> dict:
     macs, params = space.macs(full), space.params(full)
     layers = [{"name": x.name, "kind": x.kind, "kernel": x.kernel, "stride": x.stride, "padding": x.padding,
                "groups": x.groups, "in_res": x.in_res, "in_ch": x.in_ch, "out_ch": x.out_ch, "group": x.group,
-               "in_group": x.in_group} for x in spec.layers]
+               "in_group": x.in_group, "in_parts": [list(p) for p in x.in_parts]} for x in spec.layers]
     channel_genes = [{"gene": j, "group": g.id, "channels": g.channels, "lower": float(space.lower[j]),
                       "upper": float(space.upper[j]), "residual": g.residual, "strided": g.strided,
-                      "members": list(g.members)} for j, g in enumerate(spec.groups)]
+                      "members": list(g.members)} for j, g in enumerate(spec.groups[i] for i in space.channel_groups)]
+    frozen = [{"group": g.id, "channels": g.channels, "members": list(g.members), "reason": g.frozen}
+              for g in spec.groups if g.frozen]
     density_genes = [{"gene": nc + j, "layer": spec.layers[i].name, "kind": spec.layers[i].kind,
                       "lower": float(space.lower[nc + j]), "upper": float(space.upper[nc + j])}
                      for j, i in enumerate(space.density_layers)]
     return {"model": spec.model, "resolution": spec.resolution, "num_classes": spec.num_classes,
             "mode": space.mode, "grid": space.grid.tolist(), "params": int(params[0]), "macs": int(macs[0]),
             "minimal_params": int(space.params(minimal)[0]), "minimal_macs": int(space.macs(minimal)[0]),
-            "channel_genes": channel_genes, "density_genes": density_genes, "layers": layers}
+            "channel_genes": channel_genes, "density_genes": density_genes, "frozen_groups": frozen,
+            "layers": layers}
 
 
 def format_report(report: dict) -> str:
@@ -55,6 +58,9 @@ def format_report(report: dict) -> str:
               f"{'gene':>4} {'lower':>5}  layer"]
     for d in report["density_genes"]:
         lines.append(f"{d['gene']:>4} {d['lower']:>5.2f}  {d['layer']} ({d['kind']})")
+    lines += ["", f"frozen groups ({len(report['frozen_groups'])}): kept at full width, no gene"]
+    for g in report["frozen_groups"]:
+        lines.append(f"{'':>4} {g['group']:>5} {g['channels']:>5}  {' '.join(g['members'])}: {g['reason']}")
     return "\n".join(lines)
 
 
@@ -82,9 +88,26 @@ def latency_range(space: SearchSpace, device: str, threads: int) -> tuple[float,
     return float(fastest), float(full)
 
 
+def model_space(model: str, resolution: int | None, mode: str, bounds: str) -> SearchSpace:
+    """The space of a zoo model (its shipped spec: no torch needed) or of a model reference
+    (path/to/file.py:factory, package.module:factory: built with the factory's default class count,
+    described at ``resolution`` or 224)."""
+    if model in shipped_models():
+        return SearchSpace.for_model(model, resolution, mode=mode, bounds=BOUNDS_PRESETS[bounds])
+    try:
+        from jcw.layers import describe_model
+        from jcw.models import deploy_resolution, load_model, model_name
+    except ImportError as e:
+        raise ValueError(f"unknown model {model!r}; known models: {', '.join(shipped_models())}; a model of your "
+                         f"own needs torch ({e})") from None
+    net = load_model(model)
+    spec = describe_model(net, deploy_resolution(net, resolution), model_name(net))
+    return SearchSpace(spec, mode=mode, bounds=BOUNDS_PRESETS[bounds])
+
+
 def run_cli(config: SpaceCLIConfig) -> str:
     """The text ``python -m jcw.space`` prints for ``config``."""
-    space = SearchSpace.for_model(config.model, config.resolution, mode=config.mode, bounds=BOUNDS_PRESETS[config.bounds])
+    space = model_space(config.model, config.resolution, config.mode, config.bounds)
     report = space_report(space)
     report["bounds"] = config.bounds
     if config.device is not None:
@@ -102,19 +125,20 @@ def run_cli(config: SpaceCLIConfig) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI: print a zoo model's search space (layer table, coupling groups, genes, MACs/params, and with
+    """CLI: print a model's search space (layer table, coupling groups, genes, MACs/params, and with
     --device the predicted latency of its fastest arch and of the unpruned model)."""
     parser = argparse.ArgumentParser(prog="jcw space", description=main.__doc__)
-    parser.add_argument("--model", required=True, help=f"zoo model: {', '.join(shipped_models())}")
-    parser.add_argument("--resolution", type=int, default=None, help="input size (default: the model's)")
+    parser.add_argument("--model", required=True, metavar="REF",
+                        help=f"zoo model ({', '.join(shipped_models())}), or your own: path/to/file.py:factory or "
+                             "package.module:factory (built with the factory's default num_classes)")
+    parser.add_argument("--resolution", type=int, default=None,
+                        help="input size (default: the zoo model's; 224 for a model outside the zoo)")
     parser.add_argument("--mode", choices=MODES, default="joint", help="which genes are free (default joint)")
     parser.add_argument("--bounds", choices=list(BOUNDS_PRESETS), default="default", help="lower-bound preset")
     parser.add_argument("--device", help="a53 | a72 | host | a table path: add the fastest and unpruned latency")
     parser.add_argument("--threads", type=int, help="which table of the device (default 4 on a53/a72, 1 on host)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     args = parser.parse_args(argv)
-    if args.model not in shipped_models():
-        parser.error(f"unknown model {args.model!r}; known models: {', '.join(shipped_models())}")
     try:
         text = run_cli(SpaceCLIConfig(args.model, args.resolution, args.mode, args.json, args.device, args.threads,
                                       args.bounds))

@@ -14,8 +14,11 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="jcw train", description=train.__doc__)
     src = p.add_argument_group("what to train")
     src.add_argument("--result", type=Path, help="a search's RUN_DIR/front.json (with --pick)")
-    src.add_argument("--pick", help="latency budget: the most accurate front candidate within it, e.g. 35ms")
+    src.add_argument("--pick", help="latency budget: the most accurate front candidate within it, e.g. 35ms; or "
+                                    "best: the most accurate within the search's own budget")
     src.add_argument("--arch", type=Path, help="an arch JSON (e.g. RUN_DIR/best.json) instead of --result/--pick")
+    src.add_argument("--model", metavar="REF", help="the full model: a zoo name, path/to/file.py:factory or "
+                                                    "package.module:factory (default: the one the search recorded)")
     src.add_argument("--data", default=TrainConfig.data, help="digits (embedded), cifar10:PATH, cifar100:PATH "
                                                               "or an image-folder root (default: digits)")
     init = src.add_mutually_exclusive_group()

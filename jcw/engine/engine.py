@@ -19,13 +19,15 @@ class LayerPlan(NamedTuple):
     """One planned step: conv/linear layers say whether their packed weights run sparse or dense."""
 
     name: str
-    op: str                 # conv | depthwise | linear | maxpool | avgpool | add | act | reshape
+    op: str                 # conv | depthwise | linear | maxpool | avgpool | avgpool2d | add | mul | scale |
+                            # concat | act | reshape
     kernel: str | None      # "sparse" or "dense" for conv / depthwise / linear, else None
     density: float | None   # kept 4x1 blocks / all blocks (1.0 when run dense), None for non-weight ops
-    act: str                # fused activation: none | relu | relu6
+    act: str                # fused activation: one of jcw.engine.graph.ACTS (none, relu, relu6, hardswish, ...)
     residual: bool          # a residual add is fused into this conv's epilogue
     shape: tuple[int, int, int]
     microkernel: str = ""   # conv / depthwise: kernel variant and microkernel, e.g. "avx512 tile_rows<16,4>"
+    copied: int = 0         # concat: inputs copied (the others were written in place by their producers)
 
 
 def check_input(x, shape: tuple[int, int, int]) -> np.ndarray:
@@ -71,19 +73,26 @@ class Engine:
 
     def _add(self, step, ids: dict[str, int]) -> int:
         net, x = self._net, ids[step.inputs[0]]
+        act = {"alpha": step.act_alpha, "beta": step.act_beta}
         if step.op == "conv":
             return net.conv(step.name, x, step.weight, step.bias, step.stride, step.pad, step.groups, step.act,
-                            self.mode, ids[step.residual] if step.residual else -1)
+                            self.mode, ids[step.residual] if step.residual else -1, **act)
         if step.op == "linear":
-            return net.linear(step.name, x, step.weight, step.bias, step.act, self.mode)
+            return net.linear(step.name, x, step.weight, step.bias, step.act, self.mode, **act)
         if step.op == "maxpool":
             return net.max_pool(step.name, x, step.kernel, step.stride, step.pad)
         if step.op == "avgpool":
             return net.global_avg_pool(step.name, x)
+        if step.op == "avgpool2d":
+            return net.avg_pool(step.name, x, *step.window, step.count_include_pad)
         if step.op == "add":
-            return net.add(step.name, x, ids[step.inputs[1]], step.act)
+            return net.add(step.name, x, ids[step.inputs[1]], step.act, **act)
+        if step.op == "mul":
+            return net.mul(step.name, x, ids[step.inputs[1]])
+        if step.op == "concat":
+            return net.concat(step.name, [ids[v] for v in step.inputs])
         if step.op == "act":
-            return net.act(step.name, x, step.act)
+            return net.act(step.name, x, step.act, **act)
         if step.op == "reshape":
             return net.reshape(step.name, x, *(tuple(step.shape) + (1, 1))[:3])
         raise UsageError(f"internal: no executor op for step '{step.name}' ({step.op})")
@@ -106,7 +115,7 @@ class Engine:
             weighted = s["op"] in ("conv", "depthwise", "linear")
             out.append(LayerPlan(s["name"], s["op"], ("sparse" if s["sparse"] else "dense") if weighted else None,
                                  s["density"] if weighted else None, s["act"], s["residual"], s["shape"],
-                                 s["microkernel"]))
+                                 s["microkernel"], s["copied"]))
         return out
 
     def run(self, x: np.ndarray) -> np.ndarray:
@@ -133,10 +142,10 @@ class Engine:
 
     def summary(self) -> str:
         """The plan as a text table."""
-        rows = [f"{'layer':<40} {'op':<10} {'kernel':<7} {'density':>7}  {'act':<5} {'res':<3} {'out':<14} microkernel"]
+        rows = [f"{'layer':<40} {'op':<10} {'kernel':<7} {'density':>7}  {'act':<11} {'res':<3} {'out':<14} microkernel"]
         for p in self.plan:
             dens = f"{p.density:.3f}" if p.density is not None else ""
             name = p.name if len(p.name) <= 40 else "..." + p.name[-37:]
-            rows.append(f"{name:<40} {p.op:<10} {p.kernel or '':<7} {dens:>7}  {p.act:<5} "
+            rows.append(f"{name:<40} {p.op:<10} {p.kernel or '':<7} {dens:>7}  {p.act:<11} "
                         f"{'yes' if p.residual else '':<3} {'x'.join(map(str, p.shape)):<14} {p.microkernel}".rstrip())
         return "\n".join(rows)

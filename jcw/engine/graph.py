@@ -11,10 +11,13 @@ import onnx
 from onnx import numpy_helper
 from jcw.core.errors import UsageError
 
-ACTS = ("none", "relu", "relu6")
+# Activations the executor runs fused into a conv / linear / add epilogue or as an act step
+# (kernels/include/ops.h): hardsigmoid takes alpha and beta, leaky_relu alpha.
+ACTS = ("none", "relu", "relu6", "hardswish", "hardsigmoid", "sigmoid", "silu", "leaky_relu", "gelu", "gelu_tanh")
 SUPPORTED_OPS = (
-    "Conv", "BatchNormalization", "Gemm", "MatMul", "Add", "Relu", "Clip", "GlobalAveragePool",
-    "ReduceMean", "MaxPool", "Flatten", "Reshape", "Identity", "Dropout", "Constant",
+    "Conv", "BatchNormalization", "Gemm", "MatMul", "Add", "Mul", "Concat", "Relu", "Clip", "Sigmoid",
+    "HardSigmoid", "HardSwish", "LeakyRelu", "Gelu", "GlobalAveragePool", "ReduceMean", "AveragePool", "MaxPool",
+    "Flatten", "Reshape", "Identity", "Dropout", "Constant",
 )
 
 
@@ -23,18 +26,23 @@ class Step:
     """One executor operation over named per-image activations (shapes exclude the batch)."""
 
     name: str
-    op: str                       # conv | linear | maxpool | avgpool | add | act | reshape
+    op: str                       # conv | linear | maxpool | avgpool | avgpool2d | add | mul | concat | act | reshape
     inputs: list[str]
     output: str
     shape: tuple[int, ...]        # per-image output shape: (C, H, W) or (F,)
     weight: np.ndarray | None = None
     bias: np.ndarray | None = None
-    act: str = "none"
+    act: str = "none"             # one of ACTS
+    act_alpha: float | None = None  # hardsigmoid alpha / leaky_relu alpha (None: the ONNX default)
+    act_beta: float | None = None   # hardsigmoid beta
     kernel: int = 0
     stride: int = 1
     pad: int = 0
     groups: int = 1
     residual: str | None = None   # conv only: value added before the activation
+    # avgpool2d: (kh, kw, sh, sw, pad_top, pad_left, pad_bottom, pad_right) and count_include_pad
+    window: tuple[int, ...] | None = None
+    count_include_pad: bool = True
 
 
 @dataclass
@@ -281,9 +289,69 @@ class _Builder:
             raise UsageError(f"{_where(node)}: Clip(min={lo}, max={hi}) not supported; only ReLU (min 0) "
                               f"and ReLU6 (min 0, max 6)")
 
-    def activation(self, node, act):
+    def activation(self, node, act, alpha=None, beta=None):
         x = self.act_input(node)
-        self.emit(node, "act", [x], self.shapes[x], act=act)
+        self.emit(node, "act", [x], self.shapes[x], act=act, act_alpha=alpha, act_beta=beta)
+
+    def op_Sigmoid(self, node, a):
+        self.activation(node, "sigmoid")
+
+    def op_HardSigmoid(self, node, a):
+        self.activation(node, "hardsigmoid", float(a.get("alpha", 0.2)), float(a.get("beta", 0.5)))
+
+    def op_HardSwish(self, node, a):
+        self.activation(node, "hardswish")
+
+    def op_LeakyRelu(self, node, a):
+        self.activation(node, "leaky_relu", float(a.get("alpha", 0.01)))
+
+    def op_Gelu(self, node, a):
+        approx = a.get("approximate", b"none")
+        approx = approx.decode() if isinstance(approx, bytes) else approx
+        if approx not in ("none", "tanh"):
+            raise UsageError(f"{_where(node)}: Gelu approximate={approx!r} not supported (only 'none' and 'tanh')")
+        self.activation(node, "gelu" if approx == "none" else "gelu_tanh")
+
+    def op_Mul(self, node, a):
+        """SiLU as exported (x * Sigmoid(x)) -> one silu activation; equal shapes -> elementwise mul;
+        (N, C, H, W) * (N, C, 1, 1) -> the per-channel scale of squeeze-excitation."""
+        if any(n in self.consts for n in node.input):
+            raise UsageError(f"{_where(node)}: Mul by a constant is not supported; only the product of two "
+                              f"computed tensors (equal shapes, or (N, C, H, W) * (N, C, 1, 1))")
+        x, y = self.act_input(node, 0), self.act_input(node, 1)
+        for v, other in ((x, y), (y, x)):
+            gate = self.producer(v)
+            if gate is not None and gate.op == "act" and gate.act == "sigmoid" and gate.inputs == [other] \
+                    and self.uses(v) == 1:
+                self.steps.remove(gate)
+                self.emit(node, "act", [other], self.shapes[other], act="silu")
+                return
+        sx, sy = self.shapes[x], self.shapes[y]
+        if sx == sy:
+            self.emit(node, "mul", [x, y], sx)
+            return
+        if len(sy) == 3 and sy[1:] == (1, 1) and len(sx) == 3 and sx[0] == sy[0]:
+            self.emit(node, "mul", [x, y], sx)
+            return
+        if len(sx) == 3 and sx[1:] == (1, 1) and len(sy) == 3 and sx[0] == sy[0]:
+            self.emit(node, "mul", [y, x], sy)
+            return
+        raise UsageError(f"{_where(node)}: broadcasting Mul of {sx} and {sy} (per image) not supported; only "
+                          f"equal shapes or (N, C, H, W) * (N, C, 1, 1)")
+
+    def op_Concat(self, node, a):
+        xs = [self.act_input(node, i) for i in range(len(node.input))]
+        if any(n in self.consts for n in node.input):
+            raise UsageError(f"{_where(node)}: Concat of constants is not supported")
+        shapes = [self.shapes[v] for v in xs]
+        rank = len(shapes[0]) + 1
+        axis = int(a.get("axis", 1))
+        if axis < 0:
+            axis += rank
+        if axis != 1 or any(len(s) != rank - 1 for s in shapes) or len({s[1:] for s in shapes}) != 1:
+            raise UsageError(f"{_where(node)}: Concat supported only along channels (axis 1) of inputs with "
+                              f"equal other dims, got axis {a.get('axis')} and per-image shapes {shapes}")
+        self.emit(node, "concat", xs, (sum(s[0] for s in shapes),) + shapes[0][1:])
 
     def op_GlobalAveragePool(self, node, a):
         x = self.act_input(node)
@@ -319,6 +387,30 @@ class _Builder:
         if oh < 1 or ow < 1 or p * 2 > kk:
             raise UsageError(f"{_where(node)}: MaxPool {kk}x{kk} pad {p} does not fit the {h}x{w} input")
         self.emit(node, "maxpool", [x], (c, oh, ow), kernel=kk, stride=s, pad=p)
+
+    def op_AveragePool(self, node, a):
+        x = self.act_input(node)
+        k = [int(v) for v in a.get("kernel_shape", [])]
+        strides = [int(v) for v in a.get("strides", [1, 1])]
+        pads = [int(v) for v in a.get("pads", [0, 0, 0, 0])]
+        auto_pad = a.get("auto_pad", b"NOTSET")
+        auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+        if (len(k) != 2 or len(strides) != 2 or len(pads) != 4 or int(a.get("ceil_mode", 0))
+                or list(a.get("dilations", [1, 1])) != [1, 1] or auto_pad not in ("NOTSET", "VALID")
+                or len(self.shapes[x]) != 3):
+            raise UsageError(f"{_where(node)}: only 2-D AveragePool on NCHW with ceil_mode=0, no dilation and "
+                              f"explicit pads is supported")
+        if auto_pad == "VALID":
+            pads = [0, 0, 0, 0]
+        c, h, w = self.shapes[x]
+        (kh, kw), (sh, sw), (pt, pl, pb, pr) = k, strides, pads
+        if min(kh, kw, sh, sw) < 1 or min(pads) < 0 or max(pt, pb) >= kh or max(pl, pr) >= kw \
+                or h + pt + pb < kh or w + pl + pr < kw:
+            raise UsageError(f"{_where(node)}: AveragePool kernel {k} stride {strides} pads {pads} does not fit "
+                              f"the {h}x{w} input (pads must be smaller than the kernel)")
+        oh, ow = (h + pt + pb - kh) // sh + 1, (w + pl + pr - kw) // sw + 1
+        self.emit(node, "avgpool2d", [x], (c, oh, ow), window=(kh, kw, sh, sw, pt, pl, pb, pr),
+                  count_include_pad=bool(int(a.get("count_include_pad", 0))))
 
     def op_Flatten(self, node, a):
         x = self.act_input(node)
@@ -359,7 +451,8 @@ class _Builder:
 
 
 def _fuse(steps: list[Step], output: str) -> list[Step]:
-    """Fuse residual adds and activations into the producing conv/linear/add where the graph allows."""
+    """Fuse residual adds and activations (every one of ACTS) into the producing conv/linear/add where the
+    graph allows."""
     def consumers(value):
         n = sum(value in s.inputs or s.residual == value for s in steps)
         return n + (value == output)
@@ -390,7 +483,7 @@ def _fuse(steps: list[Step], output: str) -> list[Step]:
             prod = next((p for p in reversed(out) if p.output == s.inputs[0]), None)
             if prod is not None and prod.op in ("conv", "linear", "add") and prod.act == "none" \
                     and consumers(prod.output) == 1:
-                prod.act = s.act
+                prod.act, prod.act_alpha, prod.act_beta = s.act, s.act_alpha, s.act_beta
                 prod.output = s.output
                 continue
         out.append(s)

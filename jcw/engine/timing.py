@@ -22,7 +22,7 @@ def time_conv(weight: np.ndarray, bias: np.ndarray | None, stride: int, padding:
         weight: OIHW float32 weights (zeros where pruned); in_channels = weight.shape[1] * groups.
         bias: (out_channels,) or None.
         in_hw: input height and width (int for square, or (h, w)).
-        act: fused activation, one of none | relu | relu6.
+        act: fused activation, one of jcw.engine.graph.ACTS (default parameters for hardsigmoid / leaky_relu).
         residual: fuse a residual add of the output's shape into the epilogue.
         seed: seeds the random input (numpy Generator).
     """

@@ -1,77 +1,17 @@
-"""Model zoo registry: create_model, list_models, default_resolution, default_num_classes."""
+"""Model zoo registry (create_model, list_models, default_resolution, default_num_classes) and model
+references (load_model: a zoo name, path/to/file.py:factory or package.module:factory)."""
 
 from __future__ import annotations
-
-import fnmatch
-from dataclasses import dataclass
-from typing import Callable
-
-from torch import nn
 
 from jcw.models.efficientnet import efficientnet_b0
 from jcw.models.mobilenet import mobilenet_v1, mobilenet_v2
 from jcw.models.mobilenet_v3 import mobilenet_v3_large, mobilenet_v3_small
+from jcw.models.reference import (DEFAULT_RESOLUTION, canonical_reference, deploy_resolution, load_model, model_label,
+                                  model_name, model_reference)
+from jcw.models.registry import (ModelEntry, create_model, default_num_classes, default_resolution, list_models,
+                                 register_model, zoo_name)
 from jcw.models.resnet import resnet18, resnet20, resnet50, resnet56
 from jcw.models.vgg import vgg16
-
-
-@dataclass(frozen=True)
-class ModelEntry:
-    """A registered model: its constructor and the input it was designed for."""
-
-    build: Callable[[int], nn.Module]
-    resolution: int
-    num_classes: int
-
-
-_REGISTRY: dict[str, ModelEntry] = {}
-
-
-def register_model(name: str, build: Callable[[int], nn.Module], resolution: int, num_classes: int) -> None:
-    """Add a model constructor ``build(num_classes) -> nn.Module`` to the registry."""
-    if name in _REGISTRY:
-        raise ValueError(f"model {name!r} is already registered")
-    _REGISTRY[name] = ModelEntry(build, resolution, num_classes)
-
-
-def _entry(name: str) -> ModelEntry:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(list_models())}") from None
-
-
-def list_models(pattern: str = "*") -> list[str]:
-    """Registered model names matching the shell-style ``pattern``, sorted."""
-    return sorted(n for n in _REGISTRY if fnmatch.fnmatchcase(n, pattern))
-
-
-def create_model(name: str, num_classes: int | None = None) -> nn.Module:
-    """A freshly initialised model; ``num_classes`` defaults to the model's dataset (1000 or 10)."""
-    entry = _entry(name)
-    n = entry.num_classes if num_classes is None else int(num_classes)
-    if n < 1:
-        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-    model = entry.build(n)
-    model.zoo_name = name  # zoo_name(model): default resolution, shipped spec and latency tables of the zoo
-    return model
-
-
-def zoo_name(model: nn.Module) -> str | None:
-    """The registry name of a model made by ``create_model``, else None."""
-    name = getattr(model, "zoo_name", None)
-    return name if name in _REGISTRY else None
-
-
-def default_resolution(name: str) -> int:
-    """Input size the model was designed for: 224 (ImageNet layouts) or 32 (CIFAR)."""
-    return _entry(name).resolution
-
-
-def default_num_classes(name: str) -> int:
-    """Classes of the model's home dataset: 1000 (ImageNet) or 10 (CIFAR-10)."""
-    return _entry(name).num_classes
-
 
 register_model("resnet18", resnet18, 224, 1000)
 register_model("resnet50", resnet50, 224, 1000)
@@ -84,4 +24,5 @@ register_model("resnet20", resnet20, 32, 10)
 register_model("resnet56", resnet56, 32, 10)
 register_model("vgg16", vgg16, 32, 10)
 
-__all__ = ["create_model", "list_models", "default_resolution", "default_num_classes", "register_model"]
+__all__ = ["create_model", "list_models", "default_resolution", "default_num_classes", "register_model", "zoo_name",
+           "load_model", "model_reference", "ModelEntry"]

@@ -95,7 +95,7 @@ class RandomSampler:
 class RandomPruneConfig:
     """Every knob of a random pruning run (the CLI flags have these names)."""
 
-    model: str = "resnet20"
+    model: str = "resnet20"  # a zoo name, path/to/file.py:factory or package.module:factory
     data: str = "digits"
     weights: str | None = None
     criterion: str = "l1"
@@ -133,10 +133,9 @@ class RandomPruneConfig:
 def check_config(c: RandomPruneConfig) -> RandomPruneConfig:
     """Validates the config, filling the default target (MACs ratio 0.5) and eta (target - 0.05)."""
     from jcw.prune.criteria import list_criteria
-    from jcw.models import list_models
+    from jcw.models import canonical_reference
 
-    if c.model not in list_models():
-        raise UsageError(f"unknown model {c.model!r}; accepted: {', '.join(list_models())}")
+    c.model = canonical_reference(c.model)  # a file path made absolute; the model itself is loaded by _prepare
     if c.criterion not in list_criteria():
         raise UsageError(f"unknown criterion {c.criterion!r}; accepted: {', '.join(list_criteria())}")
     if c.flops_ratio is not None and c.budget_ms is not None:
@@ -181,19 +180,20 @@ class _Setup:
     val_batches: list
 
 
-def _fresh_model(name: str, num_classes: int, seed: int):
-    """A zoo model whose initial weights come from ``seed`` (the global RNG state is restored afterwards)."""
-    from jcw.models import create_model
+def _fresh_model(ref: str, num_classes: int, seed: int):
+    """The model ``ref`` names (``jcw.models.load_model``) with initial weights from ``seed`` (the global RNG
+    state is restored afterwards)."""
+    from jcw.models import load_model
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return create_model(name, num_classes)
+        return load_model(ref, num_classes)
 
 
 def _prepare(c: RandomPruneConfig) -> _Setup:
     from jcw.data import load_dataset
     from jcw.layers import describe
-    from jcw.models import default_resolution
+    from jcw.models import deploy_resolution, model_name, zoo_name
     from jcw.core.space import Bounds, SearchSpace
     from jcw.train.loops import ordered_batches, start_weights
 
@@ -202,7 +202,8 @@ def _prepare(c: RandomPruneConfig) -> _Setup:
     except UsageError as e:
         raise UsageError(str(e)) from None
     model = _fresh_model(c.model, data.num_classes, c.seed)
-    spec = describe(model, data.resolution, name=c.model)
+    zoo = zoo_name(model) is not None
+    spec = describe(model, data.resolution, name=model_name(model))
     no_bounds = Bounds(**{k: 0.0 for k in asdict(Bounds())})
     space = SearchSpace(spec, bounds=no_bounds, mode="channel")
     predictor, table_kind, full_latency = None, None, None
@@ -211,10 +212,11 @@ def _prepare(c: RandomPruneConfig) -> _Setup:
         from latency.lut import LatencyTable
         from latency.predictor import Predictor
 
-        deploy = default_resolution(c.model)
+        deploy = deploy_resolution(model, None if zoo else c.resolution)  # outside the zoo: --resolution or 224
         threads = c.threads or (1 if c.device == "host" else 4)
         try:
-            table = LatencyTable.load(c.lut) if c.lut else resolve_table(c.device, c.model, threads, deploy)
+            table = LatencyTable.load(c.lut) if c.lut else resolve_table(
+                c.device, spec.model, threads, deploy, spec=None if zoo else spec.at_resolution(deploy))
             predictor = Predictor(table, spec.at_resolution(deploy))
         except (UsageError, ValueError, KeyError, OSError) as e:
             raise UsageError(str(e).strip("'\"")) from None
@@ -225,8 +227,8 @@ def _prepare(c: RandomPruneConfig) -> _Setup:
                                    f"{full_latency:.2f} ms on {c.device}: nothing to prune")
     if not c.from_scratch:
         try:
-            start_weights(model, c.model, c.weights, spec.layers[-1].name, data, c.seed, c.pretrain_epochs,
-                          c.batch_size, 0.05, quiet=c.quiet)
+            start_weights(model, spec.model, c.weights, spec.layers[-1].name, data, c.seed, c.pretrain_epochs,
+                          c.batch_size, 0.05, quiet=c.quiet, cache=None if zoo else False)
         except UsageError as e:
             raise UsageError(str(e)) from None
     train_batches = ordered_batches(data.train, c.batch_size, limit=max(c.recon_images, c.criterion_images))
@@ -360,7 +362,7 @@ def run(c: RandomPruneConfig) -> dict:
         genes = sampler.sample(c.samples, np.random.default_rng(_sample_seed(c)))
     except ValueError as e:
         raise UsageError(str(e)) from None
-    out = Path(c.out or f"runs/random-{c.model}-{c.target_kind}-{time.strftime('%Y%m%d-%H%M%S')}")
+    out = Path(c.out or f"runs/random-{s.spec.model}-{c.target_kind}-{time.strftime('%Y%m%d-%H%M%S')}")
     out.mkdir(parents=True, exist_ok=True)
 
     full_loss, full_acc = evaluate(s.model, s.val_batches) if not c.from_scratch else (None, None)
@@ -391,7 +393,7 @@ def run(c: RandomPruneConfig) -> dict:
     result = {
         "method": "random channel pruning",
         "pipeline": "from_scratch" if c.from_scratch else "pretrained",
-        "model": c.model, "data": s.data.name, "resolution": s.data.resolution,
+        "model": s.spec.model, "model_ref": c.model, "data": s.data.name, "resolution": s.data.resolution,
         "criterion": None if c.from_scratch else c.criterion,
         "target": {"kind": c.target_kind, "ratio": target, "budget_ms": c.budget_ms, "device": c.device,
                    "threads": (c.threads or (1 if c.device == "host" else 4)) if c.device else None,
@@ -408,7 +410,8 @@ def run(c: RandomPruneConfig) -> dict:
     }
     atomic_write(out / "result.json", json.dumps(result, indent=1) + "\n")
     plot_samples(result, out / "samples.png")
-    atomic_torch_save({"arch": result["best"]["arch"], "state_dict": final.state_dict()}, out / "model.pt")
+    atomic_torch_save({"arch": result["best"]["arch"], "model_ref": c.model, "num_classes": s.data.num_classes,
+                       "state_dict": final.state_dict()}, out / "model.pt")
     result["out"] = str(out)
     return result
 

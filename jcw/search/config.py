@@ -20,7 +20,7 @@ PRESETS = {
 class SearchConfig:
     """Every knob of a search run (CLI flags, --config YAML keys and jcw.search keywords have these names)."""
 
-    model: str = "mobilenet_v2"
+    model: str = "mobilenet_v2"  # a zoo name, path/to/file.py:factory or package.module:factory
     device: str = "a53"
     lut: str | None = None
     budget_ms: float | None = None
@@ -100,6 +100,10 @@ def build_config(cli: dict, config_file: str | None = None) -> SearchConfig:
     values = {**PRESETS[preset], **from_file, **given}
     if values.get("budget_ms") is not None:
         values["budget_ms"] = parse_budget(values["budget_ms"])
+    if isinstance(values.get("model"), str):
+        from jcw.models.reference import canonical_reference
+
+        values["model"] = canonical_reference(values["model"])  # a file path made absolute: resumable from anywhere
     config = SearchConfig(**values)
     check_config(config)
     return config

@@ -9,7 +9,8 @@ from pathlib import Path
 from jcw.core.space import Arch
 from jcw.core.util import write_json
 
-HEADER_KEYS = ("model", "device", "threads", "resolution", "budget_ms", "table")  # best.json beside the candidate
+HEADER_KEYS = ("model", "model_ref", "num_classes", "device", "threads", "resolution", "budget_ms",
+               "table")  # best.json beside the candidate
 
 
 @dataclass(frozen=True)

@@ -73,26 +73,24 @@ def prepare(config: SearchConfig, pretrain: bool = True, model: torch.nn.Module 
     """
     from jcw.data import as_bundle
     from jcw.layers import classifier_classes, describe_model
-    from jcw.models import create_model, default_resolution, list_models
+    from jcw.models import deploy_resolution, load_model, model_name, zoo_name
     from jcw.prune.materialize import order_channels
     from jcw.train.loops import in_memory, ordered_batches, start_weights
 
     zoo = model is None
-    if zoo:
-        if config.model not in list_models():
-            raise UsageError(f"unknown model {config.model!r}; accepted: {', '.join(list_models())}")
-        model = create_model(config.model, num_classes=as_bundle(config.data if data is None else data, None,
-                                                                  config.train_resolution, config.seed).num_classes)
+    if zoo:  # a reference: a zoo name, path/to/file.py:factory or package.module:factory
+        model = load_model(config.model, num_classes=as_bundle(config.data if data is None else data, None,
+                                                                config.train_resolution, config.seed).num_classes)
     else:
         model = copy.deepcopy(model)
     num_classes = classifier_classes(model)
     data = as_bundle(config.data if data is None else data, num_classes, config.train_resolution, config.seed)
     data = dataclasses.replace(data, train=in_memory(data.train), val=in_memory(data.val))
-    resolution = config.resolution or (default_resolution(config.model) if config.model in list_models()
-                                       else data.resolution)
-    spec = describe_model(model, resolution, config.model)
+    resolution = deploy_resolution(model, config.resolution)
+    label = model_name(model)  # zoo name, or a label such as tiny.build (the spec's and arch's model field)
+    spec = describe_model(model, resolution, label)
     threads = config.threads or default_threads(config.device)
-    table = latency_table(table if table is not None else config.device, config.model, threads, resolution, spec,
+    table = latency_table(table if table is not None else config.device, label, threads, resolution, spec,
                           config.lut)
     try:
         predictor = predictor_for(table, spec)
@@ -113,9 +111,9 @@ def prepare(config: SearchConfig, pretrain: bool = True, model: torch.nn.Module 
             f"channel_residual / density)"
         )
     if pretrain:
-        start_weights(model, config.model, config.weights, spec.layers[-1].name, data, config.seed,
+        start_weights(model, label, config.weights, spec.layers[-1].name, data, config.seed,
                       config.pretrain_epochs, config.batch_size, config.pretrain_lr, config.train_on, config.quiet,
-                      cache=None if zoo or config.model in list_models() else False)
+                      cache=None if zoo_name(model) is not None else False)
         model.to(config.train_on)
         calib = ordered_batches(data.train, config.batch_size, config.batch_size * config.calib_batches,
                                 config.train_on)
@@ -141,7 +139,9 @@ def _references(setup: Setup, problem: JointPruningProblem, genes: np.ndarray, l
 
 def _default_out(config: SearchConfig, name: str) -> Path:
     budget = "nobudget" if config.budget_ms is None else f"{config.budget_ms:g}ms"
-    return Path("runs") / f"{config.model}-{name}-{budget}-{time.strftime('%Y%m%d-%H%M%S')}"
+    from jcw.models import model_label
+
+    return Path("runs") / f"{model_label(config.model)}-{name}-{budget}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def _generation_record(generation: int, scored: Population, budget_ms: float | None,
@@ -299,6 +299,8 @@ def run(config: SearchConfig, model: torch.nn.Module | None = None, data=None, t
             bar.update(1)
     estimator.release()
 
+    from jcw.models import model_reference
+
     pop = strategy.population()
     F, X, acc = pop.get("F"), pop.get("X"), pop.get("acc")
     feasible = np.ones(len(F), dtype=bool) if config.budget_ms is None else F[:, 1] <= config.budget_ms
@@ -306,7 +308,9 @@ def run(config: SearchConfig, model: torch.nn.Module | None = None, data=None, t
     idx = idx[np.argsort(F[idx, 1], kind="stable")]
     last = history[-1]["references"]
     info = {
-        "model": config.model,
+        "model": setup.spec.model,
+        "model_ref": model_reference(setup.model),  # rebuilds the model: jcw.models.load_model(model_ref)
+        "num_classes": setup.spec.num_classes,
         "world_size": dist.world_size,
         "device": setup.device_name,
         "threads": setup.table.threads,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -33,6 +34,7 @@ class TrainConfig:
     result: Path | None = None
     pick: str | None = None
     arch: Path | None = None
+    model: str | None = None  # a model reference; default: the one the arch's file records
     data: str = "digits"
     weights: Path | None = None
     from_scratch: bool = False
@@ -88,22 +90,37 @@ def select_arch(config: TrainConfig) -> tuple:
     The train resolution is the one the search trained at (``train_resolution`` in its JSON), None when
     the file does not say (the dataset's own resolution is used then).
     """
+    arch, train_resolution, _ = _select(config)
+    return arch, train_resolution
+
+
+def _select(config: TrainConfig) -> tuple:
+    """(Arch, train resolution or None, the JSON it came from): see ``select_arch``.
+
+    ``--pick best``: the most accurate candidate within the budget the search recorded (all candidates
+    when it recorded none); ``--pick LATENCY``: the most accurate candidate within LATENCY.
+    """
     if (config.arch is None) == (config.result is None):
-        raise UsageError("give exactly one of --arch ARCH.json or --result RUN_DIR/front.json --pick LATENCY")
+        raise UsageError("give exactly one of --arch ARCH.json or --result RUN_DIR/front.json --pick LATENCY|best")
     if config.arch is not None:
         if config.pick is not None:
             raise UsageError("--pick goes with --result, not with --arch")
         obj = _read_json(config.arch, "--arch")
-        return _arch_from(obj, str(config.arch)), obj.get("train_resolution")
+        return _arch_from(obj, str(config.arch)), obj.get("train_resolution"), obj
     if config.pick is None:
-        raise UsageError("--result needs --pick LATENCY (e.g. --pick 35ms)")
+        raise UsageError("--result needs --pick LATENCY|best (e.g. --pick 35ms)")
     from jcw.core.util import parse_budget
 
-    try:
-        budget = parse_budget(config.pick)
-    except UsageError as e:
-        raise UsageError(f"--pick: {e}") from None
     front = _read_json(config.result, "--result")
+    if config.pick.strip().lower() == "best":
+        budget = front.get("budget_ms")
+        budget = float("inf") if budget is None else float(budget)
+    else:
+        try:
+            budget = parse_budget(config.pick)
+        except UsageError as e:
+            raise UsageError(f"--pick: {e}; or --pick best (the most accurate candidate within the search's "
+                             "budget)") from None
     candidates = front.get("candidates")
     if not isinstance(candidates, list) or not candidates:
         raise UsageError(f"--result {config.result}: no 'candidates' list (is it a search's front.json?)")
@@ -117,22 +134,42 @@ def select_arch(config: TrainConfig) -> tuple:
         fastest = min(latency)
         raise UsageError(f"--pick {config.pick}: no candidate within {budget:g} ms; the fastest takes {fastest:.2f} ms")
     best = max(within, key=lambda i: (accuracy[i], -latency[i]))
-    return _arch_from(candidates[best], f"{config.result} candidate {best}"), front.get("train_resolution")
+    return _arch_from(candidates[best], f"{config.result} candidate {best}"), front.get("train_resolution"), front
 
 
-def build_model(arch, num_classes: int, weights: Path | None, seed: int) -> nn.Module:
+def model_for(arch, recorded: dict, given: str | None, where) -> str:
+    """The reference of the model to rebuild ``arch`` from: ``given`` (``--model``), else the one ``recorded``
+    (front.json / best.json / a checkpoint record: ``model_ref``; a record from before references: the zoo
+    name of the arch).  A ``given`` reference other than the recorded one wins, with a warning on stderr."""
+    from jcw.models import canonical_reference, list_models
+
+    known = recorded.get("model_ref") or (arch.model if arch.model in list_models() else None)
+    if given is None:
+        if known is None:
+            raise UsageError(f"{where} does not record how to rebuild model {arch.model!r} (searched from Python "
+                             "with a model instance); pass --model path/to/file.py:factory or package.module:factory")
+        return known
+    given = canonical_reference(given)
+    if known is not None and given != known:
+        print(f"warning: --model {given} is not the model {where} records ({known}); using {given}",
+              file=sys.stderr)
+    return given
+
+
+def build_model(arch, num_classes: int, weights: Path | None, seed: int, model: str | None = None) -> nn.Module:
     """The dense channel-pruned model of ``arch``: channels ordered by L1 importance, the first k kept.
 
-    Unlike ``materialize`` no 4x1 masks are applied: the dense stage trains all kept weights.
+    ``model``: the reference to build the full model from (``jcw.models.load_model``; default: the arch's
+    zoo model).  Unlike ``materialize`` no 4x1 masks are applied: the dense stage trains all kept weights.
     """
     from jcw.train.checkpoint import load_weights
     from jcw.layers import describe
     from jcw.prune.materialize import order_channels, slice_model
-    from jcw.models import create_model
+    from jcw.models import load_model
 
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        full = create_model(arch.model, num_classes=num_classes)
+        full = load_model(model or arch.model, num_classes=num_classes)
     spec = describe(full, arch.resolution, name=arch.model)
     if weights is not None:
         load_weights(full, weights, classifier=spec.layers[-1].name)  # UsageError (a ValueError): train() -> UsageError
@@ -140,18 +177,23 @@ def build_model(arch, num_classes: int, weights: Path | None, seed: int) -> nn.M
     return slice_model(full, spec, arch)
 
 
-def rebuild_model(arch, num_classes: int) -> nn.Module:
-    """An uninitialised module with the layer shapes of ``arch`` (to load a trained state dict into)."""
+def rebuild_model(arch, num_classes: int, model: str | None = None) -> nn.Module:
+    """An uninitialised module with the layer shapes of ``arch`` (to load a trained state dict into);
+    ``model``: the reference of its full model (default: the arch's zoo model)."""
     from jcw.layers import describe
     from jcw.prune.materialize import slice_model
-    from jcw.models import create_model
+    from jcw.models import load_model
 
-    full = create_model(arch.model, num_classes=num_classes)
+    full = load_model(model or arch.model, num_classes=num_classes)
     return slice_model(full, describe(full, arch.resolution, name=arch.model), arch)
 
 
-def load_trained(path: Path) -> tuple[nn.Module, dict]:
-    """A saved model (``model.pt``) -> (eval-mode module with its masks applied, its record)."""
+def load_trained(path: Path, model: str | None = None) -> tuple[nn.Module, dict]:
+    """A saved model (``model.pt``) -> (eval-mode module with its masks applied, its record).
+
+    ``model``: a reference to rebuild it from instead of the one the record holds (``model_ref``); the
+    returned record's ``model_ref`` is the reference used.
+    """
     from jcw.core.space import Arch
 
     from jcw.train.checkpoint import read_torch
@@ -160,12 +202,19 @@ def load_trained(path: Path) -> tuple[nn.Module, dict]:
     if not isinstance(record, dict) or record.get("format") != MODEL_FORMAT:
         raise UsageError(f"{path}: not a trained model written by jcw.train (expected format {MODEL_FORMAT})")
     try:
-        model = rebuild_model(Arch.from_dict(record["arch"]), record["num_classes"])
-        model.load_state_dict(record["state_dict"])
-        apply_masks(weight_layers(model, record["masks"]), record["masks"])
-    except (KeyError, ValueError, RuntimeError) as e:
+        arch = Arch.from_dict(record["arch"])
+    except (KeyError, ValueError) as e:
         raise UsageError(f"{path}: a damaged trained model ({e})") from None
-    return model.eval(), record
+    ref = model_for(arch, record, model, path)
+    try:
+        module = rebuild_model(arch, record["num_classes"], ref)
+        module.load_state_dict(record["state_dict"])
+        apply_masks(weight_layers(module, record["masks"]), record["masks"])
+    except UsageError as e:
+        raise UsageError(f"{path}: {e}") from None
+    except (KeyError, ValueError, RuntimeError) as e:
+        raise UsageError(f"{path}: a damaged trained model, or one --model does not fit ({e})") from None
+    return module.eval(), {**record, "model_ref": ref}
 
 
 def _clone_state(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -409,7 +458,9 @@ def train(config: TrainConfig, ctx: DistContext | None = None) -> TrainResult:
             raise UsageError(f"--epochs-{stage} must be >= 0, got {config.epochs(stage)}")
     if config.lr <= 0 or config.rho <= 0 or config.batch_size < 1:
         raise UsageError("--lr and --rho must be > 0 and --batch-size >= 1")
-    arch, train_resolution = select_arch(config)
+    arch, train_resolution, recorded = _select(config)
+    where = config.arch or config.result
+    model_ref = model_for(arch, recorded, config.model, where)
     from jcw.data import load_dataset
 
     try:
@@ -417,15 +468,16 @@ def train(config: TrainConfig, ctx: DistContext | None = None) -> TrainResult:
     except UsageError as e:
         raise UsageError(str(e)) from None
     try:
-        model = build_model(arch, data.num_classes, config.weights, config.seed)
-    except ValueError as e:  # the arch does not fit the model (layers, channels, classes)
-        raise UsageError(f"{config.arch or config.result}: {e}") from None
+        model = build_model(arch, data.num_classes, config.weights, config.seed, model_ref)
+    except ValueError as e:  # the arch does not fit the model (layers, channels, classes); a bad reference
+        raise UsageError(f"{where}: {e}") from None
     densities = {layer.name: layer.density for layer in arch.layers}
     ctx = ctx or init_distributed(config.train_on)
     if ctx.is_main:
         config.out.mkdir(parents=True, exist_ok=True)
-    record = {"arch": arch.to_dict(), "num_classes": data.num_classes, "train_resolution": data.resolution,
-              "data": data.name, "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()}}
+    record = {"arch": arch.to_dict(), "model_ref": model_ref, "num_classes": data.num_classes,
+              "resolution": arch.resolution, "train_resolution": data.resolution, "data": data.name,
+              "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()}}
     trainer = StagedTrainer(model, densities, in_memory(data.train), in_memory(data.val), config, ctx=ctx,
                             out=config.out, record=record)
     return trainer.run(resume=config.resume)

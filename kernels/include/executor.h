@@ -23,13 +23,15 @@ struct ValueShape {
 // What one step does, for printing the plan.
 struct StepInfo {
     std::string name;
-    std::string op;        // "conv", "depthwise", "linear", "maxpool", "avgpool", "add", "act", "reshape"
+    std::string op;        // "conv", "depthwise", "linear", "maxpool", "avgpool", "avgpool2d", "add", "mul",
+                           // "scale", "concat", "act", "reshape"
     bool sparse = false;   // conv / linear: packed weights skip zero blocks
     double density = 1.0;  // conv / linear: kept 4x1 blocks / all blocks
     ValueShape out;
     bool residual = false; // conv: a residual add is fused into the epilogue
-    std::string act;       // "none", "relu", "relu6"
+    std::string act;       // act_name(): "none", "relu", "relu6", "hardswish", ...
     std::string microkernel;  // conv: kernel variant and microkernel run (Conv2d::kernel_name), else ""
+    int copied = 0;        // concat: inputs copied (not written in place by their producers)
 };
 
 class Network {
@@ -46,7 +48,17 @@ class Network {
                ConvMode mode);
     int max_pool(const std::string& name, int x, int kernel, int stride, int pad);
     int global_avg_pool(const std::string& name, int x);
+    // Average pooling (ops.h avg_pool2d): kernel kh x kw, strides sh, sw, pads top, left, bottom, right.
+    int avg_pool(const std::string& name, int x, int kh, int kw, int sh, int sw, int pt, int pl, int pb, int pr,
+                 bool count_include_pad);
     int add(const std::string& name, int a, int b, Act act);
+    // a * b: elementwise when the shapes are equal ("mul"), else one of them (C, 1, 1) and the other
+    // (C, H, W): every channel of the big one times its value ("scale", the squeeze-excitation gate).
+    int mul(const std::string& name, int a, int b);
+    // Values of equal H and W stacked along channels.  Inputs that only the concat reads, produced by
+    // a step of this network, are planned as channel slices of the output: their producers write
+    // straight into it and the concat copies nothing for them (StepInfo::copied counts the others).
+    int concat(const std::string& name, const std::vector<int>& xs);
     int act(const std::string& name, int x, Act act);
     // Same memory viewed with another shape of equal size (Flatten / Reshape): no copy.
     int reshape(const std::string& name, int x, int c, int h, int w);

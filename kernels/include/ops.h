@@ -14,7 +14,7 @@
 //   - `scratch` holds at least scratch_floats(in_h, in_w, pool.size()) floats (may be null when
 //     that is 0); it is clobbered, and should start on a 64-byte boundary (speed only).  Ops are
 //     const and may run concurrently with distinct scratch buffers.
-//   - The epilogue is out = act(conv + bias + residual), act in {None, Relu, Relu6}.
+//   - The epilogue is out = act(conv + bias + residual), act any Act (below).
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -25,7 +25,29 @@
 
 namespace jcw {
 
-enum class Act { None, Relu, Relu6 };
+// Activation of an epilogue or an act step (definitions as in ONNX):
+//   Relu max(x, 0); Relu6 min(max(x, 0), 6); HardSigmoid max(0, min(1, alpha x + beta));
+//   HardSwish x * max(0, min(1, x / 6 + 1/2)); Sigmoid 1 / (1 + exp(-x)); Silu x * sigmoid(x);
+//   LeakyRelu x < 0 ? alpha x : x; Gelu x / 2 * (1 + erf(x / sqrt 2)); GeluTanh x / 2 * (1 +
+//   tanh(sqrt(2 / pi) (x + 0.044715 x^3))).  The SIMD epilogues (simd.h) compute exp and erf with
+//   polynomials (relative error of sigmoid about 1e-7, absolute error of erf below 5e-7).
+enum class ActKind { None, Relu, Relu6, HardSwish, HardSigmoid, Sigmoid, Silu, LeakyRelu, Gelu, GeluTanh };
+struct Act {
+    ActKind kind = ActKind::None;
+    float alpha = 0.f, beta = 0.f;  // HardSigmoid: alpha, beta; LeakyRelu: alpha; else unused
+    static constexpr ActKind None = ActKind::None, Relu = ActKind::Relu, Relu6 = ActKind::Relu6,
+                             HardSwish = ActKind::HardSwish, HardSigmoid = ActKind::HardSigmoid,
+                             Sigmoid = ActKind::Sigmoid, Silu = ActKind::Silu, LeakyRelu = ActKind::LeakyRelu,
+                             Gelu = ActKind::Gelu, GeluTanh = ActKind::GeluTanh;
+    constexpr Act() = default;
+    // The ONNX default parameters: HardSigmoid alpha 0.2, beta 0.5; LeakyRelu alpha 0.01.
+    constexpr Act(ActKind k)  // NOLINT: implicit, so Act::Relu reads as an Act
+        : kind(k), alpha(k == ActKind::HardSigmoid ? 0.2f : k == ActKind::LeakyRelu ? 0.01f : 0.f),
+          beta(k == ActKind::HardSigmoid ? 0.5f : 0.f) {}
+    constexpr Act(ActKind k, float a, float b) : kind(k), alpha(a), beta(b) {}
+};
+constexpr bool operator==(Act a, ActKind k) { return a.kind == k; }
+constexpr bool operator!=(Act a, ActKind k) { return a.kind != k; }
 enum class ConvMode { Auto, Sparse, Dense };
 
 // Instruction set of the kernel variant the ops run: "avx512", "avx2", "sse2", "neon" or "scalar".
@@ -45,8 +67,13 @@ void set_kernel_variant(const std::string& name);
 void set_force_scalar(bool on);
 bool force_scalar();
 
-// "none" | "relu" | "relu6" and "auto" | "sparse" | "dense"; std::invalid_argument otherwise.
+// Activation names: "none", "relu", "relu6", "hardswish", "hardsigmoid", "sigmoid", "silu",
+// "leaky_relu", "gelu", "gelu_tanh" (act_name is the inverse); act_from_name gives the ONNX default
+// parameters, the second form the given ones (used by hardsigmoid and leaky_relu only).
+// Modes: "auto" | "sparse" | "dense".  std::invalid_argument on any other name.
 Act act_from_name(const std::string& name);
+Act act_from_name(const std::string& name, float alpha, float beta);
+const char* act_name(Act act);
 ConvMode mode_from_name(const std::string& name);
 
 // Measured single-thread FMA throughput of this core with the SIMD kernels' vector type, GFLOP/s
@@ -152,5 +179,17 @@ void max_pool2d(const float* in, int c, int h, int w, int k, int stride, int pad
 void global_avg_pool(const float* in, int c, int hw, float* out, ThreadPool& pool);
 // out = act(a + b) elementwise; out may alias a or b.
 void add_act(const float* a, const float* b, size_t n, Act act, float* out);
+// out = act(in) elementwise; out may alias in.
+void act_apply(const float* in, size_t n, Act act, float* out);
+// out = a * b elementwise; out may alias a or b.
+void mul(const float* a, const float* b, size_t n, float* out);
+// out[ch][i] = in[ch][i] * s[ch] for ch < c, i < hw (the squeeze-excitation scale); out may alias in.
+void scale_channels(const float* in, const float* s, int c, int hw, float* out, ThreadPool& pool);
+// Average pooling of a c x h x w image: kh x kw windows, strides sh, sw, zero padding pt (top),
+// pl (left), pb (bottom), pr (right), floor rounding (ceil_mode 0): oh = (h + pt + pb - kh) / sh + 1.
+// The divisor is kh * kw with count_include_pad, else the number of input pixels in the window
+// (an output whose window holds none is 0).
+void avg_pool2d(const float* in, int c, int h, int w, int kh, int kw, int sh, int sw, int pt, int pl, int pb, int pr,
+                bool count_include_pad, float* out, ThreadPool& pool);
 
 }  // namespace jcw

@@ -13,19 +13,12 @@ namespace jcw {
 
 namespace {
 
-enum class Kind { Conv, Linear, MaxPool, AvgPool, Add, Act, Reshape, Const };
-
-const char* act_name(Act a) { return a == Act::Relu ? "relu" : a == Act::Relu6 ? "relu6" : "none"; }
+enum class Kind { Conv, Linear, MaxPool, AvgPool, Add, Act, Reshape, Const, AvgPool2d, Mul, Scale, Concat };
 
 constexpr size_t kAlign = 16;  // floats: buffers start on 64-byte boundaries
 constexpr size_t kExternal = std::numeric_limits<size_t>::max();
 
 size_t round_up(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
-
-void apply_act(const float* in, size_t n, Act act, float* out) {
-    const float hi = act == Act::Relu6 ? 6.f : std::numeric_limits<float>::infinity();
-    for (size_t i = 0; i < n; ++i) out[i] = std::min(std::max(in[i], 0.f), hi);
-}
 
 double ms_since(std::chrono::steady_clock::time_point t0) {
     return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
@@ -47,6 +40,9 @@ struct Network::Impl {
         int out = -1;
         Act act = Act::None;
         int kernel = 0, stride = 1, pad = 0;
+        // AvgPool2d: kernel x kernel_w window, strides stride x stride_w, pads (pad = top, left, bottom, right)
+        int kernel_w = 0, stride_w = 1, pad_l = 0, pad_b = 0, pad_r = 0;
+        bool count_include_pad = true;
         std::unique_ptr<Conv2d> conv;
         std::unique_ptr<Linear> linear;
     };
@@ -60,7 +56,11 @@ struct Network::Impl {
     std::vector<std::vector<float>> const_data;  // per value id; empty unless Kind::Const
     int output = -1;
 
-    // The plan: arena offset per storage root (kExternal for the input and constants).
+    // The plan: per value, the value whose storage holds it (store_root: itself, the input of a
+    // reshape, or the concat it is a channel slice of) and its float offset there (store_off); arena
+    // offset per storage root (kExternal for the input and constants).
+    std::vector<int> store_root;
+    std::vector<size_t> store_off;
     std::vector<size_t> offset;
     std::vector<float> arena_storage;
     float* arena = nullptr;
@@ -97,12 +97,50 @@ struct Network::Impl {
 void Network::Impl::plan() {
     const int nv = static_cast<int>(values.size());
     const int ns = static_cast<int>(steps.size());
+
+    // Concat inputs that only the concat reads and that a step of the network writes (not a view,
+    // not the input, not a constant) become channel slices of the concat's output: their
+    // producers write there.  Nested concats chain (a slice of a slice).
+    std::vector<int> readers(nv, 0), produced_by(nv, -1), parent(nv, -1);
+    std::vector<size_t> parent_off(nv, 0);
+    for (int s = 0; s < ns; ++s) {
+        for (int v : steps[s].in) ++readers[v];
+        if (steps[s].residual >= 0) ++readers[steps[s].residual];
+        produced_by[steps[s].out] = s;
+    }
+    for (const Step& st : steps) {
+        if (st.kind != Kind::Concat) continue;
+        size_t off = 0;
+        for (int v : st.in) {
+            const int p = produced_by[v];
+            if (p >= 0 && steps[p].kind != Kind::Reshape && values[v].root == v && readers[v] == 1 && v != output &&
+                parent[v] < 0) {
+                parent[v] = st.out;
+                parent_off[v] = off;
+            }
+            off += values[v].shape.size();
+        }
+    }
+    store_root.assign(nv, 0);
+    store_off.assign(nv, 0);
+    for (int v = 0; v < nv; ++v) {
+        int r = values[v].root;
+        size_t o = 0;
+        while (parent[r] >= 0) {
+            o += parent_off[r];
+            r = values[parent[r]].root;
+        }
+        store_root[v] = r;
+        store_off[v] = o;
+    }
+    const std::vector<int>& root = store_root;
+
     std::vector<int> last_use(nv, -1);
     for (int s = 0; s < ns; ++s) {
-        for (int v : steps[s].in) last_use[values[v].root] = s;
-        if (steps[s].residual >= 0) last_use[values[steps[s].residual].root] = s;
+        for (int v : steps[s].in) last_use[root[v]] = s;
+        if (steps[s].residual >= 0) last_use[root[steps[s].residual]] = s;
     }
-    last_use[values[output].root] = ns;
+    last_use[root[output]] = ns;
 
     auto external = [&](int root) { return root == 0 || !const_data[root].empty(); };
     struct Buffer {
@@ -114,18 +152,34 @@ void Network::Impl::plan() {
     for (int s = 0; s < ns; ++s) {
         const Step& st = steps[s];
         if (st.kind == Kind::Reshape || st.kind == Kind::Const) continue;
-        const size_t need = values[st.out].shape.size();
+        // A concat slice goes into its concat's buffer, taken when the first of its slices is written.
+        const int out_root = root[st.out];
+        const size_t need = values[out_root].shape.size();
+        std::vector<int> reads = st.in;
+        if (st.residual >= 0) reads.push_back(st.residual);
+        auto release_reads = [&](int kept) {
+            for (int v : reads) {
+                const int r = root[v];
+                if (!external(r) && last_use[r] == s && buffer_of[r] != kept) buffers[buffer_of[r]].free = true;
+            }
+        };
+        if (buffer_of[out_root] >= 0) {
+            release_reads(buffer_of[out_root]);
+            continue;
+        }
         // Elementwise epilogues may write over an input that dies here; a conv's output never
         // over its own input (Conv2d::run's contract: threads convolving row bands still read
         // the input's halo rows, a 1x1 conv reads every channel of a pixel after storing some),
         // so not over a residual that is also the conv's input (y = conv(x) + x).
         std::vector<int> inplace;
-        if (st.kind == Kind::Conv && st.residual >= 0 && values[st.residual].root != values[st.in[0]].root)
+        if (st.kind == Kind::Conv && st.residual >= 0 && root[st.residual] != root[st.in[0]])
             inplace.push_back(st.residual);
-        if (st.kind == Kind::Add || st.kind == Kind::Act) inplace = st.in;
+        if (st.kind == Kind::Add || st.kind == Kind::Act || st.kind == Kind::Mul) inplace = st.in;
+        if (st.kind == Kind::Scale) inplace.push_back(st.in[0]);
+        if (out_root != st.out) inplace.clear();  // a slice's place is fixed
         int chosen = -1;
         for (int v : inplace) {
-            const int r = values[v].root;
+            const int r = root[v];
             if (!external(r) && last_use[r] == s && values[r].shape.size() == need) {
                 chosen = buffer_of[r];
                 break;
@@ -147,13 +201,8 @@ void Network::Impl::plan() {
             buffers[chosen].cap = std::max(buffers[chosen].cap, need);
         }
         buffers[chosen].free = false;
-        buffer_of[st.out] = chosen;
-        std::vector<int> reads = st.in;
-        if (st.residual >= 0) reads.push_back(st.residual);
-        for (int v : reads) {
-            const int r = values[v].root;
-            if (!external(r) && last_use[r] == s && buffer_of[r] != chosen) buffers[buffer_of[r]].free = true;
-        }
+        buffer_of[out_root] = chosen;
+        release_reads(chosen);
     }
 
     std::vector<size_t> buffer_offset(buffers.size());
@@ -183,13 +232,13 @@ void Network::Impl::plan() {
 
 void Network::Impl::resolve(const float* in) {
     for (size_t v = 0; v < values.size(); ++v) {
-        const int r = values[v].root;
+        const int r = store_root[v];
         if (r == 0)
             ptr[v] = const_cast<float*>(in);
         else if (!const_data[r].empty())
             ptr[v] = const_data[r].data();
         else
-            ptr[v] = arena + offset[r];
+            ptr[v] = arena + offset[r] + store_off[v];
     }
 }
 
@@ -214,8 +263,27 @@ void Network::Impl::exec(const Step& st) {
             jcw::add_act(ptr[st.in[0]], ptr[st.in[1]], x.size(), st.act, out);
             break;
         case Kind::Act:
-            apply_act(ptr[st.in[0]], x.size(), st.act, out);
+            jcw::act_apply(ptr[st.in[0]], x.size(), st.act, out);
             break;
+        case Kind::AvgPool2d:
+            jcw::avg_pool2d(ptr[st.in[0]], x.c, x.h, x.w, st.kernel, st.kernel_w, st.stride, st.stride_w, st.pad,
+                            st.pad_l, st.pad_b, st.pad_r, st.count_include_pad, out, pool);
+            break;
+        case Kind::Mul:
+            jcw::mul(ptr[st.in[0]], ptr[st.in[1]], x.size(), out);
+            break;
+        case Kind::Scale:
+            jcw::scale_channels(ptr[st.in[0]], ptr[st.in[1]], x.c, x.h * x.w, out, pool);
+            break;
+        case Kind::Concat: {
+            float* dst = out;
+            for (int v : st.in) {  // slices are already in place
+                const size_t n = values[v].shape.size();
+                if (ptr[v] != dst) std::memcpy(dst, ptr[v], n * sizeof(float));
+                dst += n;
+            }
+            break;
+        }
         case Kind::Reshape:
         case Kind::Const:
             break;
@@ -297,6 +365,57 @@ int Network::global_avg_pool(const std::string& name, int x) {
     return m.push_step(Impl::Step{Kind::AvgPool, name, {x}}, {in.c, 1, 1});
 }
 
+int Network::avg_pool(const std::string& name, int x, int kh, int kw, int sh, int sw, int pt, int pl, int pb, int pr,
+                      bool count_include_pad) {
+    Impl& m = *impl_;
+    m.check_open();
+    const ValueShape in = m.value(x, name.c_str()).shape;
+    if (kh < 1 || kw < 1 || sh < 1 || sw < 1 || pt < 0 || pl < 0 || pb < 0 || pr < 0 || pt >= kh || pb >= kh ||
+        pl >= kw || pr >= kw)
+        throw std::invalid_argument(name + ": need kernel >= 1, stride >= 1 and 0 <= pad < kernel");
+    const ValueShape out{in.c, (in.h + pt + pb - kh) / sh + 1, (in.w + pl + pr - kw) / sw + 1};
+    if (in.h + pt + pb < kh || in.w + pl + pr < kw)
+        throw std::invalid_argument(name + ": kernel larger than the padded " + std::to_string(in.h) + "x" +
+                                    std::to_string(in.w) + " input");
+    Impl::Step st{Kind::AvgPool2d, name, {x}};
+    st.kernel = kh, st.kernel_w = kw, st.stride = sh, st.stride_w = sw;
+    st.pad = pt, st.pad_l = pl, st.pad_b = pb, st.pad_r = pr;
+    st.count_include_pad = count_include_pad;
+    return m.push_step(std::move(st), out);
+}
+
+int Network::mul(const std::string& name, int a, int b) {
+    Impl& m = *impl_;
+    m.check_open();
+    ValueShape sa = m.value(a, name.c_str()).shape, sb = m.value(b, name.c_str()).shape;
+    if (sa.c == sb.c && sa.h == sb.h && sa.w == sb.w) return m.push_step(Impl::Step{Kind::Mul, name, {a, b}}, sa);
+    if (sa.h == 1 && sa.w == 1) {
+        std::swap(a, b);
+        std::swap(sa, sb);
+    }
+    if (sa.c != sb.c || sb.h != 1 || sb.w != 1)
+        throw std::invalid_argument(name + ": mul needs equal shapes or a (C, 1, 1) factor of a (C, H, W) value, got (" +
+                                    std::to_string(sa.c) + ", " + std::to_string(sa.h) + ", " + std::to_string(sa.w) +
+                                    ") and (" + std::to_string(sb.c) + ", " + std::to_string(sb.h) + ", " +
+                                    std::to_string(sb.w) + ")");
+    return m.push_step(Impl::Step{Kind::Scale, name, {a, b}}, sa);
+}
+
+int Network::concat(const std::string& name, const std::vector<int>& xs) {
+    Impl& m = *impl_;
+    m.check_open();
+    if (xs.empty()) throw std::invalid_argument(name + ": concat of no values");
+    ValueShape out = m.value(xs[0], name.c_str()).shape;
+    out.c = 0;
+    for (int v : xs) {
+        const ValueShape s = m.value(v, name.c_str()).shape;
+        if (s.h != out.h || s.w != out.w)
+            throw std::invalid_argument(name + ": concat of values with different H x W");
+        out.c += s.c;
+    }
+    return m.push_step(Impl::Step{Kind::Concat, name, xs}, out);
+}
+
 int Network::add(const std::string& name, int a, int b, Act act) {
     Impl& m = *impl_;
     m.check_open();
@@ -352,7 +471,8 @@ int Network::threads() const { return impl_->pool.size(); }
 size_t Network::arena_floats() const { return impl_->arena_floats; }
 
 std::vector<StepInfo> Network::steps() const {
-    static const char* names[] = {"conv", "linear", "maxpool", "avgpool", "add", "act", "reshape", "const"};
+    static const char* names[] = {"conv",   "linear",    "maxpool", "avgpool", "add",   "act",
+                                  "reshape", "const", "avgpool2d", "mul",     "scale", "concat"};
     std::vector<StepInfo> info;
     for (const auto& st : impl_->steps) {
         StepInfo i;
@@ -370,6 +490,9 @@ std::vector<StepInfo> Network::steps() const {
         } else if (st.linear) {
             i.sparse = st.linear->sparse();
             i.density = st.linear->density();
+        } else if (st.kind == Kind::Concat) {
+            for (int v : st.in)
+                i.copied += impl_->store_root.empty() || impl_->store_root[v] != impl_->store_root[st.out];
         }
         info.push_back(i);
     }

@@ -64,4 +64,71 @@ void add_act(const float* a, const float* b, size_t n, Act act, float* out) {
         simd::emit<JCW_LANES>(a + i, b + i, out + i, static_cast<int>(std::min<size_t>(chunk, n - i)), act);
 }
 
+void act_apply(const float* in, size_t n, Act act, float* out) {
+    constexpr int chunk = 1 << 30;
+    for (size_t i = 0; i < n; i += chunk)
+        simd::emit<JCW_LANES>(in + i, nullptr, out + i, static_cast<int>(std::min<size_t>(chunk, n - i)), act);
+}
+
+void mul(const float* a, const float* b, size_t n, float* out) {
+    constexpr int L = JCW_LANES;
+    size_t i = 0;
+    for (; i + L <= n; i += L) simd::store<L>(out + i, simd::load<L>(a + i) * simd::load<L>(b + i));
+    for (; i < n; ++i) out[i] = a[i] * b[i];
+}
+
+void scale_channels(const float* in, const float* s, int c, int hw, float* out, ThreadPool& pool) {
+    constexpr int L = JCW_LANES;
+    const int chunks = std::min(c, pool.size());
+    pool.parallel_for(chunks, [&](int part) {
+        for (int ch = c * part / chunks; ch < c * (part + 1) / chunks; ++ch) {
+            const float* src = in + static_cast<size_t>(ch) * hw;
+            float* dst = out + static_cast<size_t>(ch) * hw;
+            const float k = s[ch];
+            int i = 0;
+            for (; i + L <= hw; i += L) simd::store<L>(dst + i, simd::load<L>(src + i) * k);
+            for (; i < hw; ++i) dst[i] = src[i] * k;
+        }
+    });
+}
+
+// Per output row: the column-wise sum of its kernel rows into a zero padded row buffer
+// (contiguous, vectorised), then the sum over each output's kernel columns, times 1 / divisor.
+void avg_pool2d(const float* in, int c, int h, int w, int kh, int kw, int sh, int sw, int pt, int pl, int pb, int pr,
+                bool count_include_pad, float* out, ThreadPool& pool) {
+    const int oh = (h + pt + pb - kh) / sh + 1, ow = (w + pl + pr - kw) / sw + 1;
+    const int wp = std::max(w + pl + pr, (ow - 1) * sw + kw);
+    // 1 / divisor per output row and column: the window's rows times its columns.
+    std::vector<float> row_n(oh), col_n(ow);
+    for (int y = 0; y < oh; ++y)
+        row_n[y] = static_cast<float>(count_include_pad ? kh : std::min(h, y * sh - pt + kh) - std::max(0, y * sh - pt));
+    for (int x = 0; x < ow; ++x)
+        col_n[x] = static_cast<float>(count_include_pad ? kw : std::min(w, x * sw - pl + kw) - std::max(0, x * sw - pl));
+    std::vector<float> inv_col(ow);
+    for (int x = 0; x < ow; ++x) inv_col[x] = col_n[x] > 0 ? 1.f / col_n[x] : 0.f;
+    const int chunks = std::min(c, pool.size() * 4);
+    pool.parallel_for(chunks, [&](int i) {
+        std::vector<float> row(wp, 0.f);
+        for (int ch = c * i / chunks; ch < c * (i + 1) / chunks; ++ch) {
+            const float* src = in + static_cast<size_t>(ch) * h * w;
+            float* dst = out + static_cast<size_t>(ch) * oh * ow;
+            for (int y = 0; y < oh; ++y) {
+                const int y0 = std::max(0, y * sh - pt), y1 = std::min(h, y * sh - pt + kh);
+                float* r = row.data() + pl;
+                for (int x = 0; x < w; ++x) r[x] = 0.f;
+                for (int yy = y0; yy < y1; ++yy) {
+                    const float* sr = src + static_cast<size_t>(yy) * w;
+                    for (int x = 0; x < w; ++x) r[x] += sr[x];
+                }
+                float* d = dst + static_cast<size_t>(y) * ow;
+                for (int x = 0; x < ow; ++x) d[x] = row[static_cast<size_t>(x) * sw];
+                for (int kx = 1; kx < kw; ++kx)
+                    for (int x = 0; x < ow; ++x) d[x] += row[static_cast<size_t>(x) * sw + kx];
+                const float inv_row = row_n[y] > 0 ? 1.f / row_n[y] : 0.f;
+                for (int x = 0; x < ow; ++x) d[x] *= inv_row * inv_col[x];
+            }
+        }
+    });
+}
+
 }  // namespace jcw

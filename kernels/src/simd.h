@@ -3,6 +3,7 @@
 // Internal linkage (anonymous namespace): translation units built for different ISAs never
 // share an instance.
 #pragma once
+#include <cstdint>
 #include <utility>
 
 #include "ops.h"
@@ -59,29 +60,140 @@ template <int L>
 inline vec<L> splat(float x) { return vec<L>{} + x; }
 
 template <int L>
-inline vec<L> activate(vec<L> v, Act act) {
-    if (act == Act::None) return v;
+struct IVecT {
+    typedef int32_t type __attribute__((vector_size(L * sizeof(int32_t))));
+};
+template <int L>
+using ivec = typename IVecT<L>::type;
+
+template <int L>
+inline vec<L> vmax(vec<L> a, vec<L> b) { return a > b ? a : b; }
+template <int L>
+inline vec<L> vmin(vec<L> a, vec<L> b) { return a < b ? a : b; }
+template <int L>
+inline vec<L> clamp01(vec<L> v) { return vmin<L>(vmax<L>(v, splat<L>(0.f)), splat<L>(1.f)); }
+
+// exp(x), x clamped to [-87.3, 88.3] (results stay normal floats): x = n ln2 + r, |r| <= ln2 / 2,
+// exp(r) by the Cephes expf polynomial, 2^n built in the exponent bits.  Relative error < 1e-7.
+// Only plain arithmetic, compares and conversions of the vector extension: every ISA, NEON
+// included, and the scalar build (L = 1) compile it.
+template <int L>
+inline vec<L> exp(vec<L> x) {
+    x = vmin<L>(vmax<L>(x, splat<L>(-87.3f)), splat<L>(88.3f));
+    const vec<L> magic = splat<L>(12582912.f);  // 1.5 * 2^23: adding it rounds to an integer
+    const vec<L> n = (x * 1.44269504f + magic) - magic;
+    vec<L> r = x - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    vec<L> y = splat<L>(1.9875691500e-4f);
+    y = y * r + 1.3981999507e-3f;
+    y = y * r + 8.3334519073e-3f;
+    y = y * r + 4.1665795894e-2f;
+    y = y * r + 1.6666665459e-1f;
+    y = y * r + 5.0000001201e-1f;
+    y = y * (r * r) + r + 1.f;
+    const ivec<L> bits = (__builtin_convertvector(n, ivec<L>) + 127) << 23;
+    vec<L> pow2n;
+    __builtin_memcpy(&pow2n, &bits, sizeof(pow2n));
+    return y * pow2n;
+}
+
+template <int L>
+inline vec<L> sigmoid(vec<L> x) { return 1.f / (1.f + exp<L>(-x)); }
+
+// erf(x): the rational approximation of Eigen / XLA on x clamped to [-4, 4] (absolute error
+// below 5e-7).
+template <int L>
+inline vec<L> erf(vec<L> x) {
+    x = vmin<L>(vmax<L>(x, splat<L>(-4.f)), splat<L>(4.f));
+    const vec<L> x2 = x * x;
+    vec<L> p = splat<L>(-2.72614225801306e-10f);
+    p = p * x2 + 2.77068142495902e-08f;
+    p = p * x2 + -2.10102402082508e-06f;
+    p = p * x2 + -5.69250639462346e-05f;
+    p = p * x2 + -7.34990630326855e-04f;
+    p = p * x2 + -2.95459980854025e-03f;
+    p = p * x2 + -1.60960333262415e-02f;
+    vec<L> q = splat<L>(-1.45660718464996e-05f);
+    q = q * x2 + -2.13374055278905e-04f;
+    q = q * x2 + -1.68282697438203e-03f;
+    q = q * x2 + -7.37332916720468e-03f;
+    q = q * x2 + -1.42647390514189e-02f;
+    return x * p / q;
+}
+
+// act(v) for the activations past ReLU / ReLU6 (ops.h).
+template <int L>
+inline vec<L> activate_more(vec<L> v, Act act) {
+    switch (act.kind) {
+        case ActKind::HardSwish:
+            return v * clamp01<L>(v * (1.f / 6.f) + 0.5f);
+        case ActKind::HardSigmoid:
+            return clamp01<L>(v * act.alpha + act.beta);
+        case ActKind::Sigmoid:
+            return sigmoid<L>(v);
+        case ActKind::Silu:
+            return v * sigmoid<L>(v);
+        case ActKind::LeakyRelu:
+            return v < splat<L>(0.f) ? v * act.alpha : v;
+        case ActKind::Gelu:
+            return v * 0.5f * (1.f + erf<L>(v * 0.70710678118654752f));
+        case ActKind::GeluTanh:  // x (1 + tanh z) / 2 = x sigmoid(2 z)
+            return v * sigmoid<L>((v + 0.044715f * v * v * v) * 1.5957691216057308f);
+        default:
+            return v;
+    }
+}
+
+inline bool relu_family(Act act) {
+    return act.kind == ActKind::None || act.kind == ActKind::Relu || act.kind == ActKind::Relu6;
+}
+
+// act(v) for None / ReLU / ReLU6.
+template <int L>
+inline vec<L> activate_relu(vec<L> v, Act act) {
+    if (act.kind == ActKind::None) return v;
     const vec<L> zero = splat<L>(0.f);
     v = v < zero ? zero : v;
-    if (act == Act::Relu6) {
+    if (act.kind == ActKind::Relu6) {
         const vec<L> six = splat<L>(6.f);
         v = v > six ? six : v;
     }
     return v;
 }
 
+// act(v).  M (for "more"): every Act; without it only None / ReLU / ReLU6.  The microkernels are
+// compiled for both (micro/variant.cpp picks the instance once per call from relu_family(act)):
+// with the other activations' bodies in the same function, the ReLU epilogues ran up to 5% slower
+// (spills around the exp / erf code), and out of line calls clobber every vector register.
+template <int L, bool M = true>
+inline vec<L> activate(vec<L> v, Act act) {
+    if constexpr (M) {
+        if (!relu_family(act)) return activate_more<L>(v, act);
+    }
+    return activate_relu<L>(v, act);
+}
+
 // out[i] = act(src[i] + res[i]) for i < n (res may be null), widest vectors first.
-template <int L>
-inline void emit(const float* src, const float* res, float* out, int n, Act act) {
+template <int L, bool M>
+inline void emit_range(const float* src, const float* res, float* out, int n, Act act) {
     int i = 0;
     for (; i + L <= n; i += L) {
         vec<L> v = load<L>(src + i);
         if (res) v += load<L>(res + i);
-        store<L>(out + i, activate<L>(v, act));
+        store<L>(out + i, M ? activate_more<L>(v, act) : activate_relu<L>(v, act));
     }
     if constexpr (L > 1) {
-        if (i < n) emit<(L > 4 ? L / 2 : 1)>(src + i, res ? res + i : nullptr, out + i, n - i, act);
+        if (i < n) emit_range<(L > 4 ? L / 2 : 1), M>(src + i, res ? res + i : nullptr, out + i, n - i, act);
     }
+}
+
+// The same for any activation (M) or for None / ReLU / ReLU6 only; the activation is picked once per call.
+template <int L, bool M = true>
+inline void emit(const float* src, const float* res, float* out, int n, Act act) {
+    if (M && !relu_family(act))
+        emit_range<L, true>(src, res, out, n, act);
+    else
+        emit_range<L, false>(src, res, out, n, act);
 }
 
 // Lane permutations with constant indices (__builtin_shufflevector: GCC >= 12 and clang).

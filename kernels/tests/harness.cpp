@@ -1,12 +1,15 @@
 // Standalone kernel check: every kernel variant this CPU runs (kernel_variants(): the ISA variants
-// built in, then the portable scalar kernels) vs jcw::conv2d_reference, on random inputs.
-// Exit status 0 when every case agrees; prints one line per failing case.
+// built in, then the portable scalar kernels) vs jcw::conv2d_reference, on random inputs; every
+// epilogue activation (ops.h Act) on every conv path; the elementwise, pooling, scale and concat
+// ops, and a small network through the executor (concat slices, squeeze-excitation scale) against
+// plain loops.  Exit status 0 when every case agrees; prints one line per failing case.
 #include <cmath>
 #include <cstdio>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "executor.h"
 #include "ops.h"
 #include "reference.h"
 #include "kernel_set.h"  // kernels/src: the microkernels of each variant, called directly below
@@ -40,10 +43,27 @@ void prune_blocks(std::vector<float>& w, int out_ch, int per_oc, double density)
 }
 
 float act_ref(double v, jcw::Act a) {
-    if (a != jcw::Act::None && v < 0) v = 0;
-    if (a == jcw::Act::Relu6 && v > 6) v = 6;
+    constexpr double kPi = 3.14159265358979323846;
+    auto sigmoid = [](double x) { return 1.0 / (1.0 + std::exp(-x)); };
+    switch (a.kind) {
+        case jcw::ActKind::None: break;
+        case jcw::ActKind::Relu: v = std::max(v, 0.0); break;
+        case jcw::ActKind::Relu6: v = std::min(std::max(v, 0.0), 6.0); break;
+        case jcw::ActKind::HardSwish: v *= std::min(std::max(v / 6 + 0.5, 0.0), 1.0); break;
+        case jcw::ActKind::HardSigmoid: v = std::min(std::max(a.alpha * v + a.beta, 0.0), 1.0); break;
+        case jcw::ActKind::Sigmoid: v = sigmoid(v); break;
+        case jcw::ActKind::Silu: v *= sigmoid(v); break;
+        case jcw::ActKind::LeakyRelu: v = v < 0 ? a.alpha * v : v; break;
+        case jcw::ActKind::Gelu: v = 0.5 * v * (1 + std::erf(v / std::sqrt(2.0))); break;
+        case jcw::ActKind::GeluTanh: v = 0.5 * v * (1 + std::tanh(std::sqrt(2 / kPi) * (v + 0.044715 * v * v * v))); break;
+    }
     return static_cast<float>(v);
 }
+
+// The activations beyond ReLU / ReLU6, with the parameters torch exports.
+const jcw::Act kMoreActs[] = {jcw::Act::HardSwish, jcw::Act(jcw::Act::HardSigmoid, 1.f / 6, 0.5f), jcw::Act::Sigmoid,
+                              jcw::Act::Silu, jcw::Act(jcw::Act::LeakyRelu, 0.1f, 0.f), jcw::Act::Gelu,
+                              jcw::Act::GeluTanh};
 
 double max_rel_err(const std::vector<float>& got, const std::vector<float>& want) {
     double scale = 1e-6, err = 0;
@@ -79,9 +99,9 @@ int check_conv(const Case& c, int threads) {
         conv.run(x.data(), c.h, c.w, out.data(), c.residual ? out.data() : nullptr, scratch.data(), pool);
         const double err = max_rel_err(out, want);
         if (err > 1e-5) {
-            std::printf("FAIL conv %s (%s) in=%d out=%d %dx%d k=%d s=%d p=%d g=%d density=%.2f threads=%d err=%.3g\n",
+            std::printf("FAIL conv %s (%s) in=%d out=%d %dx%d k=%d s=%d p=%d g=%d density=%.2f act=%s threads=%d err=%.3g\n",
                         variant.c_str(), conv.kernel_name(c.h, c.w, threads).c_str(), c.in_ch, c.out_ch, c.h, c.w, c.k, c.stride, c.pad, c.groups,
-                        c.density, threads, err);
+                        c.density, jcw::act_name(c.act), threads, err);
             ++failures;
         }
     }
@@ -146,6 +166,189 @@ int check_pools(int threads) {
     return failures;
 }
 
+// act_apply (the act step) on values from -100 to 100 and random ones: every activation, against
+// double precision; |error| <= 2e-6 max(1, |want|) (exp / erf are polynomials).
+int check_activations() {
+    std::vector<float> x;
+    for (int i = -2000; i <= 2000; ++i) x.push_back(i * 0.05f);
+    for (float v : randn(333)) x.push_back(3 * v);
+    int failures = 0;
+    std::vector<jcw::Act> acts = {jcw::Act::None, jcw::Act::Relu, jcw::Act::Relu6};
+    acts.insert(acts.end(), std::begin(kMoreActs), std::end(kMoreActs));
+    for (const jcw::Act& a : acts) {
+        std::vector<float> out(x.size(), NAN);
+        jcw::act_apply(x.data(), x.size(), a, out.data());
+        double worst = 0;
+        for (size_t i = 0; i < x.size(); ++i) {
+            const double want = act_ref(x[i], a);
+            const double err = std::fabs(out[i] - want) / std::max(1.0, std::fabs(want));
+            worst = std::isfinite(out[i]) ? std::max(worst, err) : INFINITY;
+        }
+        if (worst > 2e-6) {
+            std::printf("FAIL act_apply %s err=%.3g\n", jcw::act_name(a), worst);
+            ++failures;
+        }
+        // In place, an odd count (vector tails).
+        std::vector<float> y(x.begin(), x.begin() + 45);
+        jcw::act_apply(y.data(), y.size(), a, y.data());
+        for (size_t i = 0; i < y.size(); ++i)
+            if (y[i] != out[i]) {
+                std::printf("FAIL act_apply %s in place\n", jcw::act_name(a));
+                ++failures;
+                break;
+            }
+    }
+    return failures;
+}
+
+// mul, scale_channels and avg_pool2d (square and rectangular windows, asymmetric pads, with and
+// without count_include_pad) against plain loops.
+int check_elementwise_and_avg_pool(int threads) {
+    jcw::ThreadPool pool(threads);
+    int failures = 0;
+    auto a = randn(101), b = randn(101);
+    std::vector<float> m(101);
+    jcw::mul(a.data(), b.data(), a.size(), m.data());
+    for (size_t i = 0; i < a.size(); ++i) failures += m[i] != a[i] * b[i];
+    jcw::mul(a.data(), b.data(), a.size(), a.data());  // in place
+    for (size_t i = 0; i < a.size(); ++i) failures += a[i] != m[i];
+    const int c = 7, h = 9, w = 11;
+    auto x = randn(static_cast<size_t>(c) * h * w), s = randn(c);
+    std::vector<float> sc(x.size());
+    jcw::scale_channels(x.data(), s.data(), c, h * w, sc.data(), pool);
+    for (size_t i = 0; i < x.size(); ++i) failures += sc[i] != x[i] * s[i / (h * w)];
+    jcw::scale_channels(x.data(), s.data(), c, h * w, x.data(), pool);  // in place
+    for (size_t i = 0; i < x.size(); ++i) failures += x[i] != sc[i];
+    if (failures) std::printf("FAIL mul / scale_channels threads=%d (%d mismatches)\n", threads, failures);
+    struct Pool {
+        int kh, kw, sh, sw, pt, pl, pb, pr;
+    };
+    const Pool pools[] = {{3, 3, 1, 1, 1, 1, 1, 1}, {3, 3, 2, 2, 1, 1, 1, 1}, {2, 2, 2, 2, 0, 0, 0, 0},
+                          {3, 2, 2, 1, 0, 1, 2, 0}, {5, 5, 3, 2, 2, 2, 2, 2}, {1, 1, 1, 1, 0, 0, 0, 0}};
+    for (const Pool& p : pools)
+        for (bool include : {true, false}) {
+            const int oh = (h + p.pt + p.pb - p.kh) / p.sh + 1, ow = (w + p.pl + p.pr - p.kw) / p.sw + 1;
+            std::vector<float> out(static_cast<size_t>(c) * oh * ow, NAN);
+            jcw::avg_pool2d(sc.data(), c, h, w, p.kh, p.kw, p.sh, p.sw, p.pt, p.pl, p.pb, p.pr, include, out.data(), pool);
+            std::vector<float> want(out.size());
+            for (int ch = 0; ch < c; ++ch)
+                for (int y = 0; y < oh; ++y)
+                    for (int xx = 0; xx < ow; ++xx) {
+                        double sum = 0;
+                        int n = 0;
+                        for (int dy = 0; dy < p.kh; ++dy)
+                            for (int dx = 0; dx < p.kw; ++dx) {
+                                const int iy = y * p.sh - p.pt + dy, ix = xx * p.sw - p.pl + dx;
+                                if (iy < 0 || iy >= h || ix < 0 || ix >= w) continue;
+                                sum += sc[(static_cast<size_t>(ch) * h + iy) * w + ix];
+                                ++n;
+                            }
+                        want[(static_cast<size_t>(ch) * oh + y) * ow + xx] =
+                            static_cast<float>(sum / (include ? p.kh * p.kw : n));
+                    }
+            if (max_rel_err(out, want) > 1e-5) {
+                std::printf("FAIL avg_pool2d k=%dx%d s=%dx%d pads=%d,%d,%d,%d count_include_pad=%d threads=%d\n", p.kh,
+                            p.kw, p.sh, p.sw, p.pt, p.pl, p.pb, p.pr, include, threads);
+                ++failures;
+            }
+        }
+    return failures;
+}
+
+// A network through the executor: two conv branches (hardswish, sigmoid) concatenated with the
+// network input and with a nested concat (its producers write into slices of the output, the
+// input is copied), a squeeze-excitation gate (global average pool -> 1x1 conv relu -> 1x1 conv
+// hardsigmoid -> per-channel scale), an elementwise mul, silu and an average pool; against the
+// same computation by plain loops.  Checks that the concat copies only the network input.
+int check_network(int threads) {
+    const int c = 3, h = 9, w = 10, ca = 5, cb = 4, cd = 2;
+    const int ct = ca + cb + cd + c, cse = 4;
+    auto x = randn(static_cast<size_t>(c) * h * w);
+    auto wa = randn(static_cast<size_t>(ca) * c * 9), ba = randn(ca);
+    auto wb = randn(static_cast<size_t>(cb) * c), bb = randn(cb);
+    auto wd = randn(static_cast<size_t>(cd) * c * 9), bd = randn(cd);
+    auto w1 = randn(static_cast<size_t>(cse) * ct), b1 = randn(cse);
+    auto w2 = randn(static_cast<size_t>(ct) * cse), b2 = randn(ct);
+    prune_blocks(wa, ca, c * 9, 0.5);
+    const jcw::Act hsig(jcw::Act::HardSigmoid, 1.f / 6, 0.5f);
+    // Reference.
+    auto conv_ref = [&](const std::vector<float>& in, int cin, const std::vector<float>& wt, const std::vector<float>& bs,
+                        int cout, int k, jcw::Act act, int hh, int ww) {
+        jcw::ConvShape s{1, cin, hh, ww, cout, k, k, 1, 1, k / 2, k / 2, 1};
+        std::vector<float> out(static_cast<size_t>(cout) * hh * ww);
+        jcw::conv2d_reference(s, in.data(), wt.data(), bs.data(), out.data());
+        for (float& v : out) v = act_ref(v, act);
+        return out;
+    };
+    const auto ya = conv_ref(x, c, wa, ba, ca, 3, jcw::Act::HardSwish, h, w);
+    const auto yb = conv_ref(x, c, wb, bb, cb, 1, jcw::Act::Sigmoid, h, w);
+    const auto yd = conv_ref(x, c, wd, bd, cd, 3, jcw::Act::None, h, w);
+    std::vector<float> cat(ya);
+    cat.insert(cat.end(), yb.begin(), yb.end());
+    cat.insert(cat.end(), yd.begin(), yd.end());
+    cat.insert(cat.end(), x.begin(), x.end());
+    const int hw = h * w;
+    std::vector<float> gap(ct);
+    for (int ch = 0; ch < ct; ++ch) {
+        double sum = 0;
+        for (int i = 0; i < hw; ++i) sum += cat[static_cast<size_t>(ch) * hw + i];
+        gap[ch] = static_cast<float>(sum / hw);
+    }
+    const auto s1 = conv_ref(gap, ct, w1, b1, cse, 1, jcw::Act::Relu, 1, 1);
+    const auto s2 = conv_ref(s1, cse, w2, b2, ct, 1, hsig, 1, 1);
+    std::vector<float> se(cat.size()), prod(cat.size());
+    for (size_t i = 0; i < cat.size(); ++i) se[i] = cat[i] * s2[i / hw];
+    for (size_t i = 0; i < cat.size(); ++i) prod[i] = act_ref(static_cast<double>(se[i]) * cat[i], jcw::Act::Silu);
+    const int oh = (h + 2 - 3) / 2 + 1, ow = (w + 2 - 3) / 2 + 1;
+    std::vector<float> want(static_cast<size_t>(ct) * oh * ow);
+    for (int ch = 0; ch < ct; ++ch)
+        for (int y = 0; y < oh; ++y)
+            for (int xx = 0; xx < ow; ++xx) {
+                double sum = 0;
+                for (int dy = 0; dy < 3; ++dy)
+                    for (int dx = 0; dx < 3; ++dx) {
+                        const int iy = 2 * y - 1 + dy, ix = 2 * xx - 1 + dx;
+                        if (iy >= 0 && iy < h && ix >= 0 && ix < w) sum += prod[(static_cast<size_t>(ch) * h + iy) * w + ix];
+                    }
+                want[(static_cast<size_t>(ch) * oh + y) * ow + xx] = static_cast<float>(sum / 9);
+            }
+    // The network.
+    jcw::Network net(c, h, w, threads);
+    const auto M = jcw::ConvMode::Auto;
+    const int a = net.conv("a", 0, wa.data(), ba.data(), ca, 3, 3, 1, 1, 1, jcw::Act::HardSwish, M);
+    const int bv = net.conv("b", 0, wb.data(), bb.data(), cb, 1, 1, 1, 0, 1, jcw::Act::None, M);
+    const int bs = net.act("b.sigmoid", bv, jcw::Act::Sigmoid);
+    const int inner = net.concat("inner", {a, bs});
+    const int d = net.conv("d", 0, wd.data(), bd.data(), cd, 3, 3, 1, 1, 1, jcw::Act::None, M);
+    const int cv = net.concat("cat", {inner, d, 0});
+    const int g = net.global_avg_pool("gap", cv);
+    const int g1 = net.conv("se1", g, w1.data(), b1.data(), cse, 1, 1, 1, 0, 1, jcw::Act::Relu, M);
+    const int g2 = net.conv("se2", g1, w2.data(), b2.data(), ct, 1, 1, 1, 0, 1, hsig, M);
+    const int sev = net.mul("se", cv, g2);
+    const int pv = net.mul("prod", sev, cv);
+    const int sv = net.act("silu", pv, jcw::Act::Silu);
+    net.set_output(net.avg_pool("pool", sv, 3, 3, 2, 2, 1, 1, 1, 1, true));
+    std::vector<float> out(want.size(), NAN);
+    net.run(x.data(), 1, out.data());
+    int failures = 0;
+    const double err = max_rel_err(out, want);
+    if (err > 1e-5) {
+        std::printf("FAIL network (concat, squeeze-excitation, avg pool) threads=%d err=%.3g\n", threads, err);
+        ++failures;
+    }
+    for (const jcw::StepInfo& st : net.steps()) {
+        const int expect = st.name == "cat" ? 1 : 0;  // the network input
+        if (st.op == "concat" && st.copied != expect) {
+            std::printf("FAIL network: concat %s copied %d inputs, expected %d\n", st.name.c_str(), st.copied, expect);
+            ++failures;
+        }
+        if (st.name == "se" && st.op != "scale") {
+            std::printf("FAIL network: se ran as %s, not scale\n", st.op.c_str());
+            ++failures;
+        }
+    }
+    return failures;
+}
 
 // The 4x1-block tile microkernel of every variant called directly (KernelSet::conv), at each of
 // its lane counts and both loop orders, on a 1x1 convolution read in place (offset of block b =
@@ -244,19 +447,33 @@ int main() {
         {3, 5, 2, 2, 1, 1, 0, 1, 1.0, Act::None, true, M::Auto},
     };
     int failures = 0, total = 0;
+    const int n_cases = static_cast<int>(sizeof(cases) / sizeof(cases[0]));
+    const int n_more = static_cast<int>(sizeof(kMoreActs) / sizeof(kMoreActs[0]));
     for (int threads : {1, 2}) {
         for (const Case& c : cases) {
             failures += check_conv(c, threads);
             ++total;
         }
+        // Every conv path again with one of the other activations in its epilogue (each activation
+        // on several paths, the cases shifted between thread counts).
+        for (int i = 0; i < n_cases; ++i) {
+            Case c = cases[i];
+            c.act = kMoreActs[(i + threads) % n_more];
+            failures += check_conv(c, threads);
+        }
         for (double d : {0.0, 0.4, 1.0}) failures += check_linear(37, 21, d, threads);
         failures += check_pools(threads);
+        failures += check_elementwise_and_avg_pool(threads);
+        failures += check_network(threads);
     }
+    failures += check_activations();
     failures += check_tile_microkernel();
     std::string variants;
     for (const std::string& v : jcw::kernel_variants()) variants += (variants.empty() ? "" : ",") + v;
-    std::printf("%s: %d conv cases x %zu kernel variants (%s) x 2 thread counts, picked %s (isa=%s lanes=%d), %d failures\n",
-                failures ? "FAILED" : "OK", total / 2, jcw::kernel_variants().size(), variants.c_str(),
+    std::printf("%s: %d conv cases (each also with one of %d more activations) x %zu kernel variants (%s) x 2 thread "
+                "counts, activations, elementwise / pool / concat / squeeze-excitation ops, picked %s (isa=%s lanes=%d), "
+                "%d failures\n",
+                failures ? "FAILED" : "OK", total / 2, n_more, jcw::kernel_variants().size(), variants.c_str(),
                 jcw::kernel_variant().c_str(), jcw::isa(), jcw::simd_lanes(), failures);
     return failures ? 1 : 0;
 }

@@ -20,7 +20,7 @@ using simd::vec;
 // is computed overlapping the previous one before the row's other stores and stored after them,
 // so an in-place residual (residual == out) stays correct.  TAPS > 0 fixes the tap count at
 // compile time (3x3); 0 reads it at run time.  Needs g.wo >= L.
-template <int L, int TAPS>
+template <int L, int TAPS, bool M>
 void depthwise_range(const Geometry& g, int c0, int c1, int plane_floats, const int32_t* tap_off, int taps_rt,
                      const float* dw, const float* bias, float* out, const float* residual, Act act) {
     const int taps = TAPS > 0 ? TAPS : taps_rt;
@@ -32,7 +32,7 @@ void depthwise_range(const Geometry& g, int c0, int c1, int plane_floats, const 
             vec<L> acc = simd::splat<L>(bias[c]);
             for (int t = 0; t < taps; ++t) acc += w[t] * simd::load<L>(in + x + tap_off[t]);
             if (res) acc += simd::load<L>(res + x);
-            return simd::activate<L>(acc, act);
+            return simd::activate<L, M>(acc, act);
         };
         for (int y = 0; y < g.ho; ++y) {
             const float* in = base + static_cast<size_t>(y) * g.wv;
@@ -100,13 +100,13 @@ inline void dw3_pair(const float* const* r, int x, const vec<L>* k, vec<L> b, ve
     o1 = c0 + c1 + c2;
 }
 
-template <int L>
+template <int L, bool M>
 inline vec<L> dw_epilogue(vec<L> acc, const float* res, int x, Act act) {
     if (res) acc += simd::load<L>(res + x);
-    return simd::activate<L>(acc, act);
+    return simd::activate<L, M>(acc, act);
 }
 
-template <int L>
+template <int L, bool M>
 void depthwise3x3_direct(const float* in, int h, int w, int c0, int c1, const float* dw, const float* bias,
                          float* out, const float* residual, Act act) {
     const size_t hw = static_cast<size_t>(h) * w;
@@ -124,12 +124,12 @@ void depthwise3x3_direct(const float* in, int h, int w, int c0, int c1, const fl
                 const float* rows[3];
                 for (int ky = ky0; ky < ky1; ++ky) rows[ky - ky0] = src + static_cast<size_t>(y + ky - 1) * w;
                 const int n = ky1 - ky0;
-                const vec<L> tail = dw_epilogue<L>(w == L ? dw3_rows<L, true, true>(rows, n, ky0, 0, k, b)
+                const vec<L> tail = dw_epilogue<L, M>(w == L ? dw3_rows<L, true, true>(rows, n, ky0, 0, k, b)
                                                           : dw3_rows<L, false, true>(rows, n, ky0, w - L, k, b),
                                                    res0, w - L, act);
-                if (w > L) simd::store<L>(out0, dw_epilogue<L>(dw3_rows<L, true, false>(rows, n, ky0, 0, k, b), res0, 0, act));
+                if (w > L) simd::store<L>(out0, dw_epilogue<L, M>(dw3_rows<L, true, false>(rows, n, ky0, 0, k, b), res0, 0, act));
                 for (int x = L; x + L < w; x += L)
-                    simd::store<L>(out0 + x, dw_epilogue<L>(dw3_rows<L, false, false>(rows, n, ky0, x, k, b), res0, x, act));
+                    simd::store<L>(out0 + x, dw_epilogue<L, M>(dw3_rows<L, false, false>(rows, n, ky0, x, k, b), res0, x, act));
                 simd::store<L>(out0 + w - L, tail);
                 ++y;
                 continue;
@@ -141,17 +141,17 @@ void depthwise3x3_direct(const float* in, int h, int w, int c0, int c1, const fl
             vec<L> t0, t1, v0, v1;
             if (w == L) dw3_pair<L, true, true>(rows, 0, k, b, t0, t1);
             else dw3_pair<L, false, true>(rows, w - L, k, b, t0, t1);
-            t0 = dw_epilogue<L>(t0, res0, w - L, act);
-            t1 = dw_epilogue<L>(t1, res1, w - L, act);
+            t0 = dw_epilogue<L, M>(t0, res0, w - L, act);
+            t1 = dw_epilogue<L, M>(t1, res1, w - L, act);
             if (w > L) {
                 dw3_pair<L, true, false>(rows, 0, k, b, v0, v1);
-                simd::store<L>(out0, dw_epilogue<L>(v0, res0, 0, act));
-                simd::store<L>(out1, dw_epilogue<L>(v1, res1, 0, act));
+                simd::store<L>(out0, dw_epilogue<L, M>(v0, res0, 0, act));
+                simd::store<L>(out1, dw_epilogue<L, M>(v1, res1, 0, act));
             }
             for (int x = L; x + L < w; x += L) {
                 dw3_pair<L, false, false>(rows, x, k, b, v0, v1);
-                simd::store<L>(out0 + x, dw_epilogue<L>(v0, res0, x, act));
-                simd::store<L>(out1 + x, dw_epilogue<L>(v1, res1, x, act));
+                simd::store<L>(out0 + x, dw_epilogue<L, M>(v0, res0, x, act));
+                simd::store<L>(out1 + x, dw_epilogue<L, M>(v1, res1, x, act));
             }
             simd::store<L>(out0 + w - L, t0);
             simd::store<L>(out1 + w - L, t1);
@@ -164,7 +164,7 @@ void depthwise3x3_direct(const float* in, int h, int w, int c0, int c1, const fl
 // over the flattened channel across rows.  Each channel is copied once (contiguously) between
 // w + 1 zeros, which supply the rows above and below; the column padding comes from 0/1 lane masks
 // (mask_l[p] = 0 where p is a row's first pixel, mask_r[p] = 0 at its last).  Needs h * w >= L.
-template <int L>
+template <int L, bool M>
 void depthwise3x3_flat(const float* pad_in, size_t cstride, int h, int w, int c0, int c1, const float* mask_l,
                        const float* mask_r, const float* dw, const float* bias, float* out, const float* residual,
                        Act act) {
@@ -182,7 +182,7 @@ void depthwise3x3_flat(const float* pad_in, size_t cstride, int h, int w, int c0
                        (k[3 * ky + 2] * mr) * simd::load<L>(r + 1);
             }
             if (residual) acc += simd::load<L>(residual + o + p);
-            return simd::activate<L>(acc, act);
+            return simd::activate<L, M>(acc, act);
         };
         const vec<L> tail = pixels(hw - L);
         for (int p = 0; p + L < hw; p += L) simd::store<L>(out + o + p, pixels(p));
@@ -199,7 +199,7 @@ using simd::join_prev;
 // previous odd lanes, so "one step left" is one two-vector shuffle (zeros before column 0).  The
 // overlapped last vector is computed first (in-place residual) from loads at 2x - 2; on odd widths
 // it reads a zero-padded copy of the row's tail.
-template <int L>
+template <int L, bool M>
 void depthwise3x3s2_direct(const float* in, int h, int w, int c0, int c1, const float* dw, const float* bias,
                            float* out, const float* residual, Act act) {
     const int ho = (h - 1) / 2 + 1, wo = (w - 1) / 2 + 1;
@@ -235,7 +235,7 @@ void depthwise3x3s2_direct(const float* in, int h, int w, int c0, int c1, const 
                 tail += k[3 * ky] * deinterleave<L, 1>(p0, p1) + k[3 * ky + 1] * deinterleave<L, 0>(a0, a1) +
                         k[3 * ky + 2] * deinterleave<L, 1>(a0, a1);
             }
-            tail = dw_epilogue<L>(tail, res, xt, act);
+            tail = dw_epilogue<L, M>(tail, res, xt, act);
             if (n == 3) {  // inner rows (all but the image's first / last): taps fixed at compile time
                 const float *r0 = rows[0], *r1 = rows[1], *r2 = rows[2];
                 vec<L> p0{}, p1{}, p2{};
@@ -248,7 +248,7 @@ void depthwise3x3s2_direct(const float* in, int h, int w, int c0, int c1, const 
                     const vec<L> a1 = k[3] * join_prev<L>(p1, o1) + k[4] * m1 + k[5] * o1;
                     const vec<L> a2 = k[6] * join_prev<L>(p2, o2) + k[7] * m2 + k[8] * o2;
                     p0 = o0, p1 = o1, p2 = o2;
-                    simd::store<L>(out + o + x, dw_epilogue<L>(a0 + a1 + a2, res, x, act));
+                    simd::store<L>(out + o + x, dw_epilogue<L, M>(a0 + a1 + a2, res, x, act));
                 }
             } else {
                 vec<L> prev[3] = {vec<L>{}, vec<L>{}, vec<L>{}};
@@ -261,7 +261,7 @@ void depthwise3x3s2_direct(const float* in, int h, int w, int c0, int c1, const 
                         acc += k[3 * ky] * join_prev<L>(prev[i], right) + k[3 * ky + 1] * mid + k[3 * ky + 2] * right;
                         prev[i] = right;
                     }
-                    simd::store<L>(out + o + x, dw_epilogue<L>(acc, res, x, act));
+                    simd::store<L>(out + o + x, dw_epilogue<L, M>(acc, res, x, act));
                 }
             }
             simd::store<L>(out + o + xt, tail);

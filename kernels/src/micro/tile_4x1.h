@@ -134,7 +134,8 @@ inline void a53_blocks(vec<4> (&acc)[4][4], const float* in, const int32_t* off,
 
 // Tile of `NV` vectors of L pixels starting at virtual position q, `rows` out of 4 stored.
 // Stores prefetch the same output lines of the next tile for writing; PF also prefetches its input.
-template <int L, int NV, bool PF = false>
+// M: any activation, else None / ReLU / ReLU6 only (simd::activate).
+template <int L, int NV, bool M, bool PF = false>
 inline void tile_rows(const Geometry& g, int q, int first, int r0, int r1, const float* packed,
                       const int32_t* row_start, const int32_t* off, int out_ch, float* out, const float* residual,
                       Act act) {
@@ -189,7 +190,7 @@ inline void tile_rows(const Geometry& g, int q, int first, int r0, int r1, const
                     __builtin_prefetch(out + o + W + v * L, 1);
                     vec<L> y = acc[i][v];
                     if (residual) y += simd::load<L>(residual + o + v * L);
-                    simd::store<L>(out + o + v * L, simd::activate<L>(y, act));
+                    simd::store<L>(out + o + v * L, simd::activate<L, M>(y, act));
                 }
             }
             continue;
@@ -200,7 +201,7 @@ inline void tile_rows(const Geometry& g, int q, int first, int r0, int r1, const
             float* o = out + oc * hw;
             const float* res = residual ? residual + oc * hw : nullptr;
             for (int s = 0; s < nseg; ++s)
-                simd::emit<L>(tmp[i] + seg_j[s], res ? res + seg_o[s] : nullptr, o + seg_o[s], seg_n[s], act);
+                simd::emit<L, M>(tmp[i] + seg_j[s], res ? res + seg_o[s] : nullptr, o + seg_o[s], seg_n[s], act);
         }
     }
 }
@@ -208,7 +209,7 @@ inline void tile_rows(const Geometry& g, int q, int first, int r0, int r1, const
 // All tiles of virtual range [q0, q1) for block rows [r0, r1); needs g.qend >= L.  rows_outer:
 // finish one block row over all tiles before the next (weights stay in cache: small images);
 // else run all rows per tile (the input tile stays in cache: large images).
-template <int L, int NV>
+template <int L, int NV, bool M>
 void conv_range(const Geometry& g, int q0, int q1, int r0, int r1, bool rows_outer, const float* packed,
                 const int32_t* row_start, const int32_t* off, int out_ch, float* out, const float* residual,
                 Act act) {
@@ -217,7 +218,7 @@ void conv_range(const Geometry& g, int q0, int q1, int r0, int r1, bool rows_out
         for (int r = r0; r < r1;) {
             int e = r + 1;
             while (e < r1 && row_start[e + 1] - row_start[r] <= kChunkBlocks) ++e;
-            conv_range<L, NV>(g, q0, q1, r, e, false, packed, row_start, off, out_ch, out, residual, act);
+            conv_range<L, NV, M>(g, q0, q1, r, e, false, packed, row_start, off, out_ch, out, residual, act);
             r = e;
         }
         return;
@@ -225,15 +226,15 @@ void conv_range(const Geometry& g, int q0, int q1, int r0, int r1, bool rows_out
     int q = q0;
     for (; q + NV * L <= q1; q += NV * L)
         if (g.prefetch_in)
-            tile_rows<L, NV, true>(g, q, 0, r0, r1, packed, row_start, off, out_ch, out, residual, act);
+            tile_rows<L, NV, M, true>(g, q, 0, r0, r1, packed, row_start, off, out_ch, out, residual, act);
         else
-            tile_rows<L, NV>(g, q, 0, r0, r1, packed, row_start, off, out_ch, out, residual, act);
+            tile_rows<L, NV, M>(g, q, 0, r0, r1, packed, row_start, off, out_ch, out, residual, act);
     if constexpr (NV > 2)
         for (; q + 2 * L <= q1; q += 2 * L)
-            tile_rows<L, 2>(g, q, 0, r0, r1, packed, row_start, off, out_ch, out, residual, act);
-    for (; q + L <= q1; q += L) tile_rows<L, 1>(g, q, 0, r0, r1, packed, row_start, off, out_ch, out, residual, act);
+            tile_rows<L, 2, M>(g, q, 0, r0, r1, packed, row_start, off, out_ch, out, residual, act);
+    for (; q + L <= q1; q += L) tile_rows<L, 1, M>(g, q, 0, r0, r1, packed, row_start, off, out_ch, out, residual, act);
     if (q < q1)  // last partial vector: recompute an overlapping full vector, store only the new lanes
-        tile_rows<L, 1>(g, q1 - L, q - (q1 - L), r0, r1, packed, row_start, off, out_ch, out, residual, act);
+        tile_rows<L, 1, M>(g, q1 - L, q - (q1 - L), r0, r1, packed, row_start, off, out_ch, out, residual, act);
 }
 
 

@@ -21,30 +21,45 @@ namespace {
 constexpr int L = JCW_LANES;
 constexpr int NV = JCW_TILE_VECS;
 
-void conv(int lanes, const Geometry& g, int q0, int q1, int r0, int r1, bool rows_outer, const float* packed,
-          const int32_t* row_start, const int32_t* off, int out_ch, float* out, const float* residual, Act act) {
+// Every microkernel is instantiated twice: M = false runs None / ReLU / ReLU6 only (the fast
+// epilogue), M = true any activation (simd::activate); the wrappers below pick one per call.
+template <bool M>
+void conv_m(int lanes, const Geometry& g, int q0, int q1, int r0, int r1, bool rows_outer, const float* packed,
+            const int32_t* row_start, const int32_t* off, int out_ch, float* out, const float* residual, Act act) {
     switch (lanes) {
-        case L: conv_range<L, NV>(g, q0, q1, r0, r1, rows_outer, packed, row_start, off, out_ch, out, residual, act); break;
+        case L: conv_range<L, NV, M>(g, q0, q1, r0, r1, rows_outer, packed, row_start, off, out_ch, out, residual, act); break;
 #if JCW_LANES != 4 && JCW_LANES != 1
-        case 4: conv_range<4, NV>(g, q0, q1, r0, r1, rows_outer, packed, row_start, off, out_ch, out, residual, act); break;
+        case 4: conv_range<4, NV, M>(g, q0, q1, r0, r1, rows_outer, packed, row_start, off, out_ch, out, residual, act); break;
 #endif
 #if JCW_LANES != 1
-        default: conv_range<1, NV>(g, q0, q1, r0, r1, rows_outer, packed, row_start, off, out_ch, out, residual, act); break;
+        default: conv_range<1, NV, M>(g, q0, q1, r0, r1, rows_outer, packed, row_start, off, out_ch, out, residual, act); break;
 #endif
     }
 }
 
-void cv(const float* cvw, const float* bias, const float* in, int k, int hw, int out_ch, int b0, int b1, float* out,
-        const float* residual, Act act) {
-    cv_blocks<L>(cvw, bias, in, k, hw, out_ch, b0, b1, out, residual, act);
+void conv(int lanes, const Geometry& g, int q0, int q1, int r0, int r1, bool rows_outer, const float* packed,
+          const int32_t* row_start, const int32_t* off, int out_ch, float* out, const float* residual, Act act) {
+    if (simd::relu_family(act))
+        conv_m<false>(lanes, g, q0, q1, r0, r1, rows_outer, packed, row_start, off, out_ch, out, residual, act);
+    else
+        conv_m<true>(lanes, g, q0, q1, r0, r1, rows_outer, packed, row_start, off, out_ch, out, residual, act);
 }
 
-void depthwise(int lanes, bool k3, const Geometry& g, int c0, int c1, int plane_floats, const int32_t* tap_off,
-               int taps, const float* dw, const float* bias, float* out, const float* residual, Act act) {
+void cv(const float* cvw, const float* bias, const float* in, int k, int hw, int out_ch, int b0, int b1, float* out,
+        const float* residual, Act act) {
+    if (simd::relu_family(act))
+        cv_blocks<L, false>(cvw, bias, in, k, hw, out_ch, b0, b1, out, residual, act);
+    else
+        cv_blocks<L, true>(cvw, bias, in, k, hw, out_ch, b0, b1, out, residual, act);
+}
+
+template <bool M>
+void depthwise_m(int lanes, bool k3, const Geometry& g, int c0, int c1, int plane_floats, const int32_t* tap_off,
+                 int taps, const float* dw, const float* bias, float* out, const float* residual, Act act) {
     switch (lanes * 2 + k3) {
 #define JCW_DW(LN)                                                                                                \
-    case 2 * (LN): depthwise_range<LN, 0>(g, c0, c1, plane_floats, tap_off, taps, dw, bias, out, residual, act); break; \
-    case 2 * (LN) + 1: depthwise_range<LN, 9>(g, c0, c1, plane_floats, tap_off, taps, dw, bias, out, residual, act); break;
+    case 2 * (LN): depthwise_range<LN, 0, M>(g, c0, c1, plane_floats, tap_off, taps, dw, bias, out, residual, act); break; \
+    case 2 * (LN) + 1: depthwise_range<LN, 9, M>(g, c0, c1, plane_floats, tap_off, taps, dw, bias, out, residual, act); break;
         JCW_DW(L)
 #if JCW_LANES > 8
         JCW_DW(8)
@@ -60,12 +75,21 @@ void depthwise(int lanes, bool k3, const Geometry& g, int c0, int c1, int plane_
     }
 }
 
-void dw3_direct(int lanes, int stride, const float* in, int h, int w, int c0, int c1, const float* dw,
-                const float* bias, float* out, const float* residual, Act act) {
+void depthwise(int lanes, bool k3, const Geometry& g, int c0, int c1, int plane_floats, const int32_t* tap_off,
+               int taps, const float* dw, const float* bias, float* out, const float* residual, Act act) {
+    if (simd::relu_family(act))
+        depthwise_m<false>(lanes, k3, g, c0, c1, plane_floats, tap_off, taps, dw, bias, out, residual, act);
+    else
+        depthwise_m<true>(lanes, k3, g, c0, c1, plane_floats, tap_off, taps, dw, bias, out, residual, act);
+}
+
+template <bool M>
+void dw3_direct_m(int lanes, int stride, const float* in, int h, int w, int c0, int c1, const float* dw,
+                  const float* bias, float* out, const float* residual, Act act) {
     switch (lanes * 2 + (stride == 2)) {
 #define JCW_DW3(LN)                                                                                          \
-    case 2 * (LN): depthwise3x3_direct<LN>(in, h, w, c0, c1, dw, bias, out, residual, act); break; \
-    case 2 * (LN) + 1: depthwise3x3s2_direct<LN>(in, h, w, c0, c1, dw, bias, out, residual, act); break;
+    case 2 * (LN): depthwise3x3_direct<LN, M>(in, h, w, c0, c1, dw, bias, out, residual, act); break; \
+    case 2 * (LN) + 1: depthwise3x3s2_direct<LN, M>(in, h, w, c0, c1, dw, bias, out, residual, act); break;
         JCW_DW3(L)
 #if JCW_LANES > 8
         JCW_DW3(8)
@@ -81,12 +105,29 @@ void dw3_direct(int lanes, int stride, const float* in, int h, int w, int c0, in
     }
 }
 
+void dw3_direct(int lanes, int stride, const float* in, int h, int w, int c0, int c1, const float* dw,
+                const float* bias, float* out, const float* residual, Act act) {
+    if (simd::relu_family(act))
+        dw3_direct_m<false>(lanes, stride, in, h, w, c0, c1, dw, bias, out, residual, act);
+    else
+        dw3_direct_m<true>(lanes, stride, in, h, w, c0, c1, dw, bias, out, residual, act);
+}
+
+template <bool M>
+void dw3_flat_m(int lanes, const float* pad_in, size_t cstride, int h, int w, int c0, int c1, const float* mask_l,
+                const float* mask_r, const float* dw, const float* bias, float* out, const float* residual, Act act) {
+    if (lanes == L)
+        depthwise3x3_flat<L, M>(pad_in, cstride, h, w, c0, c1, mask_l, mask_r, dw, bias, out, residual, act);
+    else
+        depthwise3x3_flat<1, M>(pad_in, cstride, h, w, c0, c1, mask_l, mask_r, dw, bias, out, residual, act);
+}
+
 void dw3_flat(int lanes, const float* pad_in, size_t cstride, int h, int w, int c0, int c1, const float* mask_l,
               const float* mask_r, const float* dw, const float* bias, float* out, const float* residual, Act act) {
-    if (lanes == L)
-        depthwise3x3_flat<L>(pad_in, cstride, h, w, c0, c1, mask_l, mask_r, dw, bias, out, residual, act);
+    if (simd::relu_family(act))
+        dw3_flat_m<false>(lanes, pad_in, cstride, h, w, c0, c1, mask_l, mask_r, dw, bias, out, residual, act);
     else
-        depthwise3x3_flat<1>(pad_in, cstride, h, w, c0, c1, mask_l, mask_r, dw, bias, out, residual, act);
+        dw3_flat_m<true>(lanes, pad_in, cstride, h, w, c0, c1, mask_l, mask_r, dw, bias, out, residual, act);
 }
 
 // 16 independent accumulator chains hide FMA latency on every supported core.
