@@ -16,12 +16,12 @@ function this script takes
   i.e. the code run once per outer iteration (accumulator init, epilogue, stores, pointer setup).
 
 A second driver, ``benchmarks/arm_mca_ops.cpp``, holds what latency/devicemodel.py needs beyond the
-convs: the engine's depthwise kernel on padded planes (``depthwise_range``: 5x5 and every depthwise
-conv but 3x3 pad 1; its tap loop is the inner loop, the vector's code around it the overhead), and
-elementwise loops written for the purpose (main's engine has no NEON code for them yet; see the
-driver's header): ``act<a>`` (a standalone activation, one vector per iteration), ``epilogue<a>``
-(the activation on the 4 independent vectors of one tile row), ``add<relu>``, ``mul``, ``scale``
-(squeeze-excitation), ``copy`` (concatenation) and ``sum`` (average pooling).  A loop's cycles per
+convs at ReLU: the engine's depthwise kernel on padded planes (``depthwise_range``: 5x5 and every
+depthwise conv but 3x3 pad 1; its tap loop is the inner loop, the vector's code around it the
+overhead); ``epilogue<a>``, the engine's activation ``a`` (simd::activate) on the 4 independent
+vectors of one tile row; and the loops of the elementwise steps: ``act<a>``, ``add<relu>``,
+``mul``, ``scale`` (squeeze-excitation), ``copy`` (concatenation) and ``sum`` (average pooling),
+one vector per iteration.  A loop's cycles per
 iteration are those of the innermost loop of its function (no FMA needed, no overhead).  Their rows
 follow the conv rows, with the ops driver's own ``sources`` and ``sources_sha256``.
 
@@ -121,13 +121,14 @@ KERNELS = (
 )
 
 # Microkernels of the second driver (arm_mca_ops.cpp), analysed like KERNELS.
-OPS_KERNELS = (
-    Kernel("mca_dw_range", "depthwise_range<4> taps", ("depthwise_kxk",),
-           macs=LANES, outputs=LANES,
-           iteration="one tap of one output vector (planes, taps at run time: 5x5 and every depthwise conv "
-                     "but 3x3 pad 1): 4 pixels, 1 FMLA",
-           overhead_per="output vector (bias, ReLU, store, the tap loop's set-up)", deepest=True),
-)
+DW_RANGE = Kernel("mca_dw_range", "depthwise_range<4> taps", ("depthwise_kxk",),
+                  macs=LANES, outputs=LANES,
+                  iteration="one tap of one output vector (planes, taps at run time: 5x5 and every depthwise conv "
+                            "but 3x3 pad 1): 4 pixels, 1 FMLA",
+                  overhead_per="output vector (bias, ReLU, store, the tap loop's set-up)", deepest=True)
+# Microkernels of the second driver (arm_mca_ops.cpp), analysed like KERNELS.
+OPS_KERNELS = (DW_RANGE,)
+MORE_ACTS = ("hardswish", "hardsigmoid", "sigmoid", "silu", "gelu", "leaky_relu")  # outside the ReLU class
 
 
 @dataclass(frozen=True)
@@ -141,13 +142,14 @@ class Loop:
     iteration: str
 
 
-ACTIVATIONS = ("relu", "relu6", "hardswish", "hardsigmoid", "sigmoid", "silu", "gelu", "leaky_relu")
+ACTIVATIONS = ("relu", "relu6", *MORE_ACTS)
 LOOPS = tuple(
-    [Loop(f"mca_act_{a}", f"act<{a}>", f"act_{a}", 1, f"one vector: load, {a}, store (a standalone act op)")
+    [Loop(f"mca_act_{a}", f"act<{a}>", f"act_{a}", 1, f"one vector: load, {a}, store (an act step: simd::emit)")
      for a in ACTIVATIONS]
     + [Loop(f"mca_epi_{a}", f"epilogue<{a}>", f"epilogue_{a}", 4,
-            f"4 independent vectors (one row of a tile's epilogue): load, {a}, store") for a in ACTIVATIONS]
-    + [Loop("mca_add", "add<relu>", "add", 1, "one vector: two loads, add, ReLU, store"),
+            f"4 independent vectors (one row of a tile's epilogue): load, {a} (simd::activate), store")
+       for a in ACTIVATIONS]
+    + [Loop("mca_add", "add<relu>", "add", 1, "one vector: two loads, add, ReLU, store (an add step: simd::emit)"),
        Loop("mca_mul", "mul", "mul", 1, "one vector: two loads, multiply, store (elementwise mul)"),
        Loop("mca_scale", "scale", "scale", 1, "one vector: load, multiply by the channel's gate, store "
                                               "(squeeze-excitation)"),

@@ -2,7 +2,8 @@
 // for AArch64 and
 // instantiates each one in its own noinline, flattened extern "C" function, so that the assembly
 // (-S) of each function holds exactly one microkernel with the engine's NEON parameters
-// (JCW_LANES = 4, JCW_TILE_VECS = 4).  Geometry, activation and residual are compile-time
+// (JCW_LANES = 4, JCW_TILE_VECS = 4), in the instance the engine runs for the ReLU class (M = false:
+// simd::activate without the other activations' code).  Geometry, activation and residual are compile-time
 // constants where the engine's steady state has them fixed (a tile that is one contiguous run of
 // outputs, ReLU, no residual), so that the per-outer-iteration code around the inner loop is one
 // straight path; pointers and loop bounds the microkernel reads per call stay run-time arguments.
@@ -28,25 +29,26 @@ JCW_MCA void mca_tile_rows_pf(const float* base, const float* packed, const int3
                               float* out) {
     Geometry g;
     g.ho = 56, g.wo = 56, g.wv = 56, g.hw = 56 * 56, g.qend = 56 * 56, g.base = base;
-    tile_rows<JCW_LANES, JCW_TILE_VECS, true>(g, 0, 0, 0, 16, packed, row_start, off, 64, out, nullptr, Act::Relu);
+    tile_rows<JCW_LANES, JCW_TILE_VECS, false, true>(g, 0, 0, 0, 16, packed, row_start, off, 64, out, nullptr,
+                                                     Act::Relu);
 }
 
 // Depthwise 3x3 stride 1 straight from the CHW input (row pairs, 18 FMAs per column vector).
 JCW_MCA void mca_dw3_direct(const float* in, int h, int w, int c1, const float* dw, const float* bias, float* out) {
-    depthwise3x3_direct<JCW_LANES>(in, h, w, 0, c1, dw, bias, out, nullptr, Act::Relu);
+    depthwise3x3_direct<JCW_LANES, false>(in, h, w, 0, c1, dw, bias, out, nullptr, Act::Relu);
 }
 
 // Depthwise 3x3 stride 2 straight from the CHW input.
 JCW_MCA void mca_dw3s2_direct(const float* in, int h, int w, int c1, const float* dw, const float* bias,
                               float* out) {
-    depthwise3x3s2_direct<JCW_LANES>(in, h, w, 0, c1, dw, bias, out, nullptr, Act::Relu);
+    depthwise3x3s2_direct<JCW_LANES, false>(in, h, w, 0, c1, dw, bias, out, nullptr, Act::Relu);
 }
 
 // Depthwise 3x3 stride 1 on images narrower than a vector (flattened channel, lane masks).
 JCW_MCA void mca_dw3_flat(const float* pad_in, int h, int w, int c1, const float* mask_l, const float* mask_r,
                           const float* dw, const float* bias, float* out) {
-    depthwise3x3_flat<JCW_LANES>(pad_in, static_cast<size_t>(h) * w + 2 * w + 2, h, w, 0, c1, mask_l, mask_r, dw,
-                                 bias, out, nullptr, Act::Relu);
+    depthwise3x3_flat<JCW_LANES, false>(pad_in, static_cast<size_t>(h) * w + 2 * w + 2, h, w, 0, c1, mask_l, mask_r,
+                                        dw, bias, out, nullptr, Act::Relu);
 }
 
 }  // namespace jcw

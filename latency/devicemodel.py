@@ -15,9 +15,9 @@ min(T, parallel parts), the bandwidth is the whole board's, and every op pays a 
 An activation outside the ReLU class adds, per output vector, its epilogue loop's cycles over
 ReLU's; adds, muls (squeeze-excitation), concats, standalone activations and windowed average
 pools take max(their loop's cycles, their bytes over the bandwidth); max pools, global average
-pools and the input copy are memory-bound.  The loops are benchmarks/arm_mca_ops.cpp's, written
-for the purpose where main's engine has no NEON code for them yet (its header says how); 5x5 (and
-any non-3x3-pad-1) depthwise convs run the engine's depthwise_range on padded planes.  No constant
+pools and the input copy are memory-bound.  The loops are benchmarks/arm_mca_ops.cpp's: the
+engine's activations (simd::activate) and elementwise loops; 5x5 (and any non-3x3-pad-1)
+depthwise convs run the engine's depthwise_range on padded planes.  No constant
 is fitted to anything:
 ncnn's published dense figures are printed beside ours (``python -m latency.devicemodel --compare``)
 as a fact about our engine, not as a target.
@@ -127,8 +127,8 @@ ROLES = {
 #   act_<a>: a standalone activation; epilogue_<a>: the activation inside a kernel's epilogue (4
 #   independent vectors; the ReLU class is part of every conv's measured overhead, the extra of <a> is
 #   epilogue_<a> - epilogue_relu); add: residual add + ReLU; mul: elementwise; scale: squeeze-excitation;
-#   copy: a concatenation's copy; sum: an average pool's sums.  Written for the purpose where main's
-#   engine has no NEON code yet (the driver's header says which and how).
+#   copy: a concatenation's copy; sum: an average pool's sums (the driver's header says where each
+#   loop comes from).
 LOOP_KINDS = ("add", "mul", "scale", "copy", "sum")
 
 
