@@ -26,7 +26,7 @@ def twin_run(spec, arch):
     """The latency.context Run with ``arch``'s kept channels per coupling group and density per layer."""
     from latency.context import Run
 
-    channels = {x.group: c.out_ch for x, c in zip(spec.layers, arch.layers) if x.kind not in ("fc", "depthwise")}
+    channels = {x.group: c.out_ch for x, c in zip(spec.layers, arch.layers) if x.group >= 0}  # hidden fcs too
     return Run(channels, {i: c.density for i, c in enumerate(arch.layers)})
 
 

@@ -239,3 +239,18 @@ def test_profile_a_model_with_the_new_ops(tmp_path):
     assert Predictor(table, spec).full() > 0
     for e in table.ops.values():
         assert (e.mean >= 0).all()
+
+
+def test_an_add_with_an_activation_outside_the_relu_class_is_timed_with_it():
+    """Its key names the activation; the timer fuses add + activation into a conv and takes the bare conv
+    off (so the conv the engine fuses it into is charged without it)."""
+    from jcw.core.netspec import OpSpec
+    from latency.lut import op_key
+    from latency.profile import Timer
+
+    op = OpSpec("add", 8, 16, 0, act="silu")
+    assert op_key(op)[-1] == "silu" and op_key(OpSpec("add", 8, 16, 0, act="relu"))[-1] == ""
+    timer = Timer(threads=1, repeats=3, warmup=1, flush=4096)
+    for o in (op, OpSpec("add", 8, 16, 0, act="relu")):
+        samples = timer.op(o, 16, np.random.default_rng(0))
+        assert samples.shape == (3,) and (samples >= 0).all() and np.isfinite(samples).all()
