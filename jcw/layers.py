@@ -46,8 +46,8 @@ _FC = -2
 SUPPORTED = ("convs (square, plain or depthwise) with BatchNorm; activations ReLU, ReLU6, Hardswish, Hardsigmoid, "
              "Sigmoid, SiLU, GELU, LeakyReLU (modules or functions); residual adds; concatenation along "
              "channels; channel-wise multiplies (squeeze-excitation); max, average and adaptive average pooling; "
-             "Linear layers, Flatten, Dropout, Identity, stochastic depth; other ops keep the channels they "
-             "touch at full width")
+             "Linear layers (hidden ones pruned like convs), Flatten, Dropout, Identity, stochastic depth; other ops "
+             "keep the channels they touch at full width")
 
 
 class _UnionFind:
@@ -316,7 +316,7 @@ class _Reader:
         elif (not method and f in _PASS_FUNCTIONS) or (method and f in _PASS_METHODS):
             self.value[node] = self.source(node)
         elif (not method and f in _FLATTEN_FUNCTIONS) or (method and f in _FLATTEN_METHODS):
-            self.flatten(node, f"{'.' if method else ''}{getattr(f, '__name__', f)}")
+            self.flatten(node, f"{'.' if method else ''}{getattr(f, '__name__', f)}()")
         elif _is_global_mean(node) or (f is _F.adaptive_avg_pool2d and node.args[1:2] in ((1,), ((1, 1),))):
             self.value[node] = self.source(node)
             self.op("avgpool", node.args[0], self.value[node])
@@ -407,8 +407,6 @@ def trace(model: nn.Module, resolution: int, name: str | None = None) -> Trace:
     if not convs or not fcs or r.layers[-1] is not fcs[-1]:
         raise UsageError("the model must end with a linear classifier (nn.Linear) after its convs")
     classifier = fcs[-1]
-    for x in fcs[:-1]:
-        r.freeze(((x[3], x[1].out_features),), f"hidden linear layer {x[0]}")
 
     # Group ids: roots numbered in order of first appearance among the layers' outputs.
     gid: dict[int, int] = {}

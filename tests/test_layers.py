@@ -15,7 +15,7 @@ from jcw.core.netspec import NetSpec, load_shipped
 # (coupling groups, density genes), counted from the architectures' block tables:
 # resnet50: stem + 2 inner groups x 16 bottlenecks + 4 residual stages; 1 + 16 * 3 + 4 downsample convs.
 # mobilenet_v3_large: stem (joined by block 1's add) + 14 expansions + 8 SE squeezes + 5 residual stages +
-#   the last conv + the hidden linear (frozen); stem + 14 + 2 * 8 SE convs + 15 projections + the last conv.
+#   the last conv + the hidden linear; stem + 14 + 2 * 8 SE convs + 15 projections + the last conv.
 # mobilenet_v3_small: stem + block 1's SE squeeze and projection + 10 expansions + 8 SE squeezes + 4 residual
 #   stages + last conv + hidden linear; stem + 2 * 9 SE convs + 10 + 11 projections + the last conv.
 # efficientnet_b0: stem + 16 SE squeezes + 15 expansions + 7 stages + the last conv; 1 + 32 + 15 + 16 + 1.

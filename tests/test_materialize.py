@@ -90,7 +90,11 @@ def _zeroed_reference(model, spec, arch, masks, criterion, seed):
     kept = {x.group: c.out_ch for x, c in zip(spec.layers, arch.layers) if x.group >= 0}
     with torch.no_grad():
         for x, c in zip(spec.layers, arch.layers):
-            if x.kind == "fc":
+            if x.kind == "fc":  # a hidden linear's pruned outputs are zero; the classifier keeps its classes
+                fc = ref.get_submodule(x.name)
+                fc.weight[c.out_ch:] = 0
+                if fc.bias is not None:
+                    fc.bias[c.out_ch:] = 0
                 continue
             conv = ref.get_submodule(x.name)
             for t in (conv.weight, conv.bias):
@@ -154,7 +158,7 @@ def test_materialize_leaves_model_and_checks_arch(randomize):
         slice_model(model, spec, arch)
     arch = space.decode(space.full())
     arch.layers[1] = type(arch.layers[1])(arch.layers[1].name, 8, 16, 1.0)
-    with pytest.raises(ValueError, match="layer1.0.conv2' reads 16 channels but its input groups \[1\] keep 8"):
+    with pytest.raises(ValueError, match=r"layer1.0.conv2' reads 16 channels but its input groups \[1\] keep 8"):
         slice_model(model, spec, arch)
     arch.layers[2] = type(arch.layers[2])(arch.layers[2].name, 8, 8, 1.0)
     with pytest.raises(ValueError, match="coupling group 0 keeps 16"):

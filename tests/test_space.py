@@ -1,6 +1,7 @@
 """SearchSpace: gene counts, JCW lower bounds, snapping, decode/encode, Arch JSON, MACs and params."""
 
 import json
+from pathlib import Path
 import subprocess
 import sys
 
@@ -166,21 +167,28 @@ def test_cli_json_and_tables(capsys):
     assert "resnet20 at 64x64" in text and "channel genes (12)" in text and "layer3.2.conv2" in text
 
 
-def test_cli_lists_frozen_groups_with_their_reasons(capsys):
+def test_cli_lists_groups_genes_and_frozen_groups_with_their_reasons(capsys):
     from jcw.cli.space import main
 
     assert main(["--model", "mobilenet_v3_large"]) == 0
     text = capsys.readouterr().out
-    # classifier = Linear(960, 1280), Hardswish, Dropout, Linear(1280, classes): the hidden 1280 stay whole
-    assert "frozen groups (1): kept at full width, no gene" in text
-    assert "1280  classifier.0: hidden linear layer classifier.0" in text
+    assert "frozen groups (0): kept at full width, no gene" in text
     assert main(["--model", "mobilenet_v3_large", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert [g["members"] for g in report["frozen_groups"]] == [["classifier.0"]]
-    assert len(report["channel_genes"]) == 29 and all(g["group"] != report["frozen_groups"][0]["group"]
-                                                      for g in report["channel_genes"])
-    se = next(x for x in report["layers"] if x["name"] == "features.4.block.2.fc2")  # first SE block's expand conv
-    assert se["group"] == next(x for x in report["layers"] if x["name"] == "features.4.block.0.0")["group"]
+    assert report["frozen_groups"] == [] and len(report["channel_genes"]) == 30
+    layers = {x["name"]: x for x in report["layers"]}
+    # classifier = Linear(960, 1280), Hardswish, Dropout, Linear(1280, classes): the hidden 1280 are a gene
+    hidden = next(g for g in report["channel_genes"] if g["members"] == ["classifier.0"])
+    assert hidden["channels"] == 1280 and layers["classifier.3"]["in_group"] == hidden["group"]
+    # the first SE block: its expand conv joins the group of the tensor it scales
+    assert layers["features.4.block.2.fc2"]["group"] == layers["features.4.block.0.0"]["group"]
+
+    # a user's model with a channel shuffle (a view jcw cannot follow): the shuffled group is frozen
+    shuffle = Path(__file__).parent / "user_models" / "shuffle.py"
+    assert main(["--model", f"{shuffle}:build", "--resolution", "32"]) == 0
+    text = capsys.readouterr().out
+    assert "frozen groups (1): kept at full width, no gene" in text
+    assert "mix.0: read by .view() (changes the channel layout)" in text
 
 
 def test_cli_usage_errors(capsys):
