@@ -16,6 +16,7 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from jcw.core.errors import UsageError
+from jcw.core.util import atomic_write
 from jcw.core.netspec import CONCAT, IMAGE, SPEC_DIR, GroupSpec, LayerSpec, NetSpec, OpSpec
 
 # What the graph reader knows.  Activations (module types, functions, methods) by their NetSpec name.
@@ -512,13 +513,31 @@ def write_specs(directory: Path = SPEC_DIR) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI: ``python -m jcw.layers --write-specs [--dir DIR]``."""
+    """CLI: ``python -m jcw.layers --write-specs [--dir DIR]`` or ``--model REF [--resolution R] --out FILE``."""
     parser = argparse.ArgumentParser(prog="python -m jcw.layers", description=__doc__)
     parser.add_argument("--write-specs", action="store_true", help="write latency/specs/<model>.json for the zoo")
     parser.add_argument("--dir", type=Path, default=SPEC_DIR, help=f"output directory (default {SPEC_DIR})")
+    parser.add_argument("--model", help="write this model's NetSpec instead (a zoo name, path/to/file.py:factory "
+                                        "or package.module:factory), e.g. for profile-latency on a board")
+    parser.add_argument("--resolution", type=int, help="input size of --model (default: the zoo's, else 224)")
+    parser.add_argument("--out", type=Path, help="the NetSpec .json file --model writes")
     args = parser.parse_args(argv)
+    if args.model:
+        from jcw.models import deploy_resolution, load_model, model_label
+
+        if args.out is None:
+            parser.error("--model needs --out FILE.json")
+        try:
+            model = load_model(args.model)
+            resolution = deploy_resolution(model, args.resolution)
+            spec = describe_model(model, resolution, model_label(args.model))
+        except UsageError as e:
+            parser.error(str(e))
+        atomic_write(args.out, spec.to_json() + "\n")
+        print(f"wrote {args.out}: {spec.model} at {resolution}x{resolution}, {len(spec.layers)} layers")
+        return 0
     if not args.write_specs:
-        parser.error("nothing to do: pass --write-specs")
+        parser.error("nothing to do: pass --write-specs or --model REF --out FILE")
     for path in write_specs(args.dir):
         print(path)
     return 0

@@ -95,7 +95,7 @@ def resolve_table(device: str, model: str, threads: int = 1, resolution: int | N
             if not table.missing(spec):
                 return table
         return modelled_table(device, threads, spec)
-    spec = _spec(model, resolution)  # measured tables cover the zoo model's own layers
+    spec = _spec(model, resolution) if spec is None else spec
     if device == "host":
         from latency.profile import ProfileConfig, profile
 
@@ -104,8 +104,8 @@ def resolve_table(device: str, model: str, threads: int = 1, resolution: int | N
             table = LatencyTable.load(path)
             if not table.missing(spec):
                 return table
-        config = ProfileConfig(models=(model,), resolution=spec.resolution, device="host", threads=threads,
-                               out=path, quick=True, command=f"resolve_table('host', {model!r}, {threads}, {spec.resolution})")
+        config = ProfileConfig(models=(spec,), device="host", threads=threads, out=path, quick=True,
+                               command=f"resolve_table('host', {model!r}, {threads}, {spec.resolution})")
         return profile(config, progress=progress)
     path = Path(device)
     if path.suffix == ".json" or path.exists():

@@ -21,7 +21,7 @@ from latency.context import Run, activation_nodes, build, design
 from latency.lut import (DENSITIES, QUICK_DENSITIES, QUICK_RATIOS, RATIOS, Entry, LatencyTable, cost_act, describe_key,
                          layer_axes, layer_key, op_axes, op_key, table_ops)
 from jcw.core.errors import UsageError
-from jcw.core.netspec import OP_KINDS, load_shipped
+from jcw.core.netspec import OP_KINDS, NetSpec, load_shipped
 from jcw.core.util import atomic_write
 
 IMAGENET_ZOO = ("resnet18", "mobilenet_v1", "mobilenet_v2")
@@ -416,14 +416,24 @@ def normalise(runs: list, refs: list, every: int, typical: float) -> list:
 
 
 def _specs(config: ProfileConfig) -> list:
+    """NetSpecs of ``config.models``: zoo names (their shipped specs), NetSpec JSON files (any network,
+    e.g. written by ``python -m jcw.layers --model REF --out FILE``) or NetSpec objects."""
     specs = []
-    for name in config.models:
+    for item in config.models:
         try:
-            spec = load_shipped(name)
+            if isinstance(item, NetSpec):
+                spec = item
+            elif str(item).endswith(".json"):
+                try:
+                    spec = NetSpec.from_json(Path(item).read_text())
+                except OSError as e:
+                    raise UsageError(f"cannot read NetSpec file {item}: {e.strerror}") from None
+            else:
+                spec = load_shipped(item)
             if config.resolution is not None:
                 spec = spec.at_resolution(config.resolution)
         except ValueError as e:
-            raise UsageError(str(e)) from None
+            raise UsageError(f"{item}: {e}") from None
         specs.append(spec)
     return specs
 
@@ -579,7 +589,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Measure per-layer latency tables of the jcw engine on this machine (numpy + onnx only).",
     )
     p.add_argument("--model", default=",".join(IMAGENET_ZOO),
-                   help="comma-separated zoo models (default: the ImageNet zoo %(default)s)")
+                   help="comma-separated zoo models or NetSpec .json files of your own networks (written by "
+                        "python -m jcw.layers --model REF --out FILE.json) (default: the ImageNet zoo %(default)s)")
     p.add_argument("--resolution", type=int, default=None, help="input size (default: each model's own)")
     p.add_argument("--device", default="host", help="label naming the table: a53, a72, host or anything (default host)")
     p.add_argument("--threads", type=int, default=1, help="engine threads (default 1); a table is per thread count")

@@ -254,3 +254,32 @@ def test_an_add_with_an_activation_outside_the_relu_class_is_timed_with_it():
     for o in (op, OpSpec("add", 8, 16, 0, act="relu")):
         samples = timer.op(o, 16, np.random.default_rng(0))
         assert samples.shape == (3,) and (samples >= 0).all() and np.isfinite(samples).all()
+
+
+def test_profile_a_users_network_from_its_netspec_file(tmp_path, monkeypatch, capsys):
+    """python -m jcw.layers --model REF --out spec.json on the workstation, profile-latency --model spec.json on
+    the board; resolve_table('host', spec=...) profiles a network outside the zoo on first use."""
+    from jcw.layers import main as layers_main
+    from jcw.core.netspec import NetSpec
+    from jcw.core.space import SearchSpace
+    from latency.devices import resolve_table
+
+    blocks = Path(__file__).parent / "user_models" / "blocks.py"
+    spec_file = tmp_path / "blocks.json"
+    assert layers_main(["--model", f"{blocks}:build", "--resolution", "32", "--out", str(spec_file)]) == 0
+    spec = NetSpec.from_json(spec_file.read_text())
+    assert spec.model == "blocks.build" and {o.kind for o in spec.ops} >= {"concat", "mul", "avgpool", "add"}
+    out = tmp_path / "board.json"
+    assert main(["--model", str(spec_file), "--quick", "--rounds", "1", "--repeats", "3", "--warmup", "1",
+                 "--out", str(out), "--quiet"]) == 0
+    table = LatencyTable.load(out)
+    assert table.models == ["blocks.build@32"] and not table.missing(spec)
+    space = SearchSpace(spec)
+    fastest, full = Predictor(table, spec).predict(*space.decode_arrays(np.stack([space.minimal(), space.full()])))
+    assert 0 < fastest < full
+    assert main(["--model", str(tmp_path / "nope.json"), "--out", str(tmp_path / "x.json"), "--quiet"]) == 2
+    assert "cannot read NetSpec file" in capsys.readouterr().err
+
+    monkeypatch.setenv("JCW_CACHE_DIR", str(tmp_path / "cache"))
+    host = resolve_table("host", spec.model, 1, spec=spec, progress=False)
+    assert not host.missing(spec) and "blocks.build@32" in host.models
