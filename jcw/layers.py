@@ -45,7 +45,8 @@ _TRANSPARENT = (nn.BatchNorm2d, nn.Dropout, nn.Identity)
 _IMAGE = IMAGE  # channels never pruned: the image, and anything computed by an op jcw cannot follow
 _FC = -2
 SUPPORTED = ("convs (square, plain or depthwise) with BatchNorm; activations ReLU, ReLU6, Hardswish, Hardsigmoid, "
-             "Sigmoid, SiLU, GELU, LeakyReLU (modules or functions); residual adds; concatenation along "
+             "Sigmoid, SiLU, GELU, LeakyReLU (modules or functions); grouped convs (kept whole); residual adds; "
+             "concatenation along "
              "channels; channel-wise multiplies (squeeze-excitation); max, average and adaptive average pooling; "
              "Linear layers (hidden ones pruned like convs), Flatten, Dropout, Identity, stochastic depth; other ops "
              "keep the channels they touch at full width")
@@ -101,10 +102,14 @@ def _shape(node: fx.Node) -> torch.Size | None:
     return getattr(meta, "shape", None)
 
 
+def _depthwise(conv: nn.Conv2d) -> bool:
+    return conv.groups > 1 and conv.groups == conv.in_channels == conv.out_channels
+
+
 def _conv_kind(conv: nn.Conv2d, first: bool) -> str:
     if first:
         return "stem"
-    if conv.groups > 1:
+    if _depthwise(conv):
         return "depthwise"
     return "pointwise" if conv.kernel_size == (1, 1) else "regular"
 
@@ -113,9 +118,6 @@ def _check_conv(name: str, conv: nn.Conv2d) -> None:
     k, s, p, d = conv.kernel_size, conv.stride, conv.padding, conv.dilation
     if k[0] != k[1] or s[0] != s[1] or not isinstance(p, tuple) or p[0] != p[1] or d != (1, 1):
         raise UsageError(f"conv {name!r}: only square kernels/strides/paddings without dilation are supported")
-    if conv.groups > 1 and not (conv.groups == conv.in_channels == conv.out_channels):
-        raise UsageError(f"conv {name!r}: grouped convs (groups={conv.groups}) other than depthwise are not "
-                         "supported")
 
 
 def _norms(gm: fx.GraphModule) -> dict[str, str]:
@@ -258,13 +260,16 @@ class _Reader:
         if isinstance(mod, nn.Conv2d):
             _check_conv(name, mod)
             parts = self.source(node)
-            if mod.groups > 1:
+            if _depthwise(mod):
                 if len(parts) > 1:
                     self.freeze(parts, f"depthwise conv {name} reads a concatenation")
                     parts = self.fixed(node.args[0])
                 out = parts[0][0]
             else:
                 out = self.uf.new()
+                if mod.groups > 1:  # grouped (ResNeXt / ShuffleNet style): its groups are kept whole
+                    reason = f"grouped conv {name} (groups={mod.groups}) keeps its groups whole"
+                    self.freeze(parts + ((out, mod.out_channels),), reason)
             self.layers.append((name, mod, parts, out, node))
             self.value[node] = ((out, mod.out_channels),)
         elif isinstance(mod, nn.Linear):

@@ -180,18 +180,6 @@ def test_untraceable_and_unrepresentable_models_are_named():
     with pytest.raises(UsageError, match="Branchy cannot be traced by torch.fx"):
         describe_model(Branchy(), 8)
 
-    class Grouped(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.a = nn.Conv2d(3, 8, 3)
-            self.b = nn.Conv2d(8, 8, 3, groups=2)
-            self.fc = nn.Linear(8, 2)
-
-        def forward(self, x):
-            return self.fc(self.b(self.a(x)).mean((2, 3)))
-
-    with pytest.raises(UsageError, match="conv 'b': grouped convs"):
-        describe_model(Grouped(), 8)
 
     class Shared(nn.Module):
         def __init__(self):
@@ -205,6 +193,51 @@ def test_untraceable_and_unrepresentable_models_are_named():
 
     with pytest.raises(UsageError, match="layer 'b' is called 2 times"):
         describe_model(Shared(), 8)
+
+
+def test_grouped_convs_keep_their_groups_whole(randomize):
+    class NeXt(nn.Module):  # a ResNeXt bottleneck: 1x1, grouped 3x3 (4 groups), 1x1, residual add
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Conv2d(3, 16, 3, padding=1)
+            self.reduce = nn.Conv2d(16, 16, 1)
+            self.grouped = nn.Conv2d(16, 16, 3, padding=1, groups=4)
+            self.expand = nn.Conv2d(16, 16, 1)
+            self.head = nn.Conv2d(16, 24, 1)
+            self.fc = nn.Linear(24, 5)
+
+        def forward(self, x):
+            x = torch.relu(self.stem(x))
+            y = self.expand(torch.relu(self.grouped(torch.relu(self.reduce(x)))))
+            return self.fc(self.head(torch.relu(x + y)).mean((2, 3)))
+
+    model = randomize(NeXt()).eval()
+    spec = describe(model, 8, "next")
+    g = spec.layer("grouped")
+    assert (g.kind, g.groups) == ("regular", 4)
+    frozen = {grp.members: grp.frozen for grp in spec.groups if grp.frozen}
+    reason = "grouped conv grouped (groups=4) keeps its groups whole"
+    assert frozen == {("reduce",): reason, ("grouped",): reason}
+    space = SearchSpace(spec)
+    assert "density:grouped" not in space.gene_names() and space.gene_names()[:2] == ["channel:g0", "channel:g3"]
+    assert [spec.groups[i].members for i in space.channel_groups] == [("stem", "expand"), ("head",)]
+    assert space.params(space.full())[0] == sum(p.numel() for n, p in model.named_parameters() if "weight" in n or
+                                                "bias" in n)
+    # materialize and the supernet keep the grouped conv whole and agree with each other
+    from jcw.prune.materialize import materialize, order_channels
+    from jcw.search.supernet import Supernet
+    import numpy as np
+    genes = space.minimal()
+    small, masks = materialize(model, space.decode(genes), spec=spec)
+    assert small.grouped.groups == 4 and small.grouped.weight.shape == model.grouped.weight.shape
+    order_channels(model, spec, "l1")
+    net = Supernet(model, spec).eval()
+    out_ch, _, density = space.decode_arrays(genes)
+    net.set_candidates(out_ch, density)
+    net.select(0)
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), small.eval()(x), rtol=1e-4, atol=1e-5)
 
 
 def test_concat_couples_nothing_and_its_readers_list_the_parts():

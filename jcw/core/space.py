@@ -140,7 +140,8 @@ class SearchSpace:
             raise ValueError(f"grid must be non-empty values in [0, 1], got {grid}")
         layers = spec.layers
         self.channel_groups = [g.id for g in spec.groups if not g.frozen]
-        self.density_layers = [i for i, x in enumerate(layers) if x.kind not in ("depthwise", "fc")]
+        # grouped convs (kept whole) have no density gene: the engine runs them as dense ungrouped convs
+        self.density_layers = [i for i, x in enumerate(layers) if x.kind not in ("depthwise", "fc") and x.groups == 1]
         if [g.id for g in spec.groups] != list(range(len(spec.groups))):
             raise ValueError("spec groups must be numbered 0..G-1")
         fc = layers[-1]
@@ -179,6 +180,7 @@ class SearchSpace:
         self._out_res = np.array([x.out_res for x in layers], dtype=np.int64)
         self._k2 = np.array([x.kernel ** 2 for x in layers], dtype=np.int64)
         self._dw = np.array([x.kind == "depthwise" for x in layers])
+        self._groups = np.array([x.groups for x in layers], dtype=np.int64)
         self._extra = np.array([int(x.bias) + 2 * int(x.norm) for x in layers], dtype=np.int64)
 
     @classmethod
@@ -257,7 +259,7 @@ class SearchSpace:
         return out_ch, in_ch, density
 
     def _kept_weights(self, out_ch, in_ch, density) -> np.ndarray:
-        per_out = np.where(self._dw, 1, in_ch) * self._k2  # weights per output channel
+        per_out = np.where(self._dw, 1, in_ch // self._groups) * self._k2  # weights per output channel
         blocks = -(-out_ch // BLOCK) * per_out
         return np.minimum(n_kept_blocks(blocks, density) * BLOCK, out_ch * per_out)
 

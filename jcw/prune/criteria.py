@@ -194,7 +194,7 @@ def es(model: nn.Module, spec: NetSpec, batches=None, generator=None) -> dict[in
         return record
 
     handles = [model.get_submodule(x.name).register_forward_pre_hook(hook(x.input_parts))
-               for x in spec.layers if x.kind != "depthwise" and any(g >= 0 for g, _ in x.input_parts)]
+               for x in spec.layers if x.groups == 1 and any(g >= 0 for g, _ in x.input_parts)]
     was_training = model.training
     model.eval()
     try:

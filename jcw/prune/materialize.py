@@ -39,7 +39,7 @@ def order_channels(model: nn.Module, spec: NetSpec, criterion: str = "l1", batch
                     bn = model.get_submodule(norms[layer.name])
                     for t in (bn.weight, bn.bias, bn.running_mean, bn.running_var):
                         _permute_(t, p)
-            if layer.kind != "depthwise" and any(g in perms for g, _ in layer.input_parts):
+            if layer.groups == 1 and any(g in perms for g, _ in layer.input_parts):
                 _permute_(mod.weight, input_index(layer, perms), dim=1)
     return perms
 
@@ -103,6 +103,8 @@ def slice_model(model: nn.Module, spec: NetSpec, arch: Arch) -> nn.Module:
     with torch.no_grad():
         for x, c in zip(spec.layers, arch.layers):
             old = small.get_submodule(x.name)
+            if x.groups > 1 and x.kind != "depthwise":
+                continue  # a grouped conv is frozen: kept whole
             kw = {"device": old.weight.device, "dtype": old.weight.dtype}
             cols = input_index(x, {}, kept).to(old.weight.device)
             if x.kind == "fc":

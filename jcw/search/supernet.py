@@ -70,8 +70,7 @@ class DynamicConv2d(nn.Module):
         self.bias = conv.bias
         self.stride, self.padding, self.dilation = conv.stride, conv.padding, conv.dilation
         self.depthwise = conv.groups > 1 and conv.groups == conv.in_channels == conv.out_channels
-        if conv.groups > 1 and not self.depthwise:
-            raise ValueError(f"supernet: grouped (non-depthwise) convolution at spec layer {layer} is not supported")
+        self.groups = conv.groups  # a grouped conv is frozen: always whole, dense
         self.layer, self.active, self.parts = layer, active, parts
 
     def forward(self, x: Tensor) -> Tensor:
@@ -79,6 +78,8 @@ class DynamicConv2d(nn.Module):
         c_in = x.shape[1]
         if self.depthwise:
             weight, groups = self.weight[:c_in], c_in
+        elif self.groups > 1:
+            weight, groups = self.weight, self.groups
         elif self.parts:
             weight, groups = self.weight[: out_ch or self.weight.shape[0]][:, self.active.columns(self.parts, x.device)], 1
         else:
