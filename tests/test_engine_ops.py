@@ -324,3 +324,20 @@ def test_activations_fuse_into_add_and_linear_steps(threads):
     assert float(np.abs(engine.run(x) - want).max()) <= 1e-4 * float(np.abs(want).max())
     assert [(p.op, p.act) for p in engine.plan] == [
         ("act", "relu"), ("add", "hardswish"), ("avgpool", "none"), ("reshape", "none"), ("linear", "sigmoid")]
+
+
+def test_grouped_conv_runs_as_the_full_channel_matrix(tmp_path):
+    """A ResNeXt-style grouped 3x3 (4 groups, one sparse 4x1-pruned) beside 1x1 convs: parity with onnxruntime."""
+    class NeXt(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.reduce = nn.Conv2d(3, 32, 1)
+            self.grouped = prune_4x1(nn.Conv2d(32, 32, 3, padding=1, groups=4), 0.5, seed=3)
+            self.expand = nn.Conv2d(32, 8, 1)
+
+        def forward(self, x):
+            return self.expand(torch.relu(self.grouped(torch.relu(self.reduce(x)))))
+
+    proto = export(NeXt().eval(), tmp_path, "next")
+    assert any(n.op_type == "Conv" and any(a.name == "group" and a.i == 4 for a in n.attribute) for n in proto.graph.node)
+    check_parity(proto)
