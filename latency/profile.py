@@ -26,7 +26,7 @@ from jcw.core.util import atomic_write
 
 IMAGENET_ZOO = ("resnet18", "mobilenet_v1", "mobilenet_v2")
 # How grid points are timed; a table measured another way is not continued (see latency.context).
-METHOD = "context"
+METHOD = "context-v2"  # v2: one density per context run (v1 cycled densities across its layers)
 # A median reference-network time (taken between the context runs) above this factor times the
 # fastest means the machine ran slow for most of the profiling (a co-tenant, a governor): the
 # table warns. Short spikes are normal on a shared machine and are left to normalise().

@@ -50,7 +50,7 @@ def test_profile_covers_the_model_with_sane_timings(measured):
     for k in ("cpu", "engine_version", "date", "host", "governor", "grid"):
         assert k in prov
     assert prov["kernels"].startswith(kernels.kernel_variant() + " (of ")  # the table belongs to these kernels
-    assert prov["method"] == "context"
+    assert prov["method"] == "context-v2"
     for e in table.layers.values():   # every point reached by >= 1 context run per round, 3 passes each
         assert (e.mean > 0).all() and (e.count >= 6).all() and (e.count % 3 == 0).all()
     big = table.layer(spec.layer("layer3.2.conv2"))
