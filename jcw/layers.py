@@ -466,7 +466,7 @@ def trace(model: nn.Module, resolution: int, name: str | None = None) -> Trace:
             frozen=reasons.get(g, "")))
     spec = NetSpec(model=r.model_name, resolution=int(resolution), num_classes=classifier[1].out_features,
                    layers=tuple(layers), ops=tuple(ops), groups=tuple(groups))
-    return Trace(spec, _norms(gm))
+    return Trace(spec, r.norms)
 
 
 def describe(model: nn.Module, resolution: int, name: str | None = None) -> NetSpec:

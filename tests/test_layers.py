@@ -226,7 +226,6 @@ def test_grouped_convs_keep_their_groups_whole(randomize):
     # materialize and the supernet keep the grouped conv whole and agree with each other
     from jcw.prune.materialize import materialize, order_channels
     from jcw.search.supernet import Supernet
-    import numpy as np
     genes = space.minimal()
     small, masks = materialize(model, space.decode(genes), spec=spec)
     assert small.grouped.groups == 4 and small.grouped.weight.shape == model.grouped.weight.shape

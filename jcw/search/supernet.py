@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from jcw.train.distributed import DistContext
-from jcw.prune.materialize import block_mask
+from jcw.prune.materialize import block_mask, input_index
 from jcw.train.loops import Batch, evaluation_sums, sgd
 
 
@@ -26,6 +26,7 @@ class _Active:
     index: int | None = None
     calibrating: bool = False
     masks: dict = field(default_factory=dict)
+    owner: dict = field(default_factory=dict)  # coupling group -> index of a spec layer producing it
     dist: DistContext = field(default_factory=DistContext)
 
     def mask(self, layer: int, weight: Tensor, density: float) -> Tensor:
@@ -44,15 +45,12 @@ class _Active:
             return None, 1.0
         return int(self.out_ch[self.index, layer]), float(self.density[self.index, layer])
 
-    def columns(self, parts: tuple[tuple[int | None, int], ...], device) -> Tensor:
-        """Input channels a layer reading a concatenation uses: per part (a layer owning the part's
-        group, or None when never pruned; full channels), the active candidate's first kept ones."""
-        index, offset = [], 0
-        for owner, full in parts:
-            kept = full if owner is None or self.index is None else int(self.out_ch[self.index, owner])
-            index.append(torch.arange(offset, offset + kept, device=device))
-            offset += full
-        return torch.cat(index)
+    def columns(self, layer, device) -> Tensor:
+        """Input channels a layer reading a concatenation uses (``materialize.input_index``): the active
+        candidate's first kept channels of every part (``owner``: a spec layer producing each group)."""
+        kept = {} if self.index is None else {
+            g: int(self.out_ch[self.index, self.owner[g]]) for g, _ in layer.in_parts if g >= 0}
+        return input_index(layer, {}, kept).to(device)
 
 
 class DynamicConv2d(nn.Module):
@@ -60,18 +58,18 @@ class DynamicConv2d(nn.Module):
 
     Depthwise convs follow their input width; others keep the active candidate's out_ch filters and
     zero all but the largest-L2 4x1 blocks (``block_mask``) when the density is below 1.  A conv
-    reading a concatenation (``parts``, see ``_Active.columns``) uses the weight columns of the
-    kept prefix of every part.
+    reading a concatenation (``concat``: its LayerSpec, see ``_Active.columns``) uses the weight
+    columns of the kept prefix of every part.
     """
 
-    def __init__(self, conv: nn.Conv2d, layer: int, active: _Active, parts: tuple = ()):
+    def __init__(self, conv: nn.Conv2d, layer: int, active: _Active, concat=None):
         super().__init__()
         self.weight = conv.weight
         self.bias = conv.bias
         self.stride, self.padding, self.dilation = conv.stride, conv.padding, conv.dilation
         self.depthwise = conv.groups > 1 and conv.groups == conv.in_channels == conv.out_channels
         self.groups = conv.groups  # a grouped conv is frozen: always whole, dense
-        self.layer, self.active, self.parts = layer, active, parts
+        self.layer, self.active, self.concat = layer, active, concat
 
     def forward(self, x: Tensor) -> Tensor:
         out_ch, density = self.active.choice(self.layer)
@@ -80,8 +78,8 @@ class DynamicConv2d(nn.Module):
             weight, groups = self.weight[:c_in], c_in
         elif self.groups > 1:
             weight, groups = self.weight, self.groups
-        elif self.parts:
-            weight, groups = self.weight[: out_ch or self.weight.shape[0]][:, self.active.columns(self.parts, x.device)], 1
+        elif self.concat is not None:
+            weight, groups = self.weight[: out_ch or self.weight.shape[0]][:, self.active.columns(self.concat, x.device)], 1
         else:
             weight, groups = self.weight[: out_ch or self.weight.shape[0], :c_in], 1
         if density < 1.0:
@@ -91,18 +89,18 @@ class DynamicConv2d(nn.Module):
 
 
 class DynamicLinear(nn.Module):
-    """A Linear reading the active input width (or the kept columns of a concatenation, ``parts``)."""
+    """A Linear reading the active input width (or the kept columns of a concatenation, ``concat``)."""
 
-    def __init__(self, linear: nn.Linear, layer: int, active: _Active, parts: tuple = ()):
+    def __init__(self, linear: nn.Linear, layer: int, active: _Active, concat=None):
         super().__init__()
         self.weight = linear.weight
         self.bias = linear.bias
-        self.layer, self.active, self.parts = layer, active, parts
+        self.layer, self.active, self.concat = layer, active, concat
 
     def forward(self, x: Tensor) -> Tensor:
         out_ch, density = self.active.choice(self.layer)
         weight = self.weight[: out_ch or self.weight.shape[0]]
-        weight = weight[:, self.active.columns(self.parts, x.device)] if self.parts else weight[:, : x.shape[1]]
+        weight = weight[:, self.active.columns(self.concat, x.device)] if self.concat is not None else weight[:, : x.shape[1]]
         if density < 1.0:
             weight = weight * self.active.mask(self.layer, weight, density)
         bias = None if self.bias is None else self.bias[: weight.shape[0]]
@@ -207,18 +205,16 @@ class Supernet(nn.Module):
         self.net = copy.deepcopy(model)
         self.active = _Active(dist=dist or DistContext())
         layer_index = {layer.name: i for i, layer in enumerate(spec.layers)}
-        owner = {}  # group -> index of a layer producing it
         for i, layer in enumerate(spec.layers):
-            owner.setdefault(layer.group, i)
+            self.active.owner.setdefault(layer.group, i)
         self._norms: list[DynamicBatchNorm2d] = []
         for name, module in list(self.net.named_modules()):
             if isinstance(module, (nn.Conv2d, nn.Linear)):
                 if name not in layer_index:
                     raise ValueError(f"supernet: layer {name!r} of the model is not in its NetSpec")
                 layer = spec.layers[layer_index[name]]
-                parts = tuple((owner[g] if g >= 0 else None, c) for g, c in layer.in_parts)
                 cls = DynamicConv2d if isinstance(module, nn.Conv2d) else DynamicLinear
-                replacement = cls(module, layer_index[name], self.active, parts)
+                replacement = cls(module, layer_index[name], self.active, layer if layer.in_parts else None)
             elif isinstance(module, nn.BatchNorm2d):
                 replacement = DynamicBatchNorm2d(module, self.active)
                 self._norms.append(replacement)
