@@ -255,6 +255,26 @@ def _measure(item, key: tuple, axes: dict, timer: Timer, rng, tick) -> Entry:
     return Entry.build(key, axes, mean, std, count)
 
 
+def _linear_in_channels(e: Entry) -> Entry:
+    """``e`` with its means replaced by the line ``a + b * channels`` (a, b >= 0) through them.
+
+    A fused add's cost is its epilogue's memory traffic, linear in the channels, and at small sizes
+    a fraction of a microsecond: each grid point's difference of two timings is mostly noise, and
+    a noisy point subtracted from its producer conv (ContextRunner.measure) could take that conv's
+    entry to zero. The line pools every point of the entry; it is the Theil-Sen line (median of the
+    pairwise slopes, then the median intercept), which one spiked point does not pull.
+    """
+    c, y = np.asarray(e.axes["out_ch"], dtype=float), e.mean.reshape(-1)
+    if len(c) < 2:
+        return e
+    i, j = np.triu_indices(len(c), 1)
+    b = max(float(np.median((y[j] - y[i]) / (c[j] - c[i]))), 0.0)
+    a = float(np.median(y - b * c))
+    if a < 0:
+        a, b = 0.0, max(float(np.median(y / c)), 0.0)
+    return Entry.build(e.key, e.axes, (a + b * c).reshape(e.mean.shape), e.std, e.count)
+
+
 def _fastest(a: Entry, b: Entry) -> Entry:
     """Per grid point the pass with the lower median (load on a shared machine only slows)."""
     pick = b.mean < a.mean
@@ -522,6 +542,7 @@ def profile(config: ProfileConfig, progress: bool = True, log=print) -> LatencyT
                 rng = np.random.default_rng([config.seed, zlib.crc32(describe_key(key).encode())])
                 entry = _measure(op, key, op_axes(op, config.quick), timer, rng, lambda: bar.update(1))
                 table.ops[key] = _fastest(table.ops[key], entry) if r else entry
+            table.ops[key] = _linear_in_channels(table.ops[key])
             table.save(config.out)
         for tag, spec in work:
             runner = ContextRunner(spec, config, table.ops)

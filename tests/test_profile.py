@@ -13,7 +13,7 @@ from jcw.core.netspec import load_shipped
 from latency.predictor import Predictor
 from latency.lut import Entry
 from latency.context import block_pruned
-from latency.profile import ProfileConfig, _fastest, main, profile
+from latency.profile import ProfileConfig, _fastest, _linear_in_channels, main, profile
 from jcw.core.errors import UsageError
 
 
@@ -112,6 +112,23 @@ def test_rounds_keep_the_faster_median_per_point():
     np.testing.assert_allclose(f.mean.ravel(), [1.0, 1.0, 2.0, 4.0])
     np.testing.assert_allclose(f.std.ravel(), [.1, .2, .2, .1])
     assert (f.count == 6).all()
+
+
+def test_a_fused_add_entry_is_pooled_into_a_line_in_its_channels():
+    axes = {"out_ch": [4, 8, 12, 16], "in_ch": None, "density": None}
+    rng = np.random.default_rng(1)
+    truth = 0.002 + 0.001 * np.array(axes["out_ch"], dtype=float)
+    noisy = truth + rng.normal(0.0, 0.0004, 4)
+    noisy[0] += 0.01   # one point caught a spike
+    e = Entry.build(("add", 0, 0, 0, 8, 16), axes, noisy.reshape(4, 1, 1), np.ones((4, 1, 1)), np.full((4, 1, 1), 6))
+    line = _linear_in_channels(e).mean.ravel()
+    assert np.abs(np.diff(line, 2)).max() < 1e-12 and (np.diff(line) >= 0).all()   # a line, rising
+    assert np.abs(line[0] - truth[0]) < np.abs(noisy[0] - truth[0]) / 2   # the spike is mostly pooled away
+    falling = Entry.build(e.key, axes, np.array([0.2, 0.1, 0.05, 0.0]).reshape(4, 1, 1), e.std, e.count)
+    np.testing.assert_allclose(_linear_in_channels(falling).mean.ravel(), [0.075] * 4)   # no negative slope: the median
+    through0 = Entry.build(e.key, axes, np.array([0.0, 0.0, 0.1, 0.4]).reshape(4, 1, 1), e.std, e.count)
+    got = _linear_in_channels(through0).mean.ravel()
+    assert (got >= 0).all() and got[0] > 0 and np.allclose(got / np.array(axes["out_ch"]), got[0] / 4)
 
 
 def test_an_interrupted_profile_continues_from_its_finished_context_runs(tmp_path, monkeypatch):
