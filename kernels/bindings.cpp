@@ -279,6 +279,9 @@ void bind_ops(py::module_& m) {
     m.def("simd_lanes", &jcw::simd_lanes, "Floats per SIMD vector (1 = scalar build).");
     m.def("set_force_scalar", &jcw::set_force_scalar, py::arg("on"), "Route every op through the portable scalar kernels.");
     m.def("force_scalar", &jcw::force_scalar);
+    m.def("set_dense_tile", &jcw::set_dense_tile, py::arg("on"),
+          "Run dense groups-1 convs on the variant's dense register tile (default on), else on the 4x1 tile.");
+    m.def("dense_tile", &jcw::dense_tile);
     m.def("kernel_variant", &jcw::kernel_variant,
           "Kernel variant the conv ops run (picked at load from the CPU, or $JCW_KERNELS).");
     m.def("kernel_variants", &jcw::kernel_variants,

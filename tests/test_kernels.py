@@ -43,6 +43,10 @@ CONV_CASES = [
     (64, 50, 8, 8, 1, 1, 0, 1, 1.0, "relu6", False, "auto"),
     (33, 16, 5, 3, 1, 1, 0, 1, 1.0, "none", True, "auto"),
     (70, 21, 1, 1, 1, 1, 0, 1, 1.0, "relu", False, "dense"),
+    # dense groups 1 on the dense register tile where the variant has one (a last group of 4 rows,
+    # 3-vector tiles, 1-vector tails and an overlapped last vector, discarded padding columns)
+    (20, 20, 17, 19, 3, 1, 1, 1, 1.0, "relu", True, "dense"),
+    (48, 13, 12, 12, 1, 1, 0, 1, 1.0, "relu6", False, "auto"),
 ]
 
 
@@ -146,6 +150,36 @@ def test_padded_conv_sweep_matches_torch(threads):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4, err_msg=f"k={k} s={s} pad={pad} h={h} w={w}")
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_dense_tile_matches_the_4x1_tile_and_torch(threads):
+    """Dense groups-1 convs on the dense register tile (where the variant has one) against the 4x1
+    tile they otherwise run on and against torch: channel counts around the tile's 8 rows, tiles of
+    3 vectors, 1-vector tails and overlapped last vectors, stride 2, residual; with several threads
+    the split goes over pixels (few groups) or channel groups (many)."""
+    rng = np.random.default_rng(11)
+    cases = [(16, 8, 1, 1, 30, 30), (19, 13, 3, 1, 23, 23), (9, 37, 3, 2, 31, 29), (64, 70, 1, 1, 14, 14),
+             (32, 96, 3, 1, 7, 7), (5, 17, 5, 1, 11, 40)]
+    try:
+        for cin, cout, k, s, h, w in cases:
+            wt = rng.standard_normal((cout, cin, k, k)).astype(np.float32)
+            b = rng.standard_normal(cout).astype(np.float32)
+            x = rng.standard_normal((1, cin, h, w)).astype(np.float32)
+            conv = kernels.Conv2d(wt, b, stride=s, padding=k // 2, act="relu", mode="dense", threads=threads)
+            ho, wo = (h + 2 * (k // 2) - k) // s + 1, (w + 2 * (k // 2) - k) // s + 1
+            res = rng.standard_normal((1, cout, ho, wo)).astype(np.float32)
+            want = torch_conv(x, wt, b, s, k // 2, 1, "relu", res)
+            got = {}
+            for on in (True, False):
+                kernels.set_dense_tile(on)
+                got[on] = conv.run(x, res)
+                name = conv.kernel_name(h, w)
+                assert ("dense_tile" in name) == (on and kernels.simd_lanes() == 16), name
+            for on in (True, False):
+                np.testing.assert_allclose(got[on], want, rtol=1e-4, atol=1e-4, err_msg=f"{cin}->{cout} k{k} s{s} {h}x{w} {on}")
+    finally:
+        kernels.set_dense_tile(True)
+
+
 def test_conv_dispatch_and_density():
     rng = np.random.default_rng(7)
     dense = rng.standard_normal((16, 8, 3, 3)).astype(np.float32)
@@ -230,6 +264,8 @@ def test_cases_reach_every_microkernel(variant_name):
         want.add("depthwise3x3_flat")
     if lanes >= 8:  # channel-vectorised dense 1x1 on small images: wide vectors only
         want.add("cv_tile")
+    if lanes == 16:  # the dense register tile: 32 vector registers of 16 lanes
+        want.add("dense_tile")
     assert want <= seen, want - seen
 
 

@@ -65,6 +65,10 @@ std::vector<std::string> kernel_variants();
 void set_kernel_variant(const std::string& name);
 // Process-wide switch to the portable scalar kernels (for testing the SIMD path against them).
 void set_force_scalar(bool on);
+// Dense groups-1 convs run on the variant's dense register tile where it has one (on by
+// default); off, they run on the 4x1 tile like sparse ones (benchmarks, tests).
+void set_dense_tile(bool on);
+bool dense_tile();
 bool force_scalar();
 
 // Activation names: "none", "relu", "relu6", "hardswish", "hardsigmoid", "sigmoid", "silu",

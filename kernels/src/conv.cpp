@@ -83,11 +83,13 @@ std::shared_ptr<const Conv2d::ConvPlan> Conv2d::plan(int in_h, int in_w, int thr
     {
         std::lock_guard<std::mutex> lk(plan_cache_->m);
         for (const auto& p : plan_cache_->plans)
-            if (p->in_h == in_h && p->in_w == in_w && p->threads == threads && p->ks == &ks) return p;
+            if (p->in_h == in_h && p->in_w == in_w && p->threads == threads && p->ks == &ks &&
+                p->dense_tile == dense_tile())
+                return p;
     }
     auto pl = std::make_shared<ConvPlan>();
     ConvPlan& c = *pl;
-    c.in_h = in_h, c.in_w = in_w, c.threads = threads, c.ks = &ks;
+    c.in_h = in_h, c.in_w = in_w, c.threads = threads, c.ks = &ks, c.dense_tile = dense_tile();
     const std::string v = std::string(ks.name) + " ";
     const int ho = out_h(in_h), wo = out_w(in_w);
     if (depthwise_flat(in_h, in_w, ks.lanes)) {
@@ -120,6 +122,14 @@ std::shared_ptr<const Conv2d::ConvPlan> Conv2d::plan(int in_h, int in_w, int thr
         } else {
             c.path = ConvPath::Tile;
             c.kernel = v + lanes_name("tile_rows", c.lanes, ks.tile_vecs);
+            if (c.dense_tile && !sparse_ && groups_ == 1 && ks.dense_rows > 0 && c.lanes == ks.lanes) {
+                c.path = ConvPath::DenseTile;
+                c.wd = pack_dense_rows(packed_.data(), row_start_.data(), out_ch_, ks.dense_rows);
+                c.groups_of_rows = (out_ch_ + ks.dense_rows - 1) / ks.dense_rows;
+                c.codes = row_start_[1] - row_start_[0];
+                c.kernel = v + "dense_tile<" + std::to_string(c.lanes) + "," + std::to_string(ks.dense_rows) + ">";
+            }
+            const int units = c.path == ConvPath::DenseTile ? c.groups_of_rows : rows_;  // row units threads split
             // Loop order: weights bigger than the input planes -> block rows outer.
             const size_t weight_bytes = sizeof(float) * packed_.size() + sizeof(int32_t) * codes_.size();
             const size_t input_bytes =
@@ -130,7 +140,7 @@ std::shared_ptr<const Conv2d::ConvPlan> Conv2d::plan(int in_h, int in_w, int thr
             // block rows balanced by their block counts.
             const int run_tile = c.lanes * ks.tile_vecs;
             c.qrun = p.direct ? c.g.qend : p.qrun;
-            c.split_q = (!c.rows_outer && c.qrun >= threads * 4 * run_tile) || rows_ < threads * 4;
+            c.split_q = (!c.rows_outer && c.qrun >= threads * 4 * run_tile) || units < threads * 4;
             c.tile = run_tile;
             if (threads > 1 && c.split_q && !p.direct) {
                 c.pb = plane_layout(ho, wo, kh_, kw_, stride_, pad_, tile, threads);
@@ -234,6 +244,7 @@ void Conv2d::run(const float* in, int in_h, int in_w, float* out, const float* r
             return;
         }
         case ConvPath::DepthwisePlanes:
+        case ConvPath::DenseTile:
         case ConvPath::Tile:
             break;
     }
@@ -253,9 +264,15 @@ void Conv2d::run(const float* in, int in_h, int in_w, float* out, const float* r
         });
         return;
     }
+    // Block rows [r0, r1) of the 4x1 tile, or channel groups of the dense tile.
+    const bool dense = c.path == ConvPath::DenseTile;
+    const int units = dense ? c.groups_of_rows : rows_;
     auto convolve = [&](const Geometry& gg, int q0, int q1, int r0, int r1, const int32_t* boff, float* o, const float* res) {
         if (q0 >= q1 || r0 >= r1) return;
-        ks.conv(c.lanes, gg, q0, q1, r0, r1, c.rows_outer, packed_.data(), row_start_.data(), boff, out_ch_, o, res, act_);
+        if (dense)
+            ks.dense(gg, q0, q1, r0, r1, c.rows_outer, c.wd.data(), c.codes, boff, out_ch_, o, res, act_);
+        else
+            ks.conv(c.lanes, gg, q0, q1, r0, r1, c.rows_outer, packed_.data(), row_start_.data(), boff, out_ch_, o, res, act_);
     };
     if (c.banded) {
         // One row band per thread: thread t writes the planes of its output rows (halo rows
@@ -273,7 +290,7 @@ void Conv2d::run(const float* in, int in_h, int in_w, float* out, const float* r
             gb.qend = (gb.ho - 1) * gb.wv + wo;
             make_planes(in, in_h, in_w, pb, stride_, pad_, 0, in_ch_, y0, planes + t * band);
             const size_t o = static_cast<size_t>(y0) * wo;
-            convolve(gb, 0, run_positions(gb.qend, tile_of(ks)), 0, rows_, c.band_off->data(), out + o,
+            convolve(gb, 0, run_positions(gb.qend, tile_of(ks)), 0, units, c.band_off->data(), out + o,
                      residual ? residual + o : nullptr);
         });
         return;
@@ -286,10 +303,13 @@ void Conv2d::run(const float* in, int in_h, int in_w, float* out, const float* r
     // Several parts per thread: a thread that gets descheduled leaves its parts to the others.
     const int parts = threads == 1 ? 1 : threads * 4;
     auto body = [&](int i) {
-        int q0 = 0, q1 = qrun, r0 = 0, r1 = rows_;
+        int q0 = 0, q1 = qrun, r0 = 0, r1 = units;
         if (c.split_q) {
             q0 = q_split(i, parts);
             q1 = q_split(i + 1, parts);
+        } else if (dense) {  // groups of equal work
+            r0 = units * i / parts;
+            r1 = units * (i + 1) / parts;
         } else {
             r0 = row_split(i, parts);
             r1 = row_split(i + 1, parts);

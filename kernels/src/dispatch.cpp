@@ -99,6 +99,7 @@ struct Registry {
         // Scalar: the last (most basic) variant's kernels at one lane.
         scalar = *all[sizeof(all) / sizeof(all[0]) - 1];
         scalar.name = "scalar", scalar.isa = "scalar", scalar.lanes = 1;
+        scalar.dense_rows = 0, scalar.dense = nullptr;  // the dense tile runs at full width only
         sets.push_back(&scalar);
         const KernelSet* pick = sets.front();
         if (const char* env = std::getenv("JCW_KERNELS"); env && *env) {
@@ -143,6 +144,10 @@ const KernelSet* const* runnable_kernel_sets(int* n) {
 const char* isa() { return active_kernels().isa; }
 int simd_lanes() { return active_kernels().lanes; }
 void set_force_scalar(bool on) { g_force_scalar.store(on); }
+
+std::atomic<bool> g_dense_tile{true};
+void set_dense_tile(bool on) { g_dense_tile.store(on); }
+bool dense_tile() { return g_dense_tile.load(std::memory_order_relaxed); }
 bool force_scalar() { return g_force_scalar.load(std::memory_order_relaxed); }
 
 std::string kernel_variant() { return active_kernels().name; }

@@ -20,6 +20,11 @@ struct KernelSet {
     // `lanes` is lanes, 4 or 1.
     void (*conv)(int lanes, const Geometry& g, int q0, int q1, int r0, int r1, bool rows_outer, const float* packed,
                  const int32_t* row_start, const int32_t* off, int out_ch, float* out, const float* residual, Act act);
+    // Dense groups-1 tile of `dense_rows` output channels (micro/dense_tile.h) over channel groups
+    // [k0, k1), weights re-packed by pack_dense_rows; `lanes` is lanes.  dense_rows 0: none.
+    int dense_rows;
+    void (*dense)(const Geometry& g, int q0, int q1, int k0, int k1, bool rows_outer, const float* wd, int codes,
+                  const int32_t* off, int out_ch, float* out, const float* residual, Act act);
     // Channel-vectorised dense 1x1 on blocks [b0, b1) of `lanes` output channels (micro/dense_cv.h).
     void (*cv_blocks)(const float* cv, const float* bias, const float* in, int k, int hw, int out_ch, int b0, int b1,
                       float* out, const float* residual, Act act);

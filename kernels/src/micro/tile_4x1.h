@@ -132,6 +132,58 @@ inline void a53_blocks(vec<4> (&acc)[4][4], const float* in, const int32_t* off,
 }
 #endif
 
+// Segments of the W-lane tile at virtual position q (lanes from `first` on) that map to valid
+// output pixels: (tile lane j, output index o, length n).
+template <int W>
+struct TileSegments {
+    int j[W], o[W], n[W], count = 0;
+    TileSegments(const Geometry& g, int q, int first) {
+        j[0] = o[0] = n[0] = 0;
+        if (g.wv == g.wo) {  // no discarded columns: the tile is one run of outputs
+            j[0] = first, o[0] = q + first, n[0] = std::max(0, std::min(W, g.qend - q) - first), count = 1;
+        }
+        for (int k = count ? W : first; k < W;) {
+            const int qq = q + k, y = qq / g.wv, x = qq - y * g.wv;
+            if (y >= g.ho) break;
+            if (x >= g.wo) {
+                k += g.wv - x;
+                continue;
+            }
+            const int len = std::min(W - k, g.wo - x);
+            j[count] = k, o[count] = y * g.wo + x, n[count] = len, ++count;
+            k += len;
+        }
+    }
+    bool whole() const { return count == 1 && n[0] == W; }  // one contiguous run of W outputs
+};
+
+// Output channel oc of the tile: its NV accumulators (+ residual, activation) stored to the
+// tile's segments; a whole tile (`whole`: s.whole(), its outputs from `start` = s.o[0]) straight
+// from registers, prefetching the same lines of the next tile for writing.  Both are read once per
+// tile by the caller: the stores (memcpy) may alias `s` for the compiler.
+template <int L, int NV, bool M>
+__attribute__((always_inline)) inline void store_tile_row(const vec<L>* acc, const TileSegments<L * NV>& s, bool whole,
+                                                          int start, int hw, size_t oc, float* out,
+                                                          const float* residual, Act act) {
+    constexpr int W = L * NV;
+    if (whole) {
+        const size_t o = oc * hw + start;
+        for (int v = 0; v < NV; ++v) {
+            __builtin_prefetch(out + o + W + v * L, 1);
+            vec<L> y = acc[v];
+            if (residual) y += simd::load<L>(residual + o + v * L);
+            simd::store<L>(out + o + v * L, simd::activate<L, M>(y, act));
+        }
+        return;
+    }
+    float tmp[W];
+    for (int v = 0; v < NV; ++v) simd::store<L>(tmp + v * L, acc[v]);
+    float* o = out + oc * hw;
+    const float* res = residual ? residual + oc * hw : nullptr;
+    for (int k = 0; k < s.count; ++k)
+        simd::emit<L, M>(tmp + s.j[k], res ? res + s.o[k] : nullptr, o + s.o[k], s.n[k], act);
+}
+
 // Tile of `NV` vectors of L pixels starting at virtual position q, `rows` out of 4 stored.
 // Stores prefetch the same output lines of the next tile for writing; PF also prefetches its input.
 // M: any activation, else None / ReLU / ReLU6 only (simd::activate).
@@ -140,25 +192,9 @@ inline void tile_rows(const Geometry& g, int q, int first, int r0, int r1, const
                       const int32_t* row_start, const int32_t* off, int out_ch, float* out, const float* residual,
                       Act act) {
     constexpr int W = L * NV;
-    float tmp[4][W];
-    // Segments of this tile that map to valid output pixels: (tile lane, output index, length).
-    int seg_j[W], seg_o[W], seg_n[W], nseg = 0;
-    seg_j[0] = seg_o[0] = seg_n[0] = 0;
-    if (g.wv == g.wo) {  // no discarded columns: the tile is one run of outputs
-        seg_j[0] = first, seg_o[0] = q + first, seg_n[0] = std::max(0, std::min(W, g.qend - q) - first), nseg = 1;
-    }
-    for (int j = nseg ? W : first; j < W;) {
-        const int qq = q + j, y = qq / g.wv, x = qq - y * g.wv;
-        if (y >= g.ho) break;
-        if (x >= g.wo) {
-            j += g.wv - x;
-            continue;
-        }
-        const int n = std::min(W - j, g.wo - x);
-        seg_j[nseg] = j, seg_o[nseg] = y * g.wo + x, seg_n[nseg] = n, ++nseg;
-        j += n;
-    }
-    const int hw = g.hw;
+    const TileSegments<W> segs(g, q, first);
+    const bool whole = segs.whole();
+    const int start = segs.o[0];
     const float* in = g.base + q;
     for (int r = r0; r < r1; ++r) {
         const float* w = packed + 4 * (static_cast<size_t>(row_start[r]) + r);
@@ -183,26 +219,8 @@ inline void tile_rows(const Geometry& g, int q, int first, int r0, int r1, const
                 for (int v = 0; v < NV; ++v) acc[i][v] += w[i] * x[v];
         }
         const int nrow = std::min(4, out_ch - 4 * r);
-        if (nseg == 1 && seg_n[0] == W) {  // whole tile is one contiguous run of outputs: store from registers
-            for (int i = 0; i < nrow; ++i) {
-                const size_t o = (4 * static_cast<size_t>(r) + i) * hw + seg_o[0];
-                for (int v = 0; v < NV; ++v) {
-                    __builtin_prefetch(out + o + W + v * L, 1);
-                    vec<L> y = acc[i][v];
-                    if (residual) y += simd::load<L>(residual + o + v * L);
-                    simd::store<L>(out + o + v * L, simd::activate<L, M>(y, act));
-                }
-            }
-            continue;
-        }
-        for (int i = 0; i < nrow; ++i) {
-            for (int v = 0; v < NV; ++v) simd::store<L>(tmp[i] + v * L, acc[i][v]);
-            const size_t oc = 4 * static_cast<size_t>(r) + i;
-            float* o = out + oc * hw;
-            const float* res = residual ? residual + oc * hw : nullptr;
-            for (int s = 0; s < nseg; ++s)
-                simd::emit<L, M>(tmp[i] + seg_j[s], res ? res + seg_o[s] : nullptr, o + seg_o[s], seg_n[s], act);
-        }
+        for (int i = 0; i < nrow; ++i)
+            store_tile_row<L, NV, M>(acc[i], segs, whole, start, g.hw, 4 * static_cast<size_t>(r) + i, out, residual, act);
     }
 }
 

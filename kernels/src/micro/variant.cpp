@@ -6,6 +6,7 @@
 
 #include "../kernel_set.h"
 #include "dense_cv.h"
+#include "dense_tile.h"
 #include "depthwise.h"
 #include "tile_4x1.h"
 
@@ -44,6 +45,23 @@ void conv(int lanes, const Geometry& g, int q0, int q1, int r0, int r1, bool row
     else
         conv_m<true>(lanes, g, q0, q1, r0, r1, rows_outer, packed, row_start, off, out_ch, out, residual, act);
 }
+
+// The dense tile where a vector register file holds 8 x 3 accumulators of full-width vectors
+// (AVX-512: 32 registers of 16 lanes; docs/kernels.md "Dense register tile").  Elsewhere the 4x1
+// tile already has the most accumulators the registers allow.
+#if JCW_LANES == 16
+constexpr int kDenseRows = 8, kDenseVecs = 3;
+void dense(const Geometry& g, int q0, int q1, int k0, int k1, bool rows_outer, const float* wd, int codes,
+           const int32_t* off, int out_ch, float* out, const float* residual, Act act) {
+    if (simd::relu_family(act))
+        dense_range<L, kDenseVecs, kDenseRows, false>(g, q0, q1, k0, k1, rows_outer, wd, codes, off, out_ch, out, residual, act);
+    else
+        dense_range<L, kDenseVecs, kDenseRows, true>(g, q0, q1, k0, k1, rows_outer, wd, codes, off, out_ch, out, residual, act);
+}
+#else
+constexpr int kDenseRows = 0;
+constexpr auto dense = nullptr;
+#endif
 
 void cv(const float* cvw, const float* bias, const float* in, int k, int hw, int out_ch, int b0, int b1, float* out,
         const float* residual, Act act) {
@@ -163,7 +181,7 @@ double fma_peak(double seconds) {
 
 namespace variants {
 const KernelSet& JCW_VARIANT() {
-    static const KernelSet set{JCW_STR(JCW_VARIANT), JCW_ISA, L, NV, conv, cv, depthwise, dw3_direct, dw3_flat, fma_peak};
+    static const KernelSet set{JCW_STR(JCW_VARIANT), JCW_ISA, L, NV, conv, kDenseRows, dense, cv, depthwise, dw3_direct, dw3_flat, fma_peak};
     return set;
 }
 }  // namespace variants

@@ -1,0 +1,75 @@
+// Dense register tile for groups-1 convolutions: R output channels x NV vectors of L pixels per
+// step.  Every block row of a dense groups-1 packing holds the same positions in the same order,
+// so R / 4 block rows can share one pass over the positions: each loaded input vector feeds R
+// FMAs instead of 4.  With R = 8, NV = 3 on AVX-512 (24 accumulators) a step loads 3 input
+// vectors and 8 weights for 24 FMAs, against 4 vectors and 4 weights for 16 with the 4x1 tile:
+// a third of the input traffic per FMA, which is what deep layers whose input planes do not fit
+// in L1 wait on (docs/kernels.md, "Dense register tile").
+#pragma once
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+
+#include "../simd.h"
+#include "geometry.h"
+#include "tile_4x1.h"
+
+namespace jcw {
+namespace {
+
+// One tile at virtual position q (lanes from `first` on) for channel groups [k0, k1).  `wd` is the
+// re-packed weight stream (pack_dense_rows): per group, R biases then R weights per position.
+// PF: each position also prefetches one of the next tile's input lines, a different one per group
+// (as the 4x1 tile does for input-dominated layers).
+template <int L, int NV, int R, bool M, bool PF = false>
+inline void dense_tile(const Geometry& g, int q, int first, int k0, int k1, const float* wd, int codes,
+                       const int32_t* off, int out_ch, float* out, const float* residual, Act act) {
+    const TileSegments<L * NV> segs(g, q, first);
+    const bool whole = segs.whole();
+    const int start = segs.o[0];
+    const float* in = g.base + q;
+    for (int k = k0; k < k1; ++k) {
+        const float* w = wd + static_cast<size_t>(k) * R * (codes + 1);
+        vec<L> acc[R][NV];
+        for (int i = 0; i < R; ++i)
+            for (int v = 0; v < NV; ++v) acc[i][v] = simd::splat<L>(w[i]);
+        w += R;
+        const int pf = L * NV + (k % NV) * L;
+        for (int b = 0; b < codes; ++b, w += R) {
+            const float* p = in + off[b];
+            if constexpr (PF) __builtin_prefetch(p + pf);
+            vec<L> x[NV];
+            for (int v = 0; v < NV; ++v) x[v] = simd::load<L>(p + v * L);
+            for (int i = 0; i < R; ++i)
+                for (int v = 0; v < NV; ++v) acc[i][v] += w[i] * x[v];
+        }
+        const int nrow = std::min(R, out_ch - R * k);
+        for (int i = 0; i < nrow; ++i)
+            store_tile_row<L, NV, M>(acc[i], segs, whole, start, g.hw, static_cast<size_t>(R) * k + i, out, residual, act);
+    }
+}
+
+// All tiles of virtual range [q0, q1) for channel groups [k0, k1); needs g.qend >= L.  rows_outer:
+// one group over all tiles before the next (its weights stay in cache), else all groups per tile.
+template <int L, int NV, int R, bool M>
+void dense_range(const Geometry& g, int q0, int q1, int k0, int k1, bool rows_outer, const float* wd, int codes,
+                 const int32_t* off, int out_ch, float* out, const float* residual, Act act) {
+    if (rows_outer) {
+        for (int k = k0; k < k1; ++k)
+            dense_range<L, NV, R, M>(g, q0, q1, k, k + 1, false, wd, codes, off, out_ch, out, residual, act);
+        return;
+    }
+    int q = q0;
+    for (; q + NV * L <= q1; q += NV * L)
+        if (g.prefetch_in)
+            dense_tile<L, NV, R, M, true>(g, q, 0, k0, k1, wd, codes, off, out_ch, out, residual, act);
+        else
+            dense_tile<L, NV, R, M>(g, q, 0, k0, k1, wd, codes, off, out_ch, out, residual, act);
+    if constexpr (NV > 1)
+        for (; q + L <= q1; q += L) dense_tile<L, 1, R, M>(g, q, 0, k0, k1, wd, codes, off, out_ch, out, residual, act);
+    if (q < q1)  // last partial vector: recompute an overlapping full vector, store only the new lanes
+        dense_tile<L, 1, R, M>(g, q1 - L, q - (q1 - L), k0, k1, wd, codes, off, out_ch, out, residual, act);
+}
+
+}  // namespace
+}  // namespace jcw
