@@ -17,6 +17,12 @@
 namespace jcw {
 namespace {
 
+// Weights are read once per tile in order; deep layers' weights (megabytes) come from memory when
+// the network's other layers have evicted them, and the hardware prefetchers do not keep that
+// stream ahead (3x3 512->512 @7 after 512 MiB of other traffic: 4.3 ms without, 2.1-2.3 ms with a
+// prefetch 32-128 blocks ahead, 1.7 ms with the weights in cache; docs/kernels.md).
+constexpr int kWeightPrefetchBlocks = 64;
+
 // One tile at virtual position q (lanes from `first` on) for channel groups [k0, k1).  `wd` is the
 // re-packed weight stream (pack_dense_rows): per group, R biases then R weights per position.
 // PF: each position also prefetches one of the next tile's input lines, a different one per group
@@ -38,6 +44,7 @@ inline void dense_tile(const Geometry& g, int q, int first, int k0, int k1, cons
         for (int b = 0; b < codes; ++b, w += R) {
             const float* p = in + off[b];
             if constexpr (PF) __builtin_prefetch(p + pf);
+            __builtin_prefetch(w + kWeightPrefetchBlocks * R);
             vec<L> x[NV];
             for (int v = 0; v < NV; ++v) x[v] = simd::load<L>(p + v * L);
             for (int i = 0; i < R; ++i)
