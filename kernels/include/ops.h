@@ -131,7 +131,7 @@ class Conv2d {
     bool depthwise_direct() const;  // 3x3 stride 1/2 pad 1 depthwise: reads the input in place
     bool depthwise_flat(int in_h, int in_w, int lanes) const;  // ... stride 1 on rows narrower than a vector
     // Dense 1x1 stride-1 layers on small images run vectorised over output channels.
-    bool channel_vectorised(int in_h, int in_w, int lanes) const;
+    bool channel_vectorised(int in_h, int in_w, int lanes, int dense_pixels) const;
     // Pre-scaled input offsets (floats) of every packed block for one plane layout.
     std::shared_ptr<const std::vector<int32_t>> make_offsets(int in_h, int in_w, int tile, int bands) const;
     // Everything run() decides for one (input size, threads, kernel variant): path, microkernel,

@@ -60,10 +60,13 @@ std::string lanes_name(const char* kernel, int lanes, int extra = 0) {
 
 // Only with 8 or more lanes: with 4 (NEON, SSE2) the pixel tile wastes few lanes on small images
 // (49 pixels = 13 vectors), and on NEON it runs closer to the FMA peak (llvm-mca: tile_rows 97% /
-// 60% of the peak on cortex-a72 / a53, cv_tile 87% / 21%; docs/kernels.md).
-bool Conv2d::channel_vectorised(int in_h, int in_w, int lanes) const {
+// 60% of the peak on cortex-a72 / a53, cv_tile 87% / 21%; docs/kernels.md).  Where the variant has
+// a dense register tile, only images smaller than its pixel tile (`dense_pixels`; 0: none): from
+// 7x7 on it is faster (1x1 1024->1024 @7: 0.97 against 1.05 ms with cold weights, 0.90 against
+// 0.93 hot), below it wastes lanes (@4x4: 0.97 against 0.50 ms).
+bool Conv2d::channel_vectorised(int in_h, int in_w, int lanes, int dense_pixels) const {
     return lanes >= 8 && !sparse_ && !depthwise_ && kh_ == 1 && kw_ == 1 && stride_ == 1 && pad_ == 0 && groups_ == 1 &&
-           in_h * in_w <= kChannelVectorisedPixels;
+           in_h * in_w <= kChannelVectorisedPixels && (dense_pixels == 0 || in_h * in_w < dense_pixels);
 }
 
 std::shared_ptr<const std::vector<int32_t>> Conv2d::make_offsets(int in_h, int in_w, int tile, int bands) const {
@@ -98,7 +101,7 @@ std::shared_ptr<const Conv2d::ConvPlan> Conv2d::plan(int in_h, int in_w, int thr
     } else if (depthwise_direct()) {
         c.path = ConvPath::DepthwiseDirect, c.lanes = row_lanes(ks.lanes, wo);
         c.kernel = v + lanes_name(stride_ == 2 ? "depthwise3x3s2_direct" : "depthwise3x3_direct", c.lanes);
-    } else if (channel_vectorised(in_h, in_w, ks.lanes)) {
+    } else if (channel_vectorised(in_h, in_w, ks.lanes, c.dense_tile ? ks.lanes * ks.dense_vecs : 0)) {
         c.path = ConvPath::ChannelVectorised, c.lanes = ks.lanes;
         c.kernel = v + lanes_name("cv_tile", c.lanes, 7);
         c.cv_w = channel_pack(packed_.data(), row_start_.data(), out_ch_, in_ch_, bias_.data(), ks.lanes, c.cv_bias);

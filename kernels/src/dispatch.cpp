@@ -99,7 +99,7 @@ struct Registry {
         // Scalar: the last (most basic) variant's kernels at one lane.
         scalar = *all[sizeof(all) / sizeof(all[0]) - 1];
         scalar.name = "scalar", scalar.isa = "scalar", scalar.lanes = 1;
-        scalar.dense_rows = 0, scalar.dense = nullptr;  // the dense tile runs at full width only
+        scalar.dense_rows = scalar.dense_vecs = 0, scalar.dense = nullptr;  // the dense tile runs at full width only
         sets.push_back(&scalar);
         const KernelSet* pick = sets.front();
         if (const char* env = std::getenv("JCW_KERNELS"); env && *env) {

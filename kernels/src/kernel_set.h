@@ -22,7 +22,7 @@ struct KernelSet {
                  const int32_t* row_start, const int32_t* off, int out_ch, float* out, const float* residual, Act act);
     // Dense groups-1 tile of `dense_rows` output channels (micro/dense_tile.h) over channel groups
     // [k0, k1), weights re-packed by pack_dense_rows; `lanes` is lanes.  dense_rows 0: none.
-    int dense_rows;
+    int dense_rows, dense_vecs;  // its tile: dense_rows channels x dense_vecs vectors of `lanes` pixels
     void (*dense)(const Geometry& g, int q0, int q1, int k0, int k1, bool rows_outer, const float* wd, int codes,
                   const int32_t* off, int out_ch, float* out, const float* residual, Act act);
     // Channel-vectorised dense 1x1 on blocks [b0, b1) of `lanes` output channels (micro/dense_cv.h).

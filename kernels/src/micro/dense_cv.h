@@ -27,6 +27,8 @@ inline void cv_tile(const float* wblk, const float* bias, const float* in, int k
     for (int j = 0; j < P; ++j) acc[j] = b;
     const float* x = in + p0;
     for (int c = 0; c < k; ++c, x += hw) {
+        // The weight stream, ahead (as the dense tile: megabytes of deep-layer weights come from memory).
+        __builtin_prefetch(wblk + static_cast<size_t>(c + 32) * L);
         const vec<L> w = simd::load<L>(wblk + static_cast<size_t>(c) * L);
         for (int j = 0; j < P; ++j) acc[j] += w * x[j];
     }

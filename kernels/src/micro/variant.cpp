@@ -59,7 +59,7 @@ void dense(const Geometry& g, int q0, int q1, int k0, int k1, bool rows_outer, c
         dense_range<L, kDenseVecs, kDenseRows, true>(g, q0, q1, k0, k1, rows_outer, wd, codes, off, out_ch, out, residual, act);
 }
 #else
-constexpr int kDenseRows = 0;
+constexpr int kDenseRows = 0, kDenseVecs = 0;
 constexpr auto dense = nullptr;
 #endif
 
@@ -181,7 +181,7 @@ double fma_peak(double seconds) {
 
 namespace variants {
 const KernelSet& JCW_VARIANT() {
-    static const KernelSet set{JCW_STR(JCW_VARIANT), JCW_ISA, L, NV, conv, kDenseRows, dense, cv, depthwise, dw3_direct, dw3_flat, fma_peak};
+    static const KernelSet set{JCW_STR(JCW_VARIANT), JCW_ISA, L, NV, conv, kDenseRows, kDenseVecs, dense, cv, depthwise, dw3_direct, dw3_flat, fma_peak};
     return set;
 }
 }  // namespace variants
