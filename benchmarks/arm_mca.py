@@ -114,9 +114,13 @@ KERNELS = (
            macs=9 * LANES, outputs=LANES,
            iteration="one output vector (stride 2): 4 pixels, 9 taps from 3 input rows",
            overhead_per="output row x channel (overlapped last vector, row pointers)"),
-    Kernel("mca_dw3_flat", "depthwise3x3_flat<4>", ("depthwise_3x3",),
+    Kernel("mca_dw3_flat", "depthwise_flat<4,3>", ("depthwise_3x3",),
            macs=9 * LANES, outputs=LANES,
            iteration="one output vector (stride 1, images narrower than 4): 4 pixels, 9 taps",
+           overhead_per="channel (overlapped last vector, weights)"),
+    Kernel("mca_dw5_flat", "depthwise_flat<4,5>", ("depthwise_kxk",),
+           macs=25 * LANES, outputs=LANES,
+           iteration="one output vector (5x5 stride 1, any image): 4 pixels, 25 taps, 4 column masks",
            overhead_per="channel (overlapped last vector, weights)"),
 )
 

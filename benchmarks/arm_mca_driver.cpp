@@ -45,10 +45,17 @@ JCW_MCA void mca_dw3s2_direct(const float* in, int h, int w, int c1, const float
 }
 
 // Depthwise 3x3 stride 1 on images narrower than a vector (flattened channel, lane masks).
-JCW_MCA void mca_dw3_flat(const float* pad_in, int h, int w, int c1, const float* mask_l, const float* mask_r,
-                          const float* dw, const float* bias, float* out) {
-    depthwise3x3_flat<JCW_LANES, false>(pad_in, static_cast<size_t>(h) * w + 2 * w + 2, h, w, 0, c1, mask_l, mask_r,
-                                        dw, bias, out, nullptr, Act::Relu);
+JCW_MCA void mca_dw3_flat(const float* pad_in, int h, int w, int c1, const float* masks, const float* dw,
+                          const float* bias, float* out) {
+    depthwise_flat<JCW_LANES, 3, false>(pad_in, static_cast<size_t>(h) * w + 2 * w + 2, h, w, 0, c1, masks,
+                                        static_cast<size_t>(h) * w, dw, bias, out, nullptr, Act::Relu);
+}
+
+// Depthwise 5x5 stride 1 (flattened channel, lane masks), any image.
+JCW_MCA void mca_dw5_flat(const float* pad_in, int h, int w, int c1, const float* masks, const float* dw,
+                          const float* bias, float* out) {
+    depthwise_flat<JCW_LANES, 5, false>(pad_in, static_cast<size_t>(h) * w + 4 * w + 4, h, w, 0, c1, masks,
+                                        static_cast<size_t>(h) * w, dw, bias, out, nullptr, Act::Relu);
 }
 
 }  // namespace jcw

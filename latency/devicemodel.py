@@ -120,8 +120,9 @@ ROLES = {
     "tile": "tile_rows<",                     # block-sparse (and dense-packed) 1x1 / 3x3 / strided convs
     "depthwise_s1": "depthwise3x3_direct<",   # iteration: one vector column of an output row pair
     "depthwise_s2": "depthwise3x3s2_direct<",  # iteration: one output vector
-    "depthwise_flat": "depthwise3x3_flat<",   # stride 1 on images narrower than a vector
-    "depthwise_planes": "depthwise_range<",   # any other depthwise (5x5): iteration one tap of one output vector
+    "depthwise_flat": "depthwise_flat<4,3>",  # 3x3 stride 1 on images narrower than a vector
+    "depthwise_flat5": "depthwise_flat<4,5>",  # 5x5 stride 1 pad 2, any image
+    "depthwise_planes": "depthwise_range<",   # any other depthwise (5x5 s2): iteration one tap of one output vector
 }
 # The elementwise loops of benchmarks/arm_mca_ops.cpp, by kind: cycles per vector of 4 floats.
 #   act_<a>: a standalone activation; epilogue_<a>: the activation inside a kernel's epilogue (4
@@ -208,6 +209,9 @@ class CostModel:
         """The role name of the microkernel the engine runs for a LayerSpec (NEON runs every
         non-depthwise conv, dense or sparse, on the 4x1-block tile)."""
         if layer.kind == "depthwise":
+            if (layer.kernel == 5 and layer.stride == 1 and layer.padding == 2
+                    and layer.in_res ** 2 >= LANES):  # Conv2d::depthwise_flat
+                return "depthwise_flat5"
             if layer.kernel != 3 or layer.padding != 1 or layer.stride not in (1, 2):  # Conv2d::depthwise_direct
                 return "depthwise_planes"
             if layer.stride == 2:
@@ -239,7 +243,8 @@ class CostModel:
                 planes = 4.0 * in_ch * (layer.in_res + 2 * layer.padding) ** 2
                 moved = in_bytes + out_bytes + 4.0 * out_ch * (k2 + 1) + 2.0 * planes
                 return self._finish(cycles, out_ch, moved)
-            vectors = math.ceil(ho / LANES) if role != "depthwise_flat" else math.ceil(pixels / LANES)
+            flat = role.startswith("depthwise_flat")
+            vectors = math.ceil(pixels / LANES) if flat else math.ceil(ho / LANES)
             if role == "depthwise_s1":
                 iters, units = out_ch * math.ceil(ho / 2) * vectors, out_ch * math.ceil(ho / 2)
                 outputs = 2 * iters  # an iteration stores a vector of each of the pair's rows
@@ -253,6 +258,8 @@ class CostModel:
             if extra:
                 cycles = cycles + outputs * extra
             moved = in_bytes + out_bytes + 4.0 * out_ch * (k2 + 1)
+            if flat:  # each channel is copied once between zero rows first
+                moved = moved + 2.0 * in_bytes
             return self._finish(cycles, out_ch, moved)
         rows = np.ceil(out_ch / 4)
         blocks = rows * in_ch * k2                         # 4x1 blocks of the layer

@@ -47,6 +47,11 @@ CONV_CASES = [
     # 3-vector tiles, 1-vector tails and an overlapped last vector, discarded padding columns)
     (20, 20, 17, 19, 3, 1, 1, 1, 1.0, "relu", True, "dense"),
     (48, 13, 12, 12, 1, 1, 0, 1, 1.0, "relu6", False, "auto"),
+    # depthwise 5x5 stride 1 over flattened channels (column masks), 7x7 s1 and 5x5 s2 on planes
+    (9, 9, 7, 7, 5, 1, 2, 9, 1.0, "relu", True, "auto"),
+    (5, 5, 13, 18, 5, 1, 2, 5, 1.0, "none", False, "auto"),
+    (4, 4, 9, 11, 7, 1, 3, 4, 1.0, "relu6", True, "auto"),
+    (6, 6, 15, 15, 5, 2, 2, 6, 1.0, "relu", False, "auto"),
 ]
 
 
@@ -124,6 +129,28 @@ def test_depthwise3x3_sweep_matches_torch(stride, variant_name):
                 want = torch_conv(x, wt, b, stride, 1, c, "none", res)
                 np.testing.assert_allclose(conv.run(x, res), want, rtol=1e-4, atol=1e-4,
                                            err_msg=f"h={h} w={w} stride={stride}")
+
+
+@pytest.mark.parametrize("variant_name", VARIANTS)
+@pytest.mark.parametrize("k", [5, 7])
+def test_depthwise_kxk_flat_sweep_matches_torch(k, variant_name):
+    """Depthwise 5x5 (flattened channels) / 7x7 (planes) stride 1 "same" padding over heights and widths around the vector lengths
+    and the kernel's reach (rows narrower than the padding, single rows, overlapped last vectors),
+    with residual: the flattened-channel kernel's zero rows and column masks."""
+    rng = np.random.default_rng(200 + k)
+    p = k // 2
+    with variant(variant_name):
+        for h in (1, 2, 3, 5, 8, 17):
+            for w in (1, 2, 3, 4, 5, 7, 9, 16, 19, 33):
+                c = 3
+                wt = rng.standard_normal((c, 1, k, k)).astype(np.float32)
+                b = rng.standard_normal(c).astype(np.float32)
+                x = rng.standard_normal((1, c, h, w)).astype(np.float32)
+                res = rng.standard_normal((1, c, h, w)).astype(np.float32)
+                conv = kernels.Conv2d(wt, b, stride=1, padding=p, groups=c, act="relu")
+                want = torch_conv(x, wt, b, 1, p, c, "relu", res)
+                np.testing.assert_allclose(conv.run(x, res), want, rtol=1e-4, atol=1e-4,
+                                           err_msg=f"k={k} h={h} w={w} {conv.kernel_name(h, w)}")
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
@@ -261,7 +288,7 @@ def test_cases_reach_every_microkernel(variant_name):
             seen.add(name.split()[1].split("<")[0])
     want = {"tile_rows", "depthwise3x3_direct", "depthwise3x3s2_direct", "depthwise_range"}
     if lanes > 1:
-        want.add("depthwise3x3_flat")
+        want.add("depthwise_flat")
     if lanes >= 8:  # channel-vectorised dense 1x1 on small images: wide vectors only
         want.add("cv_tile")
     if lanes == 16:  # the dense register tile: 32 vector registers of 16 lanes

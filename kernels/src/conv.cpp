@@ -97,7 +97,7 @@ std::shared_ptr<const Conv2d::ConvPlan> Conv2d::plan(int in_h, int in_w, int thr
     const int ho = out_h(in_h), wo = out_w(in_w);
     if (depthwise_flat(in_h, in_w, ks.lanes)) {
         c.path = ConvPath::DepthwiseFlat, c.lanes = ks.lanes;
-        c.kernel = v + lanes_name("depthwise3x3_flat", c.lanes);
+        c.kernel = v + "depthwise_flat<" + std::to_string(c.lanes) + "," + std::to_string(kh_) + ">";
     } else if (depthwise_direct()) {
         c.path = ConvPath::DepthwiseDirect, c.lanes = row_lanes(ks.lanes, wo);
         c.kernel = v + lanes_name(stride_ == 2 ? "depthwise3x3s2_direct" : "depthwise3x3_direct", c.lanes);
@@ -174,8 +174,18 @@ bool Conv2d::depthwise_direct() const {
     return depthwise_ && kh_ == 3 && kw_ == 3 && (stride_ == 1 || stride_ == 2) && pad_ == 1;
 }
 
+// 3x3 on images narrower than a vector (wider ones: depthwise3x3_direct); 5x5 on any image of at
+// least a vector's pixels (before: the plane kernel, vectors of a row's width, taps read at run time).
 bool Conv2d::depthwise_flat(int in_h, int in_w, int lanes) const {
-    return depthwise_direct() && stride_ == 1 && in_w < lanes && in_h * in_w >= lanes;
+    const bool square = depthwise_ && kh_ == kw_ && stride_ == 1 && pad_ == kh_ / 2;
+    const bool fits = in_h * in_w >= lanes;
+    if (kh_ == 3) return square && in_w < lanes && fits;
+    return square && kh_ == 5 && fits;
+}
+
+// Floats of a flat depthwise scratch: each channel between pad * (w + 1) zeros, then k - 1 masks.
+static size_t flat_cstride(int in_h, int in_w, int k) {
+    return static_cast<size_t>(in_h) * in_w + 2 * static_cast<size_t>(k / 2) * (in_w + 1);
 }
 
 // The most any runnable variant needs (a process may switch variants between calls: tests).
@@ -186,8 +196,8 @@ size_t Conv2d::scratch_floats(int in_h, int in_w, int threads) const {
     for (int i = 0; i < n; ++i) {
         const int lanes = sets[i]->lanes, tile = tile_of(*sets[i]);
         size_t need = 0;
-        if (depthwise_flat(in_h, in_w, lanes)) {  // padded channels + two lane masks
-            need = round16(static_cast<size_t>(in_ch_) * (in_h * in_w + 2 * in_w + 2)) + 2 * round16(in_h * in_w);
+        if (depthwise_flat(in_h, in_w, lanes)) {  // padded channels + k - 1 lane masks
+            need = round16(static_cast<size_t>(in_ch_) * flat_cstride(in_h, in_w, kh_)) + (kh_ - 1) * round16(in_h * in_w);
         } else if (!depthwise_direct()) {
             const PlaneLayout p = plane_layout(out_h(in_h), out_w(in_w), kh_, kw_, stride_, pad_, tile);
             size_t planes = p.direct ? 0 : band_floats(p, in_ch_);
@@ -214,23 +224,26 @@ void Conv2d::run(const float* in, int in_h, int in_w, float* out, const float* r
     const KernelSet& ks = *c.ks;
     switch (c.path) {
         case ConvPath::DepthwiseFlat: {
-            const int hw = in_h * in_w;
-            const size_t cstride = static_cast<size_t>(hw) + 2 * in_w + 2;
-            float* mask_l = scratch + round16(in_ch_ * cstride);
-            float* mask_r = mask_l + round16(hw);
-            for (int q = 0; q < hw; ++q) {
-                mask_l[q] = q % in_w != 0 ? 1.f : 0.f;
-                mask_r[q] = q % in_w != in_w - 1 ? 1.f : 0.f;
+            const int hw = in_h * in_w, k = kh_, pad = k / 2;
+            const size_t cstride = flat_cstride(in_h, in_w, k), mstride = round16(hw), edge = pad * (in_w + 1);
+            float* masks = scratch + round16(in_ch_ * cstride);  // one per column offset dx != 0
+            for (int dx = -pad, j = 0; dx <= pad; ++dx) {
+                if (dx == 0) continue;
+                for (int q = 0; q < hw; ++q) {
+                    const int x = q % in_w + dx;
+                    masks[j * mstride + q] = x >= 0 && x < in_w ? 1.f : 0.f;
+                }
+                ++j;
             }
             parallel_ranges(pool, in_ch_, [&](int c0, int c1) {
                 for (int ch = c0; ch < c1; ++ch) {
                     float* z = scratch + ch * cstride;
-                    std::memset(z, 0, sizeof(float) * (in_w + 1));
-                    std::memcpy(z + in_w + 1, in + static_cast<size_t>(ch) * hw, sizeof(float) * hw);
-                    std::memset(z + in_w + 1 + hw, 0, sizeof(float) * (in_w + 1));
+                    std::memset(z, 0, sizeof(float) * edge);
+                    std::memcpy(z + edge, in + static_cast<size_t>(ch) * hw, sizeof(float) * hw);
+                    std::memset(z + edge + hw, 0, sizeof(float) * edge);
                 }
-                ks.dw3_flat(c.lanes, scratch, cstride, in_h, in_w, c0, c1, mask_l, mask_r, dw_.data(), bias_.data(), out,
-                            residual, act_);
+                ks.dw_flat(c.lanes, k, scratch, cstride, in_h, in_w, c0, c1, masks, mstride, dw_.data(), bias_.data(), out,
+                           residual, act_);
             });
             return;
         }

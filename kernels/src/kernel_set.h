@@ -34,10 +34,11 @@ struct KernelSet {
     // Depthwise 3x3 pad 1 straight from the input, stride 1 or 2.
     void (*dw3_direct)(int lanes, int stride, const float* in, int h, int w, int c0, int c1, const float* dw,
                        const float* bias, float* out, const float* residual, Act act);
-    // Depthwise 3x3 stride 1 on images narrower than a vector (lanes or 1).
-    void (*dw3_flat)(int lanes, const float* pad_in, size_t cstride, int h, int w, int c0, int c1, const float* mask_l,
-                     const float* mask_r, const float* dw, const float* bias, float* out, const float* residual,
-                     Act act);
+    // Depthwise k x k (3 or 5) stride 1 over flattened channels (lanes or 1): 3x3 on images
+    // narrower than a vector, 5x5 on any; k - 1 column masks `mstride` floats apart.
+    void (*dw_flat)(int lanes, int k, const float* pad_in, size_t cstride, int h, int w, int c0, int c1,
+                    const float* masks, size_t mstride, const float* dw, const float* bias, float* out,
+                    const float* residual, Act act);
     // Single-thread FMA throughput with this variant's vectors, GFLOP/s.
     double (*fma_peak)(double seconds);
 };

@@ -484,6 +484,11 @@ int main() {
         {8, 8, 5, 5, 5, 2, 2, 8, 1.0, Act::Relu, false, M::Auto},
         {12, 12, 9, 13, 3, 1, 1, 12, 1.0, Act::Relu, true, M::Auto},
         {300, 30, 6, 5, 1, 1, 0, 1, 0.9, Act::Relu6, false, M::Auto},
+        // depthwise 5x5 stride 1 on flattened channels (masks), 7x7 stride 1 and 5x5 stride 2 on planes
+        {9, 9, 7, 7, 5, 1, 2, 9, 1.0, Act::Relu, true, M::Auto},
+        {5, 5, 13, 18, 5, 1, 2, 5, 1.0, Act::None, false, M::Auto},
+        {4, 4, 9, 11, 7, 1, 3, 4, 1.0, Act::Relu6, true, M::Auto},
+        {6, 6, 15, 15, 5, 2, 2, 6, 1.0, Act::Relu, false, M::Auto},
         // depthwise 3x3: row pairs and single rows, widths around the vector lengths, in-place residual
         {5, 5, 5, 33, 3, 1, 1, 5, 1.0, Act::Relu, true, M::Auto},
         {7, 7, 4, 16, 3, 1, 1, 7, 1.0, Act::None, true, M::Auto},

@@ -29,8 +29,17 @@ void depthwise_range(const Geometry& g, int c0, int c1, int plane_floats, const 
         const float* base = g.base + static_cast<size_t>(c) * plane_floats;
         const float* w = dw + static_cast<size_t>(c) * taps;
         auto pixels = [&](const float* in, int x, const float* res) {
-            vec<L> acc = simd::splat<L>(bias[c]);
-            for (int t = 0; t < taps; ++t) acc += w[t] * simd::load<L>(in + x + tap_off[t]);
+            // Four chains: one chain of k * k FMAs waits on the FMA latency at every tap.
+            vec<L> acc = simd::splat<L>(bias[c]), a1 = simd::splat<L>(0.f), a2 = a1, a3 = a1;
+            int t = 0;
+            for (; t + 4 <= taps; t += 4) {
+                acc += w[t] * simd::load<L>(in + x + tap_off[t]);
+                a1 += w[t + 1] * simd::load<L>(in + x + tap_off[t + 1]);
+                a2 += w[t + 2] * simd::load<L>(in + x + tap_off[t + 2]);
+                a3 += w[t + 3] * simd::load<L>(in + x + tap_off[t + 3]);
+            }
+            for (; t < taps; ++t) acc += w[t] * simd::load<L>(in + x + tap_off[t]);
+            acc += (a1 + a2) + a3;
             if (res) acc += simd::load<L>(res + x);
             return simd::activate<L, M>(acc, act);
         };
@@ -160,26 +169,31 @@ void depthwise3x3_direct(const float* in, int h, int w, int c0, int c1, const fl
     }
 }
 
-// Depthwise 3x3, stride 1, padding 1 on images narrower than a vector (14x14, 7x7): vectors run
-// over the flattened channel across rows.  Each channel is copied once (contiguously) between
-// w + 1 zeros, which supply the rows above and below; the column padding comes from 0/1 lane masks
-// (mask_l[p] = 0 where p is a row's first pixel, mask_r[p] = 0 at its last).  Needs h * w >= L.
-template <int L, bool M>
-void depthwise3x3_flat(const float* pad_in, size_t cstride, int h, int w, int c0, int c1, const float* mask_l,
-                       const float* mask_r, const float* dw, const float* bias, float* out, const float* residual,
-                       Act act) {
+// Depthwise KxK (K odd), stride 1, padding K / 2 over the flattened channel: vectors run across
+// rows.  Each channel is copied once (contiguously) between P * w + P zeros (P = K / 2), which
+// supply the rows above and below; the column padding comes from 0/1 lane masks, one per column
+// offset dx != 0 (masks[j * mstride + p] = 0 where column x(p) + dx is outside the row; j counts
+// dx = -P .. P without 0).  Per vector, the K taps of one column offset sum in their own chain and
+// are masked once.  Runs 3x3 on images narrower than a vector (14x14, 7x7 with 16 lanes; wider
+// ones read the input in place above) and 5x5 on any image.  Needs h * w >= L.
+template <int L, int K, bool M>
+void depthwise_flat(const float* pad_in, size_t cstride, int h, int w, int c0, int c1, const float* masks,
+                    size_t mstride, const float* dw, const float* bias, float* out, const float* residual, Act act) {
+    constexpr int P = K / 2;
     const int hw = h * w;
     for (int c = c0; c < c1; ++c) {
-        const float* z = pad_in + c * cstride + w + 1;  // z[p] = in[c][p]; zeros for p in [-w-1, 0) and [hw, hw+w]
-        const float* k = dw + static_cast<size_t>(c) * 9;
+        const float* z = pad_in + c * cstride + P * w + P;  // z[p] = in[c][p]; zeros for P rows + P around
+        const float* k = dw + static_cast<size_t>(c) * K * K;
         const size_t o = static_cast<size_t>(c) * hw;
         auto pixels = [&](int p) {
             vec<L> acc = simd::splat<L>(bias[c]);
-            const vec<L> ml = simd::load<L>(mask_l + p), mr = simd::load<L>(mask_r + p);
-            for (int ky = 0; ky < 3; ++ky) {
-                const float* r = z + p + (ky - 1) * w;
-                acc += (k[3 * ky] * ml) * simd::load<L>(r - 1) + k[3 * ky + 1] * simd::load<L>(r) +
-                       (k[3 * ky + 2] * mr) * simd::load<L>(r + 1);
+            for (int dx = -P; dx <= P; ++dx) {
+                vec<L> s = simd::splat<L>(0.f);
+                for (int dy = -P; dy <= P; ++dy) s += k[(dy + P) * K + dx + P] * simd::load<L>(z + p + dy * w + dx);
+                if (dx == 0)
+                    acc += s;
+                else
+                    acc += s * simd::load<L>(masks + (dx < 0 ? dx + P : dx + P - 1) * mstride + p);
             }
             if (residual) acc += simd::load<L>(residual + o + p);
             return simd::activate<L, M>(acc, act);

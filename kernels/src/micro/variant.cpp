@@ -131,21 +131,31 @@ void dw3_direct(int lanes, int stride, const float* in, int h, int w, int c0, in
         dw3_direct_m<true>(lanes, stride, in, h, w, c0, c1, dw, bias, out, residual, act);
 }
 
-template <bool M>
-void dw3_flat_m(int lanes, const float* pad_in, size_t cstride, int h, int w, int c0, int c1, const float* mask_l,
-                const float* mask_r, const float* dw, const float* bias, float* out, const float* residual, Act act) {
-    if (lanes == L)
-        depthwise3x3_flat<L, M>(pad_in, cstride, h, w, c0, c1, mask_l, mask_r, dw, bias, out, residual, act);
-    else
-        depthwise3x3_flat<1, M>(pad_in, cstride, h, w, c0, c1, mask_l, mask_r, dw, bias, out, residual, act);
+template <int LN, bool M>
+void dw_flat_k(int k, const float* pad_in, size_t cstride, int h, int w, int c0, int c1, const float* masks,
+               size_t mstride, const float* dw, const float* bias, float* out, const float* residual, Act act) {
+    switch (k) {
+        case 3: depthwise_flat<LN, 3, M>(pad_in, cstride, h, w, c0, c1, masks, mstride, dw, bias, out, residual, act); break;
+        case 5: depthwise_flat<LN, 5, M>(pad_in, cstride, h, w, c0, c1, masks, mstride, dw, bias, out, residual, act); break;
+        default: break;
+    }
 }
 
-void dw3_flat(int lanes, const float* pad_in, size_t cstride, int h, int w, int c0, int c1, const float* mask_l,
-              const float* mask_r, const float* dw, const float* bias, float* out, const float* residual, Act act) {
-    if (simd::relu_family(act))
-        dw3_flat_m<false>(lanes, pad_in, cstride, h, w, c0, c1, mask_l, mask_r, dw, bias, out, residual, act);
+template <bool M>
+void dw_flat_m(int lanes, int k, const float* pad_in, size_t cstride, int h, int w, int c0, int c1, const float* masks,
+               size_t mstride, const float* dw, const float* bias, float* out, const float* residual, Act act) {
+    if (lanes == L)
+        dw_flat_k<L, M>(k, pad_in, cstride, h, w, c0, c1, masks, mstride, dw, bias, out, residual, act);
     else
-        dw3_flat_m<true>(lanes, pad_in, cstride, h, w, c0, c1, mask_l, mask_r, dw, bias, out, residual, act);
+        dw_flat_k<1, M>(k, pad_in, cstride, h, w, c0, c1, masks, mstride, dw, bias, out, residual, act);
+}
+
+void dw_flat(int lanes, int k, const float* pad_in, size_t cstride, int h, int w, int c0, int c1, const float* masks,
+             size_t mstride, const float* dw, const float* bias, float* out, const float* residual, Act act) {
+    if (simd::relu_family(act))
+        dw_flat_m<false>(lanes, k, pad_in, cstride, h, w, c0, c1, masks, mstride, dw, bias, out, residual, act);
+    else
+        dw_flat_m<true>(lanes, k, pad_in, cstride, h, w, c0, c1, masks, mstride, dw, bias, out, residual, act);
 }
 
 // 16 independent accumulator chains hide FMA latency on every supported core.
@@ -181,7 +191,7 @@ double fma_peak(double seconds) {
 
 namespace variants {
 const KernelSet& JCW_VARIANT() {
-    static const KernelSet set{JCW_STR(JCW_VARIANT), JCW_ISA, L, NV, conv, kDenseRows, kDenseVecs, dense, cv, depthwise, dw3_direct, dw3_flat, fma_peak};
+    static const KernelSet set{JCW_STR(JCW_VARIANT), JCW_ISA, L, NV, conv, kDenseRows, kDenseVecs, dense, cv, depthwise, dw3_direct, dw_flat, fma_peak};
     return set;
 }
 }  // namespace variants
