@@ -38,6 +38,8 @@ DENSITIES = (1.0, 0.5, 0.3, 0.2, 0.1)
 # Depthwise 3x3 (channels, input hw, stride) of mobilenet_v2 at 224, dense; printed with --depthwise.
 DEPTHWISE_SHAPES = [(32, 112, 1), (96, 112, 2), (144, 56, 1), (144, 56, 2), (192, 28, 1), (576, 14, 1),
                     (576, 14, 2), (960, 7, 1)]
+# Depthwise 5x5 layers of efficientnet_b0 / mobilenet_v3_large (channels, input size, stride).
+DEPTHWISE5_SHAPES = [(240, 28, 1), (672, 14, 1), (1152, 7, 1), (144, 56, 2), (672, 14, 2)]
 
 
 @dataclass
@@ -153,6 +155,7 @@ def run_benchmark(cfg: BenchConfig) -> list[dict]:
     jobs = [(s, d, 1) for s in SHAPES for d in DENSITIES]
     if cfg.depthwise:
         jobs += [((3, c, c, hw, stride, "depthwise"), 1.0, c) for c, hw, stride in DEPTHWISE_SHAPES]
+        jobs += [((5, c, c, hw, stride, "depthwise"), 1.0, c) for c, hw, stride in DEPTHWISE5_SHAPES]
     rows = []
     header = (f"{'layer':<24} {'s':>1} {'dens':>4} {'path':>6} {'engine ms':>9} {'ort ms':>8} {'torch ms':>8} "
               f"{'vs ort':>6} {'GFLOP/s':>7} {'%peak':>5}")
@@ -242,7 +245,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="per-layer statistic over the interleaved rounds (default median; min resists load from other processes)")
     p.add_argument("--seed", type=int, default=0, help="weight/input seed (default 0)")
     p.add_argument("--depthwise", action="store_true",
-                   help="also time dense depthwise 3x3 layers of mobilenet_v2 (table only, not in --json)")
+                   help="also time dense depthwise layers: the 3x3 ones of mobilenet_v2, 5x5 ones of efficientnet_b0 "
+                        "(table only, not in --json)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--scaling", action="store_true",
                    help="thread scaling instead: every layer at 1 and --threads threads (engine and onnxruntime)")

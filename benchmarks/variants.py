@@ -2,8 +2,12 @@
 this build offers on this CPU (e.g. avx512 / avx2 / sse2), alternating the variants inside one
 process so that load from other processes hits them alike.
 
-    python benchmarks/variants.py [--variants avx512,avx2] [--densities 1.0,0.2,0.1] [--rounds 5]
+    python benchmarks/variants.py [--variants avx512,avx512:4x1,avx2] [--densities 1.0,0.2,0.1] [--rounds 5]
                                   [--repeats 10] [--depthwise] [--json PATH] [--label NAME]
+
+A variant name with the suffix ":4x1" runs that variant with its dense register tile switched off
+(kernels.set_dense_tile(False)): dense groups-1 layers then run on the 4x1-block tile, as before the
+dense tile existed.
 
 Per layer and variant: the median of `repeats` timed calls (Conv2d.benchmark, timed in C++), taken
 `rounds` times; the table prints the minimum and the median of those per-round medians, in ms.
@@ -48,6 +52,12 @@ def layers(densities, depthwise, rng):
             yield f"dw3x3 {c} @{hw} s{stride}", w, dict(stride=stride, padding=1, groups=c), (c, hw)
 
 
+def use(config: str) -> None:
+    """Switch to a --variants entry: a variant name, ":4x1" = with its dense tile off."""
+    kernels.set_kernel_variant(config.removesuffix(":4x1"))
+    kernels.set_dense_tile(not config.endswith(":4x1"))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--variants", help="comma-separated subset of kernel_variants() (default: all but scalar)")
@@ -60,9 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     offered = kernels.kernel_variants()
     variants = a.variants.split(",") if a.variants else [v for v in offered if v != "scalar"]
-    bad = [v for v in variants if v not in offered]
+    bad = [v for v in variants if v.removesuffix(":4x1") not in offered]
     if bad or a.rounds < 1 or a.repeats < 1:
-        p.error(f"variants must be among {offered}" if bad else "--rounds and --repeats must be >= 1")
+        p.error(f"variants must be among {offered} (optionally with :4x1)" if bad
+                else "--rounds and --repeats must be >= 1")
     before = kernels.kernel_variant()
     rng = np.random.default_rng(0)
     densities = [float(x) for x in a.densities.split(",")]
@@ -78,17 +89,18 @@ def main(argv: list[str] | None = None) -> int:
             ms = {v: [] for v in variants}
             for _ in range(a.rounds):
                 for v in variants:
-                    kernels.set_kernel_variant(v)
+                    use(v)
                     ms[v].append(float(np.median(conv.benchmark(x, a.repeats, 2))))
             line = f"{name:<34}"
             for v in variants:
-                kernels.set_kernel_variant(v)
+                use(v)
                 line += f" {min(ms[v]):>12.3f} {float(np.median(ms[v])):>12.3f}"
                 rows.append({"layer": name, "variant": v, "label": a.label, "kernel": conv.kernel_name(hw, hw),
                              "min_ms": min(ms[v]), "median_ms": float(np.median(ms[v]))})
             print(line, flush=True)
     finally:
         kernels.set_kernel_variant(before)
+        kernels.set_dense_tile(True)
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"cpu": cpu_name(), "rows": rows}, f, indent=1)
