@@ -11,14 +11,23 @@ namespace jcw {
 
 namespace {
 
-// d[X] = s[2 X + shift] for X in [x0, x1), all indices inside the row of w floats: even lanes of
-// 2L-float loads while they stay in the row, then one by one.
-void copy_even(const float* s, int shift, int x0, int x1, int w, float* d) {
+// One input row s (w floats) into plane rows d0 (columns 2X - pad) and d1 (2X + 1 - pad; none when
+// null), X in [0, wq), zeros outside the row: even / odd lanes of 2L-float loads inside it.
+void split_row(const float* s, int w, int pad, int wq, float* d0, float* d1) {
     constexpr int L = JCW_LANES;
-    int X = x0;
-    for (; X + L <= x1 && 2 * X + shift + 2 * L <= w; X += L)
-        simd::store<L>(d + X, simd::deinterleave<L, 0>(simd::load<L>(s + 2 * X + shift), simd::load<L>(s + 2 * X + shift + L)));
-    for (; X < x1; ++X) d[X] = s[2 * X + shift];
+    auto one = [&](int X) {
+        const int c = 2 * X - pad;
+        d0[X] = c >= 0 && c < w ? s[c] : 0.f;
+        if (d1) d1[X] = c + 1 >= 0 && c + 1 < w ? s[c + 1] : 0.f;
+    };
+    int X = 0;
+    for (; X < wq && 2 * X - pad < 0; ++X) one(X);
+    for (; X + L <= wq && 2 * X - pad + 2 * L <= w; X += L) {
+        const simd::vec<L> a = simd::load<L>(s + 2 * X - pad), b = simd::load<L>(s + 2 * X - pad + L);
+        simd::store<L>(d0 + X, simd::deinterleave<L, 0>(a, b));
+        if (d1) simd::store<L>(d1 + X, simd::deinterleave<L, 1>(a, b));
+    }
+    for (; X < wq; ++X) one(X);
 }
 
 }  // namespace
@@ -77,6 +86,25 @@ void make_planes(const float* in, int h, int w, const PlaneLayout& p, int stride
                 f.hi = std::clamp(static_cast<int64_t>(h) * w - f.off, lo, j1);
             }
         }
+    if (stride == 2) {  // both column phases of an input row in one pass over it
+        for (int c = c0; c < c1; ++c) {
+            const float* src = in + static_cast<size_t>(c) * h * w;
+            for (int a = 0; a < p.pk_h; ++a) {
+                const Phase& f = phases[a * p.pk_w];  // rows depend on the row phase only
+                float* d0 = planes + (static_cast<size_t>(c) * p.pk_h * p.pk_w + a * p.pk_w) * plane;
+                float* d1 = p.pk_w > 1 ? d0 + plane : nullptr;
+                for (float* d : {d0, d1}) {
+                    if (!d) continue;
+                    std::memset(d, 0, sizeof(float) * (f.Y0 * wq));
+                    std::memset(d + f.Y1 * wq, 0, sizeof(float) * (plane - f.Y1 * wq));
+                }
+                for (int Y = f.Y0; Y < f.Y1; ++Y)
+                    split_row(src + static_cast<size_t>(2 * (y0 + Y) + a - pad) * w, w, pad, p.wq, d0 + Y * wq,
+                              d1 ? d1 + Y * wq : nullptr);
+            }
+        }
+        return;
+    }
     for (int c = c0; c < c1; ++c) {
         const float* src = in + static_cast<size_t>(c) * h * w;
         for (int a = 0; a < p.pk_h; ++a)
@@ -103,8 +131,6 @@ void make_planes(const float* in, int h, int w, const PlaneLayout& p, int stride
                     for (int X = 0; X < f.x0; ++X) d[X] = 0.f;
                     if (stride == 1)
                         std::memcpy(d + f.x0, s + f.x0 + f.off, sizeof(float) * (f.x1 - f.x0));
-                    else if (stride == 2)
-                        copy_even(s, static_cast<int>(f.off), f.x0, f.x1, w, d);
                     else
                         for (int X = f.x0; X < f.x1; ++X) d[X] = s[stride * X + f.off];
                     for (int X = f.x1; X < p.wq; ++X) d[X] = 0.f;
