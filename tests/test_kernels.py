@@ -182,16 +182,25 @@ def test_dense_tile_matches_the_4x1_tile_and_torch(threads):
     """Dense groups-1 convs on the dense register tile (where the variant has one) against the 4x1
     tile they otherwise run on and against torch: channel counts around the tile's 8 rows, tiles of
     3 vectors, 1-vector tails and overlapped last vectors, stride 2, residual; with several threads
-    the split goes over pixels (few groups) or channel groups (many)."""
+    the split goes over pixels (few groups) or channel groups (many).  Block-sparse layers of block
+    density >= 0.85 run on it too (their missing blocks as zeros), sparser ones on the 4x1 tile."""
     rng = np.random.default_rng(11)
-    cases = [(16, 8, 1, 1, 30, 30), (19, 13, 3, 1, 23, 23), (9, 37, 3, 2, 31, 29), (64, 70, 1, 1, 14, 14),
-             (32, 96, 3, 1, 7, 7), (5, 17, 5, 1, 11, 40)]
+    cases = [(16, 8, 1, 1, 30, 30, 1.0), (19, 13, 3, 1, 23, 23, 1.0), (9, 37, 3, 2, 31, 29, 1.0),
+             (64, 70, 1, 1, 14, 14, 1.0), (32, 96, 3, 1, 7, 7, 1.0), (5, 17, 5, 1, 11, 40, 1.0),
+             (24, 21, 3, 1, 19, 17, 0.93), (40, 36, 1, 1, 15, 15, 0.9), (24, 21, 3, 1, 19, 17, 0.5)]
     try:
-        for cin, cout, k, s, h, w in cases:
+        for cin, cout, k, s, h, w, density in cases:
             wt = rng.standard_normal((cout, cin, k, k)).astype(np.float32)
+            if density < 1:  # exactly this fraction of the 4x1 blocks kept
+                rows = -(-cout // 4)
+                n = rows * cin * k * k
+                keep = np.zeros(n, bool)
+                keep[rng.choice(n, int(round(density * n)), replace=False)] = True
+                wt *= np.repeat(keep.reshape(rows, cin, k, k), 4, axis=0)[:cout]
             b = rng.standard_normal(cout).astype(np.float32)
             x = rng.standard_normal((1, cin, h, w)).astype(np.float32)
-            conv = kernels.Conv2d(wt, b, stride=s, padding=k // 2, act="relu", mode="dense", threads=threads)
+            conv = kernels.Conv2d(wt, b, stride=s, padding=k // 2, act="relu", mode="auto", threads=threads)
+            assert conv.sparse == (density < 1)
             ho, wo = (h + 2 * (k // 2) - k) // s + 1, (w + 2 * (k // 2) - k) // s + 1
             res = rng.standard_normal((1, cout, ho, wo)).astype(np.float32)
             want = torch_conv(x, wt, b, s, k // 2, 1, "relu", res)
@@ -200,7 +209,7 @@ def test_dense_tile_matches_the_4x1_tile_and_torch(threads):
                 kernels.set_dense_tile(on)
                 got[on] = conv.run(x, res)
                 name = conv.kernel_name(h, w)
-                assert ("dense_tile" in name) == (on and kernels.simd_lanes() == 16), name
+                assert ("dense_tile" in name) == (on and kernels.simd_lanes() == 16 and density >= 0.85), name
             for on in (True, False):
                 np.testing.assert_allclose(got[on], want, rtol=1e-4, atol=1e-4, err_msg=f"{cin}->{cout} k{k} s{s} {h}x{w} {on}")
     finally:

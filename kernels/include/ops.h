@@ -133,7 +133,8 @@ class Conv2d {
     // Dense 1x1 stride-1 layers on small images run vectorised over output channels.
     bool channel_vectorised(int in_h, int in_w, int lanes, int dense_pixels) const;
     // Pre-scaled input offsets (floats) of every packed block for one plane layout.
-    std::shared_ptr<const std::vector<int32_t>> make_offsets(int in_h, int in_w, int tile, int bands) const;
+    std::shared_ptr<const std::vector<int32_t>> make_offsets(int in_h, int in_w, int tile, int bands,
+                                                             bool every_position = false) const;
     // Everything run() decides for one (input size, threads, kernel variant): path, microkernel,
     // lanes, plane layout, loop order, thread split, block offsets, re-packed weights.  Built on
     // the first run with them and cached inside the op (thread-safe, shared by copies).

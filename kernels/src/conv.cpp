@@ -24,6 +24,12 @@ constexpr int kChannelVectorisedPixels = 64;
 // more than it saves, and with rows outer the input is already in L2.
 constexpr int kPrefetchInputBlocks = 160;
 
+// Block-sparse groups-1 layers with at least this block density run on the variant's dense tile
+// (zero blocks included) where it has one: the 4x1 tile's rate per kept block is 1.2-1.6x slower
+// than the dense tile's (AVX-512, docs/kernels.md: 3x3 256->256 @14 dense 1.54 ms, density 0.9 /
+// 0.8 / 0.7 / 0.6 on the 4x1 tile 1.96 / 1.79 / 1.66 / 1.45 ms).
+constexpr double kDenseTileFromDensity = 0.85;
+
 // Plans kept per op (input sizes x thread counts x variants seen).
 constexpr size_t kPlansKept = 8;
 
@@ -69,15 +75,21 @@ bool Conv2d::channel_vectorised(int in_h, int in_w, int lanes, int dense_pixels)
            in_h * in_w <= kChannelVectorisedPixels && (dense_pixels == 0 || in_h * in_w < dense_pixels);
 }
 
-std::shared_ptr<const std::vector<int32_t>> Conv2d::make_offsets(int in_h, int in_w, int tile, int bands) const {
+std::shared_ptr<const std::vector<int32_t>> Conv2d::make_offsets(int in_h, int in_w, int tile, int bands,
+                                                                 bool every_position) const {
     const PlaneLayout p = plane_layout(out_h(in_h), out_w(in_w), kh_, kw_, stride_, pad_, tile, bands);
     const int taps = kh_ * kw_;
     std::vector<int32_t> tap(taps);
     for (int t = 0; t < taps; ++t) tap[t] = p.direct ? 0 : tap_offset(p, stride_, 0, t / kw_, t % kw_);
     const int32_t channel = p.direct ? in_h * in_w : tap_offset(p, stride_, 1, 0, 0);
     // Two padding entries (offset 0): the in-order NEON row loop loads offsets up to two ahead.
-    auto off = std::make_shared<std::vector<int32_t>>(codes_.size() + 2, 0);
-    for (size_t b = 0; b < codes_.size(); ++b) (*off)[b] = (codes_[b] / taps) * channel + tap[codes_[b] % taps];
+    // every_position: one offset per input position in order (the dense tile over a sparse packing).
+    const size_t n = every_position ? static_cast<size_t>(in_ch_) * taps : codes_.size();
+    auto off = std::make_shared<std::vector<int32_t>>(n + 2, 0);
+    for (size_t b = 0; b < n; ++b) {
+        const int code = every_position ? static_cast<int>(b) : codes_[b];
+        (*off)[b] = (code / taps) * channel + tap[code % taps];
+    }
     return off;
 }
 
@@ -125,20 +137,25 @@ std::shared_ptr<const Conv2d::ConvPlan> Conv2d::plan(int in_h, int in_w, int thr
         } else {
             c.path = ConvPath::Tile;
             c.kernel = v + lanes_name("tile_rows", c.lanes, ks.tile_vecs);
-            if (c.dense_tile && !sparse_ && groups_ == 1 && ks.dense_rows > 0 && c.lanes == ks.lanes) {
+            // The dense tile also takes block-sparse layers this dense (their zero blocks included).
+            const bool dense_enough = !sparse_ || density_ >= kDenseTileFromDensity;
+            if (c.dense_tile && dense_enough && groups_ == 1 && ks.dense_rows > 0 && c.lanes == ks.lanes) {
                 c.path = ConvPath::DenseTile;
-                c.wd = pack_dense_rows(packed_.data(), row_start_.data(), out_ch_, ks.dense_rows);
+                c.codes = in_ch_ * kh_ * kw_;
+                c.wd = pack_dense_rows(packed_.data(), row_start_.data(), codes_.data(), c.codes, out_ch_, ks.dense_rows);
                 c.groups_of_rows = (out_ch_ + ks.dense_rows - 1) / ks.dense_rows;
-                c.codes = row_start_[1] - row_start_[0];
                 c.kernel = v + "dense_tile<" + std::to_string(c.lanes) + "," + std::to_string(ks.dense_rows) + ">";
             }
-            const int units = c.path == ConvPath::DenseTile ? c.groups_of_rows : rows_;  // row units threads split
+            const bool dense = c.path == ConvPath::DenseTile;
+            const int units = dense ? c.groups_of_rows : rows_;  // row units threads split
             // Loop order: weights bigger than the input planes -> block rows outer.
-            const size_t weight_bytes = sizeof(float) * packed_.size() + sizeof(int32_t) * codes_.size();
+            const size_t weight_bytes = dense ? sizeof(float) * c.wd.size()
+                                              : sizeof(float) * packed_.size() + sizeof(int32_t) * codes_.size();
             const size_t input_bytes =
                 sizeof(float) * (p.direct ? static_cast<size_t>(in_ch_) * in_h * in_w : c.plane_floats_all);
             c.rows_outer = weight_bytes > input_bytes;
-            c.g.prefetch_in = !c.rows_outer && row_start_.back() <= static_cast<int64_t>(kPrefetchInputBlocks) * rows_;
+            const int64_t blocks = dense ? static_cast<int64_t>(rows_) * c.codes : row_start_.back();
+            c.g.prefetch_in = !c.rows_outer && blocks <= static_cast<int64_t>(kPrefetchInputBlocks) * rows_;
             // Threads split virtual pixels when the input dominates and there are enough tiles, else
             // block rows balanced by their block counts.
             const int run_tile = c.lanes * ks.tile_vecs;
@@ -148,9 +165,9 @@ std::shared_ptr<const Conv2d::ConvPlan> Conv2d::plan(int in_h, int in_w, int thr
             if (threads > 1 && c.split_q && !p.direct) {
                 c.pb = plane_layout(ho, wo, kh_, kw_, stride_, pad_, tile, threads);
                 c.banded = c.pb.bands > 1;
-                if (c.banded) c.band_off = make_offsets(in_h, in_w, tile, c.pb.bands);
+                if (c.banded) c.band_off = make_offsets(in_h, in_w, tile, c.pb.bands, dense);
             }
-            if (!c.banded) c.off = make_offsets(in_h, in_w, tile, 1);
+            if (!c.banded) c.off = make_offsets(in_h, in_w, tile, 1, dense);
             if (c.g.prefetch_in) c.kernel += " +prefetch";
         }
     }

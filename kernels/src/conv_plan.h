@@ -53,7 +53,10 @@ struct Conv2d::PlanCache {
 
 // Dense groups-1 packing re-laid for the dense tile: per group of `rows` output channels, their
 // biases, then per position their `rows` weights (channels past out_ch zero) (pack.cpp).
-std::vector<float> pack_dense_rows(const float* packed, const int32_t* row_start, int out_ch, int rows);
+// Any groups-1 packing (dense, or block-sparse: its missing positions become zeros); `codes` the
+// block positions, `positions` = in_ch * kh * kw.
+std::vector<float> pack_dense_rows(const float* packed, const int32_t* row_start, const int32_t* codes, int positions,
+                                   int out_ch, int rows);
 
 // Dense groups-1 packing re-laid for the channel-vectorised kernel (pack.cpp).
 std::vector<float> channel_pack(const float* packed, const int32_t* row_start, int out_ch, int in_ch,

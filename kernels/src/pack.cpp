@@ -82,14 +82,17 @@ int Conv2d::row_split(int i, int n) const {
     return r;
 }
 
-std::vector<float> pack_dense_rows(const float* packed, const int32_t* row_start, int out_ch, int rows) {
-    const int codes = row_start[1] - row_start[0], groups = (out_ch + rows - 1) / rows;
-    std::vector<float> w(static_cast<size_t>(groups) * rows * (codes + 1), 0.f);
-    for (int oc = 0; oc < out_ch; ++oc) {  // dense groups-1 packing: row r = [4 biases][codes x 4 weights]
+std::vector<float> pack_dense_rows(const float* packed, const int32_t* row_start, const int32_t* codes, int positions,
+                                   int out_ch, int rows) {
+    const int groups = (out_ch + rows - 1) / rows;
+    std::vector<float> w(static_cast<size_t>(groups) * rows * (positions + 1), 0.f);
+    for (int oc = 0; oc < out_ch; ++oc) {  // row r = [4 biases][its blocks x 4 weights]
         const int r = oc / 4, i = oc % 4;
         const float* row = packed + 4 * (static_cast<size_t>(row_start[r]) + r);
-        float* dst = w.data() + static_cast<size_t>(oc / rows) * rows * (codes + 1) + oc % rows;
-        for (int b = 0; b <= codes; ++b) dst[static_cast<size_t>(b) * rows] = row[4 * b + i];
+        float* dst = w.data() + static_cast<size_t>(oc / rows) * rows * (positions + 1) + oc % rows;
+        dst[0] = row[i];
+        for (int b = row_start[r]; b < row_start[r + 1]; ++b)
+            dst[static_cast<size_t>(codes[b] + 1) * rows] = row[4 * (b - row_start[r] + 1) + i];
     }
     return w;
 }
