@@ -25,7 +25,7 @@ constexpr int kChannelVectorisedPixels = 64;
 constexpr int kPrefetchInputBlocks = 160;
 
 // Block-sparse groups-1 layers with at least this block density run on the variant's dense tile
-// (zero blocks included) where it has one: the 4x1 tile's rate per kept block is 1.2-1.6x slower
+// (zero blocks included) where it has one: the 4x1 tile's rate per kept block is 1.1-1.6x lower
 // than the dense tile's (AVX-512, docs/kernels.md: 3x3 256->256 @14 dense 1.54 ms, density 0.9 /
 // 0.8 / 0.7 / 0.6 on the 4x1 tile 1.96 / 1.79 / 1.66 / 1.45 ms).
 constexpr double kDenseTileFromDensity = 0.85;
