@@ -266,13 +266,17 @@ class CostModel:
         kept = np.round(density * blocks)
         # tile_rows: tiles over the virtual output row (padded planes are wider by the kernel's reach)
         reach = (layer.kernel - 1) // layer.stride if layer.padding > 0 else 0
-        qend = 1.0 if layer.kind == "fc" else (ho - 1) * (ho + reach) + ho
+        # The engine's GEMV: fc layers, and 1x1 convs on a single pixel (squeeze-excitation gates; NEON
+        # runs them all there, Conv2d's Gemv path).
+        gemv = layer.kind == "fc" or (layer.kernel == 1 and layer.stride == 1 and layer.padding == 0
+                                      and layer.in_res == 1)
+        qend = 1.0 if gemv else (ho - 1) * (ho + reach) + ho
         tiles = math.ceil(qend / TILE_PIXELS)
         tile = k["tile"]
         tile_cycles = kept * tiles * tile.cycles_per_iter + rows * tiles * tile.overhead_cycles
         if extra:  # the epilogue activates 4 rows x 4 vectors per block row and tile
             tile_cycles = tile_cycles + rows * tiles * 4 * (TILE_PIXELS // LANES) * extra
-        if layer.kind == "fc":  # the engine's GEMV is not in the analysis: its MACs at the tile kernel's MAC rate
+        if gemv:  # the engine's GEMV is not in the analysis: its MACs at the tile kernel's MAC rate
             tile_cycles = kept * 4 * tile.cycles_per_iter / TILE_PIXELS + rows * tile.overhead_cycles / TILE_PIXELS
             if extra:  # one vector of 4 outputs per block row
                 tile_cycles = tile_cycles + rows * extra

@@ -43,6 +43,9 @@ CONV_CASES = [
     (64, 50, 8, 8, 1, 1, 0, 1, 1.0, "relu6", False, "auto"),
     (33, 16, 5, 3, 1, 1, 0, 1, 1.0, "none", True, "auto"),
     (70, 21, 1, 1, 1, 1, 0, 1, 1.0, "relu", False, "dense"),
+    # 1x1 on a single pixel (squeeze-excitation convs): a matrix-vector product over the blocks
+    (96, 23, 1, 1, 1, 1, 0, 1, 0.3, "relu6", True, "auto"),
+    (9, 40, 1, 1, 1, 1, 0, 1, 0.6, "none", False, "sparse"),
     # dense groups 1 on the dense register tile where the variant has one (a last group of 4 rows,
     # 3-vector tiles, 1-vector tails and an overlapped last vector, discarded padding columns)
     (20, 20, 17, 19, 3, 1, 1, 1, 1.0, "relu", True, "dense"),
@@ -295,7 +298,7 @@ def test_cases_reach_every_microkernel(variant_name):
             name = conv.kernel_name(h, w)
             assert name.startswith(variant_name + " ")
             seen.add(name.split()[1].split("<")[0])
-    want = {"tile_rows", "depthwise3x3_direct", "depthwise3x3s2_direct", "depthwise_range"}
+    want = {"tile_rows", "depthwise3x3_direct", "depthwise3x3s2_direct", "depthwise_range", "gemv_4x1"}
     if lanes > 1:
         want.add("depthwise_flat")
     if lanes >= 8:  # channel-vectorised dense 1x1 on small images: wide vectors only

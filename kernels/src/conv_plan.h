@@ -16,6 +16,7 @@ enum class ConvPath {
     DepthwiseDirect,    // 3x3 s1/s2 p1 depthwise straight from the input
     DepthwisePlanes,    // any other depthwise, over padded planes
     ChannelVectorised,  // dense 1x1 s1 on small images (micro/dense_cv.h)
+    Gemv,               // 1x1 s1 on a single pixel (squeeze-excitation): 4x1 blocks against the input vector
     DenseTile,          // dense groups-1 with the variant's dense register tile (micro/dense_tile.h)
     Tile,               // everything else: 4x1-block tile over the input or its planes (micro/tile_4x1.h)
 };

@@ -484,6 +484,9 @@ int main() {
         {8, 8, 5, 5, 5, 2, 2, 8, 1.0, Act::Relu, false, M::Auto},
         {12, 12, 9, 13, 3, 1, 1, 12, 1.0, Act::Relu, true, M::Auto},
         {300, 30, 6, 5, 1, 1, 0, 1, 0.9, Act::Relu6, false, M::Auto},
+        // 1x1 on a single pixel (matrix-vector product over the blocks)
+        {96, 23, 1, 1, 1, 1, 0, 1, 0.3, Act::Relu6, true, M::Auto},
+        {9, 40, 1, 1, 1, 1, 0, 1, 1.0, Act::None, false, M::Dense},
         // depthwise 5x5 stride 1 on flattened channels (masks), 7x7 stride 1 and 5x5 stride 2 on planes
         {9, 9, 7, 7, 5, 1, 2, 9, 1.0, Act::Relu, true, M::Auto},
         {5, 5, 13, 18, 5, 1, 2, 5, 1.0, Act::None, false, M::Auto},
