@@ -7,6 +7,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "block_gemv.h"
 #include "conv_plan.h"
 #include "ops.h"
 #include "simd.h"
@@ -282,18 +283,8 @@ void Conv2d::run(const float* in, int in_h, int in_w, float* out, const float* r
         case ConvPath::Gemv:
             parallel_ranges(pool, rows_, [&](int r0, int r1) {
                 for (int r = r0; r < r1; ++r) {
-                    const float* w = packed_.data() + 4 * (static_cast<size_t>(row_start_[r]) + r);
-                    simd::vec<4> acc = simd::load<4>(w), acc2 = simd::splat<4>(0.f);
-                    w += 4;
-                    int b = row_start_[r];
-                    const int e = row_start_[r + 1];
-                    for (; b + 1 < e; b += 2, w += 8) {  // two chains
-                        acc += in[codes_[b]] * simd::load<4>(w);
-                        acc2 += in[codes_[b + 1]] * simd::load<4>(w + 4);
-                    }
-                    if (b < e) acc += in[codes_[b]] * simd::load<4>(w);
-                    float y[4];
-                    simd::store<4>(y, acc + acc2);
+                    float y[4];  // 1x1 kernel: a block's position code is its input channel
+                    block_row_gemv(packed_.data(), row_start_.data(), codes_.data(), in, r, y);
                     const int n = std::min(4, out_ch_ - 4 * r);
                     simd::emit<1>(y, residual ? residual + 4 * r : nullptr, out + 4 * r, n, act_);
                 }

@@ -3,6 +3,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "block_gemv.h"
 #include "ops.h"
 #include "simd.h"
 
@@ -58,17 +59,7 @@ void Linear::run(const float* in, float* out, ThreadPool& pool) const {
         for (int r = r0; r < r1; ++r) {
             float y[4];
             if (sparse_) {
-                const float* w = packed_.data() + 4 * (static_cast<size_t>(row_start_[r]) + r);
-                simd::vec<4> acc = simd::load<4>(w), acc2 = simd::splat<4>(0.f);
-                w += 4;
-                int b = row_start_[r];
-                const int e = row_start_[r + 1];
-                for (; b + 1 < e; b += 2, w += 8) {
-                    acc += in[cols_[b]] * simd::load<4>(w);
-                    acc2 += in[cols_[b + 1]] * simd::load<4>(w + 4);
-                }
-                if (b < e) acc += in[cols_[b]] * simd::load<4>(w);
-                simd::store<4>(y, acc + acc2);
+                block_row_gemv(packed_.data(), row_start_.data(), cols_.data(), in, r, y);
             } else {
                 for (int j = 0; j < 4; ++j) {
                     const int o = 4 * r + j;

@@ -3,7 +3,7 @@
 // so R / 4 block rows can share one pass over the positions: each loaded input vector feeds R
 // FMAs instead of 4.  With R = 8, NV = 3 on AVX-512 (24 accumulators) a step loads 3 input
 // vectors and 8 weights for 24 FMAs, against 4 vectors and 4 weights for 16 with the 4x1 tile:
-// a third of the input traffic per FMA, which is what deep layers whose input planes do not fit
+// half the input loads per FMA, which is what deep layers whose input planes do not fit
 // in L1 wait on (docs/kernels.md, "Dense register tile").
 #pragma once
 #include <algorithm>
