@@ -317,3 +317,13 @@ def test_arm_harness_under_qemu(tmp_path):
                           env=env, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "OK:" in proc.stdout and "isa=neon" in proc.stdout
+
+
+def test_the_a53_depthwise_assembly_is_what_its_generator_writes():
+    """kernels/src/micro/depthwise_a53.h is generated (its schedule comes from the generator's list
+    scheduler): a hand edit, or a generator change not written out, fails here."""
+    import sys
+
+    proc = subprocess.run([sys.executable, str(ROOT / "kernels/src/micro/gen_depthwise_a53.py"), "--check"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -499,6 +499,14 @@ int main() {
         {6, 6, 7, 35, 3, 2, 1, 6, 1.0, Act::None, true, M::Auto},
         {4, 4, 2, 9, 3, 2, 1, 4, 1.0, Act::Relu, true, M::Auto},
         {9, 9, 14, 64, 3, 2, 1, 9, 1.0, Act::Relu6, true, M::Auto},
+        // depthwise 3x3 stride 1 without residual: the in-order (neon_a53) assembly loop's trip counts
+        // (T = w / 8 trips: 2, 3, 5, 7, 14) and its three activations, odd and even heights
+        {2, 2, 4, 16, 3, 1, 1, 2, 1.0, Act::Relu, false, M::Auto},
+        {2, 2, 5, 23, 3, 1, 1, 2, 1.0, Act::Relu, false, M::Auto},
+        {3, 3, 7, 31, 3, 1, 1, 3, 1.0, Act::Relu6, false, M::Auto},
+        {3, 3, 6, 40, 3, 1, 1, 3, 1.0, Act::None, false, M::Auto},
+        {4, 4, 9, 56, 3, 1, 1, 4, 1.0, Act::Relu6, false, M::Auto},
+        {2, 2, 8, 112, 3, 1, 1, 2, 1.0, Act::Relu, false, M::Auto},
         // dense 1x1 on small images: vectorised over output channels (block tails, pixel tails)
         {40, 37, 7, 7, 1, 1, 0, 1, 1.0, Act::Relu, true, M::Dense},
         {64, 50, 8, 8, 1, 1, 0, 1, 1.0, Act::Relu6, false, M::Auto},

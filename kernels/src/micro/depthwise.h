@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "../simd.h"
+#include "depthwise_a53.h"
 #include "geometry.h"
 
 namespace jcw {
@@ -157,7 +158,24 @@ void depthwise3x3_direct(const float* in, int h, int w, int c0, int c1, const fl
                 simd::store<L>(out0, dw_epilogue<L, M>(v0, res0, 0, act));
                 simd::store<L>(out1, dw_epilogue<L, M>(v1, res1, 0, act));
             }
-            for (int x = L; x + L < w; x += L) {
+            int x = L;
+#if defined(JCW_TUNE_IN_ORDER) && defined(__aarch64__)
+            if constexpr (L == 4 && !M) {  // in-order cores: the scheduled assembly loop (act: None/Relu/Relu6)
+                const int trips = w / 8;
+                if (!res0 && trips >= 2) {
+                    const int64_t n = (trips - 2) / 2, e = (trips - 2) % 2;
+                    const float* wc = dw + static_cast<size_t>(c) * 9;
+                    if (act == Act::Relu)
+                        a53_dw3_pairs<1>(rows[0], rows[1], rows[2], rows[3], out0 + L, out1 + L, wc, bias + c, n, e);
+                    else if (act == Act::Relu6)
+                        a53_dw3_pairs<2>(rows[0], rows[1], rows[2], rows[3], out0 + L, out1 + L, wc, bias + c, n, e);
+                    else
+                        a53_dw3_pairs<0>(rows[0], rows[1], rows[2], rows[3], out0 + L, out1 + L, wc, bias + c, n, e);
+                    x = 8 * trips - L;
+                }
+            }
+#endif
+            for (; x + L < w; x += L) {
                 dw3_pair<L, false, false>(rows, x, k, b, v0, v1);
                 simd::store<L>(out0 + x, dw_epilogue<L, M>(v0, res0, x, act));
                 simd::store<L>(out1 + x, dw_epilogue<L, M>(v1, res1, x, act));
