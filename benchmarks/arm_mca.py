@@ -110,8 +110,15 @@ KERNELS = (
            macs=2 * 9 * LANES, outputs=2 * LANES,
            iteration="one column vector of an output row pair (stride 1): 2 rows x 4 pixels, 18 taps",
            overhead_per="output row pair x channel (first and overlapped last vectors, pointers; on cortex-a53 "
-                        "also the assembly loop's first two trips and its odd last trip)",
+                        "also the assembly loop's first two trips and its odd last trip: latency/devicemodel.py "
+                        "costs that core's rows from the trips and the compiled loop's entry instead)",
            fma_per_unit=12),  # the C++ loop: 12 FMLA + 6 FMUL per column; the A53 assembly: 2 trips x 2 columns
+    Kernel("mca_dw3_direct_cpp", "depthwise3x3_direct_cpp<4> row pair", ("depthwise_3x3",),
+           macs=2 * 9 * LANES, outputs=2 * LANES,
+           iteration="one column vector of an output row pair (stride 1), compiled loop: on cortex-a53 the "
+                     "columns the assembly leaves and rows narrower than 16; on cortex-a72 the loop above",
+           overhead_per="output row pair x channel (first and overlapped last vectors, pointers)",
+           fma_per_unit=12),
     Kernel("mca_dw3s2_direct", "depthwise3x3s2_direct<4>", ("depthwise_3x3",),
            macs=9 * LANES, outputs=LANES,
            iteration="one output vector (stride 2): 4 pixels, 9 taps from 3 input rows",

@@ -38,6 +38,13 @@ JCW_MCA void mca_dw3_direct(const float* in, int h, int w, int c1, const float* 
     depthwise3x3_direct<JCW_LANES, false>(in, h, w, 0, c1, dw, bias, out, nullptr, Act::Relu);
 }
 
+// The same with the compiled row-pair loop only: on cortex-a53 (neon_a53) the assembly loop above
+// covers columns [4, 8 * (w / 8) - 4) of rows at least 16 wide, this loop the other columns and narrower rows.
+JCW_MCA void mca_dw3_direct_cpp(const float* in, int h, int w, int c1, const float* dw, const float* bias,
+                                float* out) {
+    depthwise3x3_direct<JCW_LANES, false, false>(in, h, w, 0, c1, dw, bias, out, nullptr, Act::Relu);
+}
+
 // Depthwise 3x3 stride 2 straight from the CHW input.
 JCW_MCA void mca_dw3s2_direct(const float* in, int h, int w, int c1, const float* dw, const float* bias,
                               float* out) {

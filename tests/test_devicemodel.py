@@ -167,15 +167,21 @@ def test_activation_outside_the_relu_class_is_keyed_and_costed():
     mnv2 = load_shipped("mobilenet_v2").layer("features.1.conv.0.0")       # same signature, ReLU6
     assert eff.signature == mnv2.signature and layer_key(eff) != layer_key(mnv2)
     assert (table.layer(eff).mean > table.layer(mnv2).mean).all()
-    model = CostModel.for_board("a53", 1)
-    extra = model.loops["epilogue_silu"] - model.loops["epilogue_relu"]
-    assert extra > 0 and model.epilogue_cycles("relu6") == model.epilogue_cycles("none") == 0.0
     vectors = 32 * 112 * 2 * 28 / 2  # depthwise row pairs: 2 output vectors per iteration
-    compute = float(model.layer_ms(eff, 32, 32, 1.0)) - model.fixed_ms
-    assert compute == pytest.approx(float(model.layer_ms(mnv2, 32, 32, 1.0)) - model.fixed_ms
-                                    + vectors * extra * model.ms_per_cycle, rel=1e-9)
-    relu = replace(mnv2, act="relu")
-    assert float(model.layer_ms(relu, 32, 32, 1.0)) == float(model.layer_ms(mnv2, 32, 32, 1.0))
+    for board in ("a72", "a53"):
+        model = CostModel.for_board(board, 1)
+        extra = model.loops["epilogue_silu"] - model.loops["epilogue_relu"]
+        assert extra > 0 and model.epilogue_cycles("relu6") == model.epilogue_cycles("none") == 0.0
+        compute = float(model.layer_ms(eff, 32, 32, 1.0)) - model.fixed_ms
+        if board == "a72":  # one compiled loop for every activation
+            assert compute == pytest.approx(float(model.layer_ms(mnv2, 32, 32, 1.0)) - model.fixed_ms
+                                            + vectors * extra * model.ms_per_cycle, rel=1e-9)
+        else:  # SiLU is outside the A53 assembly's activations: the compiled loop, plus the epilogue
+            cpp = model.kernels["depthwise_s1_cpp"]
+            cycles = 32 * 56 * (28 * cpp.cycles_per_iter + cpp.overhead_cycles) + vectors * extra
+            assert compute == pytest.approx(cycles * model.ms_per_cycle, rel=1e-9)
+        relu = replace(mnv2, act="relu")
+        assert float(model.layer_ms(relu, 32, 32, 1.0)) == float(model.layer_ms(mnv2, 32, 32, 1.0))
 
 
 def test_5x5_depthwise_runs_the_planes_kernel_and_se_convs_the_gemv():
@@ -243,3 +249,34 @@ def test_old_models_entries_are_unchanged_by_the_new_ops():
         assert key[-1] == ""  # no activation in the key: none, relu and relu6
         s = shipped.layers.get(key) or shipped.ops.get(key)
         np.testing.assert_array_equal(e.mean, s.mean)
+
+
+def test_a53_depthwise_stride_1_is_costed_from_the_assembly_trips_and_the_compiled_loop():
+    """neon_a53 runs T = w / 8 trips of two columns in assembly on rows >= 16 wide and the compiled
+    loop elsewhere: a row pair costs 2T assembly columns + the other columns at the compiled rate
+    (never the assembly's rate on narrow rows, never its 600-cycle straight-line block as overhead)."""
+    from dataclasses import replace
+
+    model = CostModel.for_board("a53", 1)
+    asm, cpp = model.kernels["depthwise_s1"], model.kernels["depthwise_s1_cpp"]
+    assert asm.variant == "neon_a53" and asm.cycles_per_iter < 0.5 * cpp.cycles_per_iter
+    layer = load_shipped("mobilenet_v2").layer("features.1.conv.0.0")  # depthwise 3x3 s1 @112, 32 channels
+    assert model.kernel_for(layer) == "depthwise_s1"
+    for w in (14, 28, 56):  # compute-bound (at 112 the memory roofline decides on this board)
+        at = replace(layer, in_res=w)
+        pairs = 32 * -(-w // 2)
+        compute = (float(model.layer_ms(at, 32, 32, 1.0)) - model.fixed_ms) / model.ms_per_cycle
+        columns = -(-w // 4)
+        compiled = pairs * (columns * cpp.cycles_per_iter + cpp.overhead_cycles)
+        if w < 16:
+            assert compute == pytest.approx(compiled, rel=1e-9)
+            continue
+        trips = w // 8
+        want = pairs * (2 * trips * asm.cycles_per_iter + (columns - 2 * trips + 2) * cpp.cycles_per_iter
+                        + cpp.overhead_cycles)
+        assert compute == pytest.approx(want, rel=1e-9) and compute < compiled
+    a72 = CostModel.for_board("a72", 1)  # the out-of-order core: one compiled loop, its own entry
+    k = a72.kernels["depthwise_s1"]
+    at = replace(layer, in_res=28)
+    cycles = 32 * 14 * (7 * k.cycles_per_iter + k.overhead_cycles)
+    assert (float(a72.layer_ms(at, 32, 32, 1.0)) - a72.fixed_ms) / a72.ms_per_cycle == pytest.approx(cycles)

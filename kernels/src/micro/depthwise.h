@@ -116,7 +116,8 @@ inline vec<L> dw_epilogue(vec<L> acc, const float* res, int x, Act act) {
     return simd::activate<L, M>(acc, act);
 }
 
-template <int L, bool M>
+// Asm = false keeps in-order cores on the compiled loop (benchmarks/arm_mca_driver.cpp measures both).
+template <int L, bool M, bool Asm = true>
 void depthwise3x3_direct(const float* in, int h, int w, int c0, int c1, const float* dw, const float* bias,
                          float* out, const float* residual, Act act) {
     const size_t hw = static_cast<size_t>(h) * w;
@@ -160,7 +161,7 @@ void depthwise3x3_direct(const float* in, int h, int w, int c0, int c1, const fl
             }
             int x = L;
 #if defined(JCW_TUNE_IN_ORDER) && defined(__aarch64__)
-            if constexpr (L == 4 && !M) {  // in-order cores: the scheduled assembly loop (act: None/Relu/Relu6)
+            if constexpr (L == 4 && !M && Asm) {  // in-order cores: the scheduled assembly loop (act: None/Relu/Relu6)
                 const int trips = w / 8;
                 if (!res0 && trips >= 2) {
                     const int64_t n = (trips - 2) / 2, e = (trips - 2) % 2;
