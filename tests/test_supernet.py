@@ -215,3 +215,38 @@ def test_warm_up_trains_sandwiches_over_the_whole_space():
     again, _, _ = warmed(22)
     for k, v in again.net.state_dict().items():
         torch.testing.assert_close(v, after[k])
+
+
+def test_a_step_with_exploding_gradients_is_bounded_and_a_non_finite_one_skipped():
+    """A candidate whose block masks leave channels nearly constant can blow one step's gradient up
+    (BatchNorm backward factors of 1/sqrt(eps) per layer: the default search once got 1e20, then NaN
+    everywhere).  A supernet step scales the gradient down to MAX_GRAD_NORM and skips a non-finite one."""
+    from jcw.search.supernet import MAX_GRAD_NORM
+
+    supernet, space = _resnet20_supernet(11)
+    genes = np.stack([space.full()])
+    out_ch, _, density = space.decode_arrays(genes)
+    supernet.set_candidates(out_ch, density)
+    params = [p for p in supernet.parameters() if p.requires_grad]
+    batch = _batches(3)()
+
+    def step_with(scale: float):
+        hooks = [p.register_hook(lambda g: g * scale) for p in params]
+        before = [p.detach().clone() for p in params]
+        optimizer = torch.optim.SGD(params, lr=1.0)  # no momentum: the update is the (clipped) gradient
+        try:
+            supernet.train_step(batch, [0], False, optimizer)
+        finally:
+            for h in hooks:
+                h.remove()
+        return torch.cat([(p.detach() - b).flatten() for p, b in zip(params, before)])
+
+    update = step_with(1e8)
+    assert torch.isfinite(update).all()
+    assert float(update.norm()) == pytest.approx(MAX_GRAD_NORM, rel=1e-3)
+    for scale in (1e20, float("inf")):  # a norm past float range, an infinite gradient: no step
+        skipped = step_with(scale)
+        assert float(skipped.abs().max()) == 0.0
+    assert all(torch.isfinite(p).all() for p in params)
+    small = step_with(1e-6)  # a healthy-sized gradient is left as it is
+    assert 0 < float(small.norm()) < MAX_GRAD_NORM

@@ -15,6 +15,7 @@ import inspect
 import sys
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from jcw.core.errors import UsageError
@@ -163,14 +164,20 @@ def _factory(module, attr: str, where: str, ref: str):
     return found
 
 
-def load_model(ref: str, num_classes: int | None = None) -> nn.Module:
+def load_model(ref: str, num_classes: int | None = None, seed: int | None = None) -> nn.Module:
     """The model ``ref`` names, freshly built, tagged with its canonical reference.
 
     ``ref``: a zoo name (``create_model``), ``path/to/file.py:factory`` (the file is imported by path; its
     directory is on sys.path only while it is imported and the factory runs) or ``package.module:factory``.
     The factory is called as ``factory(num_classes=num_classes)``, or ``factory()`` when ``num_classes`` is
-    None.  Every problem raises UsageError naming it and what is accepted.
+    None.  ``seed``: draw the initial weights from torch's generator seeded with it (the global RNG state
+    is restored afterwards), so the same seed builds the same weights; None: from the current state.
+    Every problem raises UsageError naming it and what is accepted.
     """
+    if seed is not None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return load_model(ref, num_classes)
     ref = canonical_reference(ref)
     parts = _split(ref)
     if parts is None:

@@ -185,9 +185,7 @@ def _fresh_model(ref: str, num_classes: int, seed: int):
     state is restored afterwards)."""
     from jcw.models import load_model
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return load_model(ref, num_classes)
+    return load_model(ref, num_classes, seed=seed)
 
 
 def _prepare(c: RandomPruneConfig) -> _Setup:

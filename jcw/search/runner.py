@@ -80,7 +80,8 @@ def prepare(config: SearchConfig, pretrain: bool = True, model: torch.nn.Module 
     zoo = model is None
     if zoo:  # a reference: a zoo name, path/to/file.py:factory or package.module:factory
         model = load_model(config.model, num_classes=as_bundle(config.data if data is None else data, None,
-                                                                config.train_resolution, config.seed).num_classes)
+                                                                config.train_resolution, config.seed).num_classes,
+                           seed=config.seed)  # the same --seed, the same starting weights
     else:
         model = copy.deepcopy(model)
     num_classes = classifier_classes(model)

@@ -167,9 +167,7 @@ def build_model(arch, num_classes: int, weights: Path | None, seed: int, model: 
     from jcw.prune.materialize import order_channels, slice_model
     from jcw.models import load_model
 
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        full = load_model(model or arch.model, num_classes=num_classes)
+    full = load_model(model or arch.model, num_classes=num_classes, seed=seed)
     spec = describe(full, arch.resolution, name=arch.model)
     if weights is not None:
         load_weights(full, weights, classifier=spec.layers[-1].name)  # UsageError (a ValueError): train() -> UsageError
