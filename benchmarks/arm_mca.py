@@ -122,7 +122,15 @@ KERNELS = (
     Kernel("mca_dw3s2_direct", "depthwise3x3s2_direct<4>", ("depthwise_3x3",),
            macs=9 * LANES, outputs=LANES,
            iteration="one output vector (stride 2): 4 pixels, 9 taps from 3 input rows",
-           overhead_per="output row x channel (overlapped last vector, row pointers)"),
+           overhead_per="output row x channel (overlapped last vector, row pointers; on cortex-a53 also the "
+                        "assembly's first two and odd last trips: latency/devicemodel.py costs that core's rows "
+                        "from the trips and the compiled loop's entry instead)",
+           fma_per_unit=6),  # the C++ loop: 7 FMLA + 2 FMUL per vector; the A53 assembly: 2 trips x 2 vectors
+    Kernel("mca_dw3s2_direct_cpp", "depthwise3x3s2_direct_cpp<4>", ("depthwise_3x3",),
+           macs=9 * LANES, outputs=LANES,
+           iteration="one output vector (stride 2), compiled loop: on cortex-a53 the outputs the assembly "
+                     "leaves and images narrower than 32; on cortex-a72 the loop above",
+           overhead_per="output row x channel (overlapped last vector, row pointers)", fma_per_unit=6),
     Kernel("mca_dw3_flat", "depthwise_flat<4,3>", ("depthwise_3x3",),
            macs=9 * LANES, outputs=LANES,
            iteration="one output vector (stride 1, images narrower than 4): 4 pixels, 9 taps",

@@ -51,6 +51,13 @@ JCW_MCA void mca_dw3s2_direct(const float* in, int h, int w, int c1, const float
     depthwise3x3s2_direct<JCW_LANES, false>(in, h, w, 0, c1, dw, bias, out, nullptr, Act::Relu);
 }
 
+// The same with the compiled loop only: on cortex-a53 (neon_a53) the assembly above covers outputs
+// [0, 8 * (w / 16)) of the inner rows of images at least 32 wide, this loop the rest.
+JCW_MCA void mca_dw3s2_direct_cpp(const float* in, int h, int w, int c1, const float* dw, const float* bias,
+                                  float* out) {
+    depthwise3x3s2_direct<JCW_LANES, false, false>(in, h, w, 0, c1, dw, bias, out, nullptr, Act::Relu);
+}
+
 // Depthwise 3x3 stride 1 on images narrower than a vector (flattened channel, lane masks).
 JCW_MCA void mca_dw3_flat(const float* pad_in, int h, int w, int c1, const float* masks, const float* dw,
                           const float* bias, float* out) {

@@ -121,13 +121,15 @@ ROLES = {
     "depthwise_s1": "depthwise3x3_direct<",   # iteration: one vector column of an output row pair
     "depthwise_s1_cpp": "depthwise3x3_direct_cpp<",  # the same, compiled loop (neon_a53: what the assembly leaves)
     "depthwise_s2": "depthwise3x3s2_direct<",  # iteration: one output vector
+    "depthwise_s2_cpp": "depthwise3x3s2_direct_cpp<",  # the same, compiled loop (neon_a53: what the assembly leaves)
     "depthwise_flat": "depthwise_flat<4,3>",  # 3x3 stride 1 on images narrower than a vector
     "depthwise_flat5": "depthwise_flat<4,5>",  # 5x5 stride 1 pad 2, any image
     "depthwise_planes": "depthwise_range<",   # any other depthwise (5x5 s2): iteration one tap of one output vector
 }
-OPTIONAL_ROLES = ("depthwise_s1_cpp",)  # absent from kernel_cycles.json files older than the A53 assembly
-# neon_a53 runs depthwise 3x3 stride 1 in assembly on rows at least this wide (micro/depthwise_a53.h).
-A53_DW3_MIN_WIDTH = 16
+OPTIONAL_ROLES = ("depthwise_s1_cpp", "depthwise_s2_cpp")  # absent from files older than the A53 assembly
+# neon_a53 runs depthwise 3x3 in assembly (micro/depthwise_a53.h) on input rows at least this wide:
+# stride 1 in trips of 8 input columns, stride 2 in trips of 16.
+A53_DW3_MIN_WIDTH = {1: 16, 2: 32}
 # The elementwise loops of benchmarks/arm_mca_ops.cpp, by kind: cycles per vector of 4 floats.
 #   act_<a>: a standalone activation; epilogue_<a>: the activation inside a kernel's epilogue (4
 #   independent vectors; the ReLU class is part of every conv's measured overhead, the extra of <a> is
@@ -211,16 +213,20 @@ class CostModel:
         compute = cycles / cores * self.ms_per_cycle
         return np.maximum(compute, moved * self.ms_per_byte) + self.fixed_ms
 
-    def _a53_dw3_row_pair(self, w: int) -> float:
-        """Cycles of one output row pair of a depthwise 3x3 stride-1 layer on neon_a53, w columns: the
-        assembly's T = w / 8 trips of two column vectors each (its first two and its odd last trip
-        are outside its loop, at the loop's rate here), the compiled loop for the other columns."""
-        asm, cpp = self.kernels["depthwise_s1"], self.kernels["depthwise_s1_cpp"]
-        columns = math.ceil(w / LANES)
-        trips = w // 8 if w >= A53_DW3_MIN_WIDTH else 0
+    def _a53_dw3_unit(self, stride: int, w: int) -> float:
+        """Cycles of one outer unit of a depthwise 3x3 layer on neon_a53 with input rows w wide: stride 1,
+        an output row pair (the assembly's T = w / 8 trips of two column vectors; the compiled loop
+        for the others, the first and the last); stride 2, an output row (T = w / 16 trips of two output
+        vectors; the compiled loop for the rest).  The assembly's first two and odd last trips are
+        outside its loop and costed at the loop's rate."""
+        role = f"depthwise_s{stride}"
+        asm, cpp = self.kernels[role], self.kernels[role + "_cpp"]
+        vectors = math.ceil(math.ceil(w / stride) / LANES)
+        trips = w // (8 * stride) if w >= A53_DW3_MIN_WIDTH[stride] else 0
         if trips == 0:
-            return columns * cpp.cycles_per_iter + cpp.overhead_cycles
-        return 2 * trips * asm.cycles_per_iter + (columns - (2 * trips - 2)) * cpp.cycles_per_iter + cpp.overhead_cycles
+            return vectors * cpp.cycles_per_iter + cpp.overhead_cycles
+        in_compiled = vectors - (2 * trips - 2 if stride == 1 else 2 * trips)
+        return 2 * trips * asm.cycles_per_iter + in_compiled * cpp.cycles_per_iter + cpp.overhead_cycles
 
     def kernel_for(self, layer) -> str:
         """The role name of the microkernel the engine runs for a LayerSpec (NEON runs every
@@ -272,12 +278,12 @@ class CostModel:
                 iters, units = out_ch * vectors, out_ch
                 outputs = iters
             cycles = iters * kern.cycles_per_iter + units * kern.overhead_cycles
-            if (role == "depthwise_s1" and kern.variant == "neon_a53" and "depthwise_s1_cpp" in k
-                    and layer.act in RELU_CLASS):  # the assembly's activations; the others run the compiled loop
-                cycles = units * self._a53_dw3_row_pair(ho)
-            elif role == "depthwise_s1" and "depthwise_s1_cpp" in k:
-                cpp = k["depthwise_s1_cpp"]
-                cycles = iters * cpp.cycles_per_iter + units * cpp.overhead_cycles
+            if role in ("depthwise_s1", "depthwise_s2") and role + "_cpp" in k:
+                if kern.variant == "neon_a53" and layer.act in RELU_CLASS:  # the assembly's activations
+                    cycles = units * self._a53_dw3_unit(layer.stride, layer.in_res)
+                else:  # the compiled loop
+                    cpp = k[role + "_cpp"]
+                    cycles = iters * cpp.cycles_per_iter + units * cpp.overhead_cycles
             if extra:
                 cycles = cycles + outputs * extra
             moved = in_bytes + out_bytes + 4.0 * out_ch * (k2 + 1)

@@ -280,3 +280,32 @@ def test_a53_depthwise_stride_1_is_costed_from_the_assembly_trips_and_the_compil
     at = replace(layer, in_res=28)
     cycles = 32 * 14 * (7 * k.cycles_per_iter + k.overhead_cycles)
     assert (float(a72.layer_ms(at, 32, 32, 1.0)) - a72.fixed_ms) / a72.ms_per_cycle == pytest.approx(cycles)
+
+
+def test_a53_depthwise_stride_2_is_costed_from_the_assembly_trips_and_the_compiled_loop():
+    """Stride 2 on neon_a53: T = w / 16 trips of two output vectors in assembly on inner rows of images at
+    least 32 wide, the compiled loop for the other output vectors and on narrower images."""
+    from dataclasses import replace
+
+    shipped = CostModel.for_board("a53", 1)
+    # compute only: this layer sits on the board's memory roofline once the assembly runs it
+    model = CostModel(replace(shipped.board, bandwidth_gbs=1e9), 1, shipped.kernels, shipped.loops)
+    asm, cpp = model.kernels["depthwise_s2"], model.kernels["depthwise_s2_cpp"]
+    assert asm.variant == "neon_a53" and asm.cycles_per_iter < 0.5 * cpp.cycles_per_iter
+    layer = next(x for x in load_shipped("mobilenet_v2").layers
+                 if x.kind == "depthwise" and x.stride == 2 and x.kernel == 3)
+    assert model.kernel_for(layer) == "depthwise_s2"
+    ch = layer.out_ch
+    for w in (28, 56, 112):
+        at = replace(layer, in_res=w)
+        ho = at.out_res
+        vectors = -(-ho // 4)
+        compute = (float(model.layer_ms(at, ch, ch, 1.0)) - model.fixed_ms) / model.ms_per_cycle
+        compiled = ch * ho * (vectors * cpp.cycles_per_iter + cpp.overhead_cycles)
+        if w < 32:
+            assert compute == pytest.approx(compiled, rel=1e-9)
+            continue
+        trips = w // 16
+        want = ch * ho * (2 * trips * asm.cycles_per_iter + (vectors - 2 * trips) * cpp.cycles_per_iter
+                          + cpp.overhead_cycles)
+        assert compute == pytest.approx(want, rel=1e-9) and compute < compiled

@@ -507,6 +507,12 @@ int main() {
         {3, 3, 6, 40, 3, 1, 1, 3, 1.0, Act::None, false, M::Auto},
         {4, 4, 9, 56, 3, 1, 1, 4, 1.0, Act::Relu6, false, M::Auto},
         {2, 2, 8, 112, 3, 1, 1, 2, 1.0, Act::Relu, false, M::Auto},
+        // and stride 2 without residual: its trip counts (T = w / 16: 2, 3, 4, 7), odd widths, each activation
+        {3, 3, 7, 32, 3, 2, 1, 3, 1.0, Act::Relu, false, M::Auto},
+        {2, 2, 9, 47, 3, 2, 1, 2, 1.0, Act::None, false, M::Auto},
+        {2, 2, 6, 48, 3, 2, 1, 2, 1.0, Act::Relu6, false, M::Auto},
+        {2, 2, 5, 64, 3, 2, 1, 2, 1.0, Act::Relu, false, M::Auto},
+        {2, 2, 7, 112, 3, 2, 1, 2, 1.0, Act::Relu6, false, M::Auto},
         // dense 1x1 on small images: vectorised over output channels (block tails, pixel tails)
         {40, 37, 7, 7, 1, 1, 0, 1, 1.0, Act::Relu, true, M::Dense},
         {64, 50, 8, 8, 1, 1, 0, 1, 1.0, Act::Relu6, false, M::Auto},

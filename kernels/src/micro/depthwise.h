@@ -232,7 +232,7 @@ using simd::join_prev;
 // previous odd lanes, so "one step left" is one two-vector shuffle (zeros before column 0).  The
 // overlapped last vector is computed first (in-place residual) from loads at 2x - 2; on odd widths
 // it reads a zero-padded copy of the row's tail.
-template <int L, bool M>
+template <int L, bool M, bool Asm = true>
 void depthwise3x3s2_direct(const float* in, int h, int w, int c0, int c1, const float* dw, const float* bias,
                            float* out, const float* residual, Act act) {
     const int ho = (h - 1) / 2 + 1, wo = (w - 1) / 2 + 1;
@@ -272,7 +272,28 @@ void depthwise3x3s2_direct(const float* in, int h, int w, int c0, int c1, const 
             if (n == 3) {  // inner rows (all but the image's first / last): taps fixed at compile time
                 const float *r0 = rows[0], *r1 = rows[1], *r2 = rows[2];
                 vec<L> p0{}, p1{}, p2{};
-                for (int x = 0; x + L < wo; x += L) {
+                int x = 0;
+#if defined(JCW_TUNE_IN_ORDER) && defined(__aarch64__)
+                if constexpr (L == 4 && !M && Asm) {  // in-order cores: the scheduled assembly loop
+                    const int trips = w / 16;         // reads columns [0, 16 trips), writes outputs [0, 8 trips)
+                    if (!res && trips >= 2) {
+                        const int64_t nt = (trips - 2) / 2, e = (trips - 2) % 2;
+                        const float* wc = dw + static_cast<size_t>(c) * 9;
+                        if (act == Act::Relu)
+                            a53_dw3s2_row<1>(r0, r1, r2, out + o, wc, bias + c, nt, e);
+                        else if (act == Act::Relu6)
+                            a53_dw3s2_row<2>(r0, r1, r2, out + o, wc, bias + c, nt, e);
+                        else
+                            a53_dw3s2_row<0>(r0, r1, r2, out + o, wc, bias + c, nt, e);
+                        x = 8 * trips;
+                        vec<L> unused;  // the odd lanes of the input pairs left of x (the loop's carry)
+                        simd::load_even_odd<L>(r0 + 2 * (x - L), unused, p0);
+                        simd::load_even_odd<L>(r1 + 2 * (x - L), unused, p1);
+                        simd::load_even_odd<L>(r2 + 2 * (x - L), unused, p2);
+                    }
+                }
+#endif
+                for (; x + L < wo; x += L) {
                     vec<L> m0, o0, m1, o1, m2, o2;
                     simd::load_even_odd<L>(r0 + 2 * x, m0, o0);
                     simd::load_even_odd<L>(r1 + 2 * x, m1, o1);

@@ -1,4 +1,5 @@
-"""Writes depthwise_a53.h: the depthwise 3x3 stride-1 row-pair loop for in-order AArch64 cores.
+"""Writes depthwise_a53.h: the depthwise 3x3 loops (stride 1 row pairs, stride 2 rows) for in-order
+AArch64 cores.
 
     python kernels/src/micro/gen_depthwise_a53.py [--check]
 
@@ -23,7 +24,9 @@ and never lets an instruction write back before an earlier one: an FMLA (latency
 later load (4) or FP add (6) until it is nearly done.  So each trip runs in phases: loads and
 stores (with the pointer adds paired in), then the FMULs, then the 24 FMLAs (12 independent
 chains, so no FMLA waits on another), then the finishing EXT/FADD/FMAX, ordered by a list
-scheduler (longest path first) on that model.  Registers: weights v0-v2, bias v3, 0 v4, 6 v5,
+scheduler (longest path first) on that model.  Stride 2 (``s2_*`` below) reads its three input rows
+with LD4 and writes the even and odd outputs with ST2; its method is described there.  Registers
+of stride 1: weights v0-v2, bias v3, 0 v4, 6 v5,
 data v6-v13 (temporaries while finishing), chains v14-v29, partial sums v30-v31.
 """
 
@@ -84,7 +87,9 @@ def q(v: str) -> str:
 def regs(ins: str) -> tuple[str | None, list[str]]:
     """(destination, sources) vector registers of one instruction."""
     op = ins.split()[0]
-    if op in ("str", "stp"):
+    if op in ("str", "stp", "st2"):
+        return None, []
+    if op == "ld4":
         return None, []
     if op == "ldr":
         return "v" + re.findall(r"\bq(\d+)", ins)[0], []
@@ -222,11 +227,79 @@ def program(act: str) -> list[str]:
             + ["3:", f"stp {q(OUTS[0])}, {q(OUTS[1])}, [%[o0]]", f"stp {q(OUTS[2])}, {q(OUTS[3])}, [%[o1]]"])
 
 
+# ---- Stride 2: one output row, trips of 8 outputs (two vectors: the even and the odd columns) ----
+# LD4 of 16 input columns 16t .. 16t + 15 gives lanes j = 0..3 of columns 16t + 4i + j.  Output 8t + 2i
+# (even) reads columns 16t + 4i - 1 (lane 3 one step left), 16t + 4i, 16t + 4i + 1; output 8t + 2i + 1
+# (odd) reads lanes 1, 2, 3.  Six chains per trip over the 3 kernel rows: L (k0 on lane 3, shifted by
+# one vector lane when finished), EM (k1, lane 0), ER (k2, lane 1); OL (k0, lane 1), OM (k1, lane 2),
+# OR (k2, lane 3).  ST2 writes the even and odd vectors back interleaved.  The chains alternate
+# between two register sets by trip parity: trip t finishes trip t - 1 while it starts its own.
+S2_DATA = lambda r, j: f"v{6 + 4 * r + j}"  # noqa: E731  row r (0..2), LD4 lane j
+S2_SETS = {0: ("v18", "v19", "v20", "v21", "v22", "v23"), 1: ("v24", "v25", "v26", "v27", "v28", "v29")}
+S2_CHAINS = (("L", 0, 3), ("EM", 1, 0), ("ER", 2, 1), ("OL", 0, 1), ("OM", 1, 2), ("OR", 2, 3))  # name, kx, lane
+S2_E, S2_O = "v30", "v31"  # the finished even / odd vectors (ST2 needs consecutive registers)
+
+
+def s2_chain(p: int, name: str) -> str:
+    return S2_SETS[p][[c[0] for c in S2_CHAINS].index(name)]
+
+
+def s2_ldst(store: bool, sub: bool) -> list[str]:
+    """LD4 of the trip's three rows, then the previous outputs' ST2 (no post-index: on the A53 model a
+    post-indexed LD4 / ST2 holds the next access back), the pointer adds after them."""
+    ins = [f"ld4 {{{', '.join(f'{S2_DATA(r, j)}.4s' for j in range(4))}}}, [%[r{r}]]" for r in range(3)]
+    if store:
+        ins += [f"st2 {{{S2_E}.4s, {S2_O}.4s}}, [%[o]]", "add %[o], %[o], #32"]
+    ins += [f"add %[r{r}], %[r{r}], #64" for r in range(3)]
+    if sub:
+        ins.append("subs %[n], %[n], #1")
+    return ins
+
+
+def s2_finish(p: int, act: str) -> list[str]:
+    """Finishes the previous trip (parity 1 - p); this parity's L still holds the trip before it."""
+    q = 1 - p
+    ops = [f"ext {S2_E}.16b, {s2_chain(p, 'L')}.16b, {s2_chain(q, 'L')}.16b, #12",
+           f"fadd {S2_O}.4s, {s2_chain(q, 'OL')}.4s, {s2_chain(q, 'OM')}.4s",
+           f"fadd {S2_E}.4s, {S2_E}.4s, {s2_chain(q, 'EM')}.4s",
+           f"fadd {S2_O}.4s, {S2_O}.4s, {s2_chain(q, 'OR')}.4s",
+           f"fadd {S2_E}.4s, {S2_E}.4s, {s2_chain(q, 'ER')}.4s",
+           f"fadd {S2_O}.4s, {S2_O}.4s, {BIAS}.4s",
+           f"fadd {S2_E}.4s, {S2_E}.4s, {BIAS}.4s"]
+    for x in (S2_E, S2_O):
+        if act in ("relu", "relu6"):
+            ops.append(f"fmax {x}.4s, {x}.4s, {ZERO}.4s")
+        if act == "relu6":
+            ops.append(f"fmin {x}.4s, {x}.4s, {SIX}.4s")
+    return ops
+
+
+def s2_trip(p: int, store: bool, finish: bool, sub: bool, act: str) -> list[str]:
+    fmul = [f"fmul {s2_chain(p, n)}.4s, {S2_DATA(0, j)}.4s, {wl(kx)}" for n, kx, j in S2_CHAINS]
+    fmla = [f"fmla {s2_chain(p, n)}.4s, {S2_DATA(ky, j)}.4s, {wl(3 * ky + kx)}"
+            for ky in (1, 2) for n, kx, j in S2_CHAINS]
+    return s2_ldst(store, sub) + schedule((s2_finish(p, act) if finish else []) + fmul, {}) + fmla
+
+
+def s2_program(act: str) -> list[str]:
+    """Trips 0 and 1 (nothing stored yet), n pairs of trips, one more trip when e != 0, then the last two
+    stores around the finishing of the last trip.  The L before trip 0 is zero (column -1: padding)."""
+    setup = ["ldr q0, [%[w]]", "ldr q1, [%[w], #16]", "ldr s2, [%[w], #32]", "ld1r {v3.4s}, [%[b]]",
+             "movi v4.4s, #0", "fmov v5.4s, #6.0", f"movi {s2_chain(1, 'L')}.4s, #0"]
+    store = [f"st2 {{{S2_E}.4s, {S2_O}.4s}}, [%[o]]", "add %[o], %[o], #32"]
+    return (setup + s2_trip(0, False, False, False, act) + s2_trip(1, False, True, False, act)
+            + ["cbz %[n], 2f", "1:"] + s2_trip(0, True, True, False, act) + s2_trip(1, True, True, True, act)
+            + ["b.ne 1b", "2:", "cbz %[e], 3f"] + s2_trip(0, True, True, False, act)
+            + store + schedule(s2_finish(1, act), {}) + store + ["b 4f", "3:"]
+            + store + schedule(s2_finish(0, act), {}) + store + ["4:"])
+
+
 HEADER = '''\
 // Generated by gen_depthwise_a53.py (the method and the schedule are described there); do not edit.
-// Depthwise 3x3 stride 1, inner column vectors of one output row pair, for in-order AArch64
-// cores (Cortex-A53): llvm-mca cortex-a53 37 cycles per column vector (18 FMAs) against 98 for
-// the compiled C++ loop, see docs/kernels.md.
+// Depthwise 3x3 for in-order AArch64 cores (Cortex-A53), see docs/kernels.md.  Stride 1: inner
+// column vectors of one output row pair, llvm-mca cortex-a53 37 cycles per column vector (18 FMAs)
+// against 98 for the compiled loop.  Stride 2: one inner output row, 30 cycles per output vector (9
+// FMAs) against 77.
 #pragma once
 #if defined(JCW_TUNE_IN_ORDER) && defined(__aarch64__)
 #include <cstdint>
@@ -245,20 +318,42 @@ inline void a53_dw3_pairs(const float* r0, const float* r1, const float* r2, con
 '''
 
 
-def emit() -> str:
-    out = [HEADER]
+S2_FUNCTION = '''
+// Depthwise 3x3 stride 2, one output row y of an inner row (input rows 2y - 1 .. 2y + 1 all inside
+// the image): r0..r2 = those input rows at column 0, o = output row y at column 0.  With T = 2 + 2 n + e
+// trips (e in {0, 1}) it reads columns [0, 16 T) of the three rows and writes outputs [0, 8 T): out =
+// act(conv + bias), act as above; the column left of 0 is the zero padding.
+template <int A>
+inline void a53_dw3s2_row(const float* r0, const float* r1, const float* r2, float* o, const float* w, const float* b,
+                          int64_t n, int64_t e) {
+    static_assert(A >= 0 && A <= 2, "A: 0 None, 1 Relu, 2 Relu6");
+'''
+
+
+def asm_blocks(program, outputs: str, inputs: str) -> str:
+    """The three activation instances of one function body (if constexpr on A)."""
+    out = []
     for a, act in enumerate(("none", "relu", "relu6")):
         head = ("if constexpr (A == 0) {", "} else if constexpr (A == 1) {", "} else {")[a]
         out.append(f"    {head}\n        asm volatile(\n")
         for ins in program(act):
             out.append(f'            "{ins}\\n\\t"\n')
-        out.append('            : [r0] "+r"(r0), [r1] "+r"(r1), [r2] "+r"(r2), [r3] "+r"(r3), [o0] "+r"(o0), '
-                   '[o1] "+r"(o1), [n] "+r"(n)\n')
-        out.append('            : [w] "r"(w), [b] "r"(b), [e] "r"(e)\n')
+        out.append(f"            : {outputs}\n")
+        out.append(f"            : {inputs}\n")
         regs_ = ", ".join(f'"v{i}"' for i in range(32))
         out.append(f'            : {regs_}, "cc", "memory");\n')
-    out.append("    }\n}\n\n}  // namespace\n}  // namespace jcw\n#endif\n")
+    out.append("    }\n}\n")
     return "".join(out)
+
+
+def emit() -> str:
+    return (HEADER
+            + asm_blocks(program, '[r0] "+r"(r0), [r1] "+r"(r1), [r2] "+r"(r2), [r3] "+r"(r3), [o0] "+r"(o0), '
+                                  '[o1] "+r"(o1), [n] "+r"(n)', '[w] "r"(w), [b] "r"(b), [e] "r"(e)')
+            + S2_FUNCTION
+            + asm_blocks(s2_program, '[r0] "+r"(r0), [r1] "+r"(r1), [r2] "+r"(r2), [o] "+r"(o), [n] "+r"(n)',
+                         '[w] "r"(w), [b] "r"(b), [e] "r"(e)')
+            + "\n}  // namespace\n}  // namespace jcw\n#endif\n")
 
 
 def main(argv: list[str]) -> int:
