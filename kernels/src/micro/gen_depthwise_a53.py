@@ -154,12 +154,19 @@ def finish_ops(p: int, outputs: bool, act: str) -> list[str]:
                 f"fadd {pc(o)}.4s, {mb(o)}.4s, {t3}.4s"]
         if outputs:
             ops.append(f"fadd {o2}.4s, {o2}.4s, {ma}.4s")
-            for x in (o1, o2):
-                if act in ("relu", "relu6"):
-                    ops.append(f"fmax {x}.4s, {x}.4s, {ZERO}.4s")
-                if act == "relu6":
-                    ops.append(f"fmin {x}.4s, {x}.4s, {SIX}.4s")
+            ops += activation(o1, act) + activation(o2, act)
     return ops
+
+
+def activation(x: str, act: str) -> list[str]:
+    """The ReLU-class epilogue of register x: none, relu (max 0) or relu6 (then min 6)."""
+    return ([f"fmax {x}.4s, {x}.4s, {ZERO}.4s"] if act in ("relu", "relu6") else []) + \
+        ([f"fmin {x}.4s, {x}.4s, {SIX}.4s"] if act == "relu6" else [])
+
+
+# Weights by lane (v0-v2), bias (v3), 0 (v4), 6 (v5): loaded once per call.
+SETUP = ["ldr q0, [%[w]]", "ldr q1, [%[w], #16]", "ldr s2, [%[w], #32]", "ld1r {v3.4s}, [%[b]]",
+         "movi v4.4s, #0", "fmov v5.4s, #6.0"]
 
 
 def schedule(ops: list[str], ready: dict[str, int]) -> list[str]:
@@ -219,9 +226,7 @@ def trip(p: int, stores: bool, outputs: bool, sub: bool, act: str) -> list[str]:
 def program(act: str) -> list[str]:
     """Trips 0 (no outputs) and 1 (outputs of columns 1, 2 kept for the next trip's stores), then
     n pairs of trips, then one more trip when e != 0, then the last stores."""
-    setup = ["ldr q0, [%[w]]", "ldr q1, [%[w], #16]", "ldr s2, [%[w], #32]", "ld1r {v3.4s}, [%[b]]",
-             "movi v4.4s, #0", "fmov v5.4s, #6.0"]
-    return (setup + trip(0, False, False, False, act) + trip(1, False, True, False, act)
+    return (SETUP + trip(0, False, False, False, act) + trip(1, False, True, False, act)
             + ["cbz %[n], 2f", "1:"] + trip(0, True, True, False, act) + trip(1, True, True, True, act)
             + ["b.ne 1b", "2:", "cbz %[e], 3f"] + trip(0, True, True, False, act)
             + ["3:", f"stp {q(OUTS[0])}, {q(OUTS[1])}, [%[o0]]", f"stp {q(OUTS[2])}, {q(OUTS[3])}, [%[o1]]"])
@@ -266,12 +271,7 @@ def s2_finish(p: int, act: str) -> list[str]:
            f"fadd {S2_E}.4s, {S2_E}.4s, {s2_chain(q, 'ER')}.4s",
            f"fadd {S2_O}.4s, {S2_O}.4s, {BIAS}.4s",
            f"fadd {S2_E}.4s, {S2_E}.4s, {BIAS}.4s"]
-    for x in (S2_E, S2_O):
-        if act in ("relu", "relu6"):
-            ops.append(f"fmax {x}.4s, {x}.4s, {ZERO}.4s")
-        if act == "relu6":
-            ops.append(f"fmin {x}.4s, {x}.4s, {SIX}.4s")
-    return ops
+    return ops + activation(S2_E, act) + activation(S2_O, act)
 
 
 def s2_trip(p: int, store: bool, finish: bool, sub: bool, act: str) -> list[str]:
@@ -284,8 +284,7 @@ def s2_trip(p: int, store: bool, finish: bool, sub: bool, act: str) -> list[str]
 def s2_program(act: str) -> list[str]:
     """Trips 0 and 1 (nothing stored yet), n pairs of trips, one more trip when e != 0, then the last two
     stores around the finishing of the last trip.  The L before trip 0 is zero (column -1: padding)."""
-    setup = ["ldr q0, [%[w]]", "ldr q1, [%[w], #16]", "ldr s2, [%[w], #32]", "ld1r {v3.4s}, [%[b]]",
-             "movi v4.4s, #0", "fmov v5.4s, #6.0", f"movi {s2_chain(1, 'L')}.4s, #0"]
+    setup = SETUP + [f"movi {s2_chain(1, 'L')}.4s, #0"]
     store = [f"st2 {{{S2_E}.4s, {S2_O}.4s}}, [%[o]]", "add %[o], %[o], #32"]
     return (setup + s2_trip(0, False, False, False, act) + s2_trip(1, False, True, False, act)
             + ["cbz %[n], 2f", "1:"] + s2_trip(0, True, True, False, act) + s2_trip(1, True, True, True, act)
