@@ -127,9 +127,6 @@ ROLES = {
     "depthwise_planes": "depthwise_range<",   # any other depthwise (5x5 s2): iteration one tap of one output vector
 }
 OPTIONAL_ROLES = ("depthwise_s1_cpp", "depthwise_s2_cpp")  # absent from files older than the A53 assembly
-# neon_a53 runs depthwise 3x3 in assembly (micro/depthwise_a53.h) on input rows at least this wide:
-# stride 1 in trips of 8 input columns, stride 2 in trips of 16.
-A53_DW3_MIN_WIDTH = {1: 16, 2: 32}
 # The elementwise loops of benchmarks/arm_mca_ops.cpp, by kind: cycles per vector of 4 floats.
 #   act_<a>: a standalone activation; epilogue_<a>: the activation inside a kernel's epilogue (4
 #   independent vectors; the ReLU class is part of every conv's measured overhead, the extra of <a> is
@@ -222,8 +219,8 @@ class CostModel:
         role = f"depthwise_s{stride}"
         asm, cpp = self.kernels[role], self.kernels[role + "_cpp"]
         vectors = math.ceil(math.ceil(w / stride) / LANES)
-        trips = w // (8 * stride) if w >= A53_DW3_MIN_WIDTH[stride] else 0
-        if trips == 0:
+        trips = w // (8 * stride)  # of 8 (stride 1) or 16 (stride 2) input columns; it runs from 2 on
+        if trips < 2:
             return vectors * cpp.cycles_per_iter + cpp.overhead_cycles
         in_compiled = vectors - (2 * trips - 2 if stride == 1 else 2 * trips)
         return 2 * trips * asm.cycles_per_iter + in_compiled * cpp.cycles_per_iter + cpp.overhead_cycles
@@ -277,13 +274,11 @@ class CostModel:
             else:
                 iters, units = out_ch * vectors, out_ch
                 outputs = iters
-            cycles = iters * kern.cycles_per_iter + units * kern.overhead_cycles
-            if role in ("depthwise_s1", "depthwise_s2") and role + "_cpp" in k:
-                if kern.variant == "neon_a53" and layer.act in RELU_CLASS:  # the assembly's activations
-                    cycles = units * self._a53_dw3_unit(layer.stride, layer.in_res)
-                else:  # the compiled loop
-                    cpp = k[role + "_cpp"]
-                    cycles = iters * cpp.cycles_per_iter + units * cpp.overhead_cycles
+            compiled = k.get(role + "_cpp", kern)  # neon_a53's 3x3: the compiled loop's own entry
+            if compiled is not kern and kern.variant == "neon_a53" and layer.act in RELU_CLASS:
+                cycles = units * self._a53_dw3_unit(layer.stride, layer.in_res)  # the assembly's activations
+            else:
+                cycles = iters * compiled.cycles_per_iter + units * compiled.overhead_cycles
             if extra:
                 cycles = cycles + outputs * extra
             moved = in_bytes + out_bytes + 4.0 * out_ch * (k2 + 1)

@@ -84,15 +84,9 @@ def q(v: str) -> str:
     return "q" + v[1:]
 
 
-def regs(ins: str) -> tuple[str | None, list[str]]:
-    """(destination, sources) vector registers of one instruction."""
+def regs(ins: str) -> tuple[str, list[str]]:
+    """(destination, sources) vector registers of one FP instruction (the scheduler's and the FMLAs')."""
     op = ins.split()[0]
-    if op in ("str", "stp", "st2"):
-        return None, []
-    if op == "ld4":
-        return None, []
-    if op == "ldr":
-        return "v" + re.findall(r"\bq(\d+)", ins)[0], []
     vs = ["v" + x for x in re.findall(r"\bv(\d+)\b", ins)]
     return vs[0], (vs if op == "fmla" else vs[1:])
 
