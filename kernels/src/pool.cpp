@@ -9,10 +9,14 @@
 namespace jcw {
 
 // Per output row: the column-wise max of its kernel rows into a -inf padded row buffer
-// (contiguous, vectorised), then the max over each output's kernel columns.
+// (contiguous, vectorised), then the max over each output's kernel columns: for stride 2, the
+// even / odd lanes of the buffer (kernel columns 2x + j) vector by vector, else one column offset
+// at a time.
 void max_pool2d(const float* in, int c, int h, int w, int k, int stride, int pad, float* out, ThreadPool& pool) {
+    constexpr int L = JCW_LANES;
     const int oh = (h + 2 * pad - k) / stride + 1, ow = (w + 2 * pad - k) / stride + 1;
-    const int wp = std::max(w + 2 * pad, (ow - 1) * stride + k);
+    // The stride-2 vector loop reads up to 2 L + k - 2 floats past its last output's column 2x.
+    const int wp = std::max(w + 2 * pad, (ow - 1) * stride + k) + 2 * L + k;
     const int chunks = std::min(c, pool.size() * 4);
     constexpr float kLow = -std::numeric_limits<float>::infinity();
     pool.parallel_for(chunks, [&](int i) {
@@ -24,17 +28,44 @@ void max_pool2d(const float* in, int c, int h, int w, int k, int stride, int pad
                 const int y0 = std::max(0, y * stride - pad), y1 = std::min(h, y * stride - pad + k);
                 float* r = row.data() + pad;
                 const float* s0 = src + static_cast<size_t>(y0) * w;
-                for (int x = 0; x < w; ++x) r[x] = y0 < y1 ? s0[x] : kLow;
-                for (int yy = y0 + 1; yy < y1; ++yy) {
+                int yy = y0 + 1;
+                if (y0 >= y1) {
+                    for (int x = 0; x < w; ++x) r[x] = kLow;
+                } else if (yy + 1 < y1) {  // the first three rows in one pass
+                    const float *s1 = s0 + w, *s2 = s1 + w;
+                    for (int x = 0; x < w; ++x) {
+                        const float m = s0[x] > s1[x] ? s0[x] : s1[x];
+                        r[x] = m > s2[x] ? m : s2[x];
+                    }
+                    yy += 2;
+                } else {
+                    for (int x = 0; x < w; ++x) r[x] = s0[x];
+                }
+                for (; yy < y1; ++yy) {
                     const float* sr = src + static_cast<size_t>(yy) * w;
                     for (int x = 0; x < w; ++x) r[x] = r[x] > sr[x] ? r[x] : sr[x];
                 }
                 float* d = dst + static_cast<size_t>(y) * ow;
-                for (int x = 0; x < ow; ++x) d[x] = row[static_cast<size_t>(x) * stride];
+                int x = 0;
+                if (stride == 2)
+                    for (; x + L <= ow; x += L) {
+                        const float* b = row.data() + 2 * x;
+                        simd::vec<L> m, odd;
+                        simd::load_even_odd<L>(b, m, odd);  // columns 2x, 2x + 1
+                        if (k > 1) m = simd::vmax<L>(m, odd);
+                        for (int kx = 2; kx < k; kx += 2) {
+                            simd::vec<L> e, o;
+                            simd::load_even_odd<L>(b + kx, e, o);  // columns 2x + kx, 2x + kx + 1
+                            m = simd::vmax<L>(m, e);
+                            if (kx + 1 < k) m = simd::vmax<L>(m, o);
+                        }
+                        simd::store<L>(d + x, m);
+                    }
+                for (int xx = x; xx < ow; ++xx) d[xx] = row[static_cast<size_t>(xx) * stride];
                 for (int kx = 1; kx < k; ++kx)
-                    for (int x = 0; x < ow; ++x) {
-                        const float v = row[static_cast<size_t>(x) * stride + kx];
-                        d[x] = d[x] > v ? d[x] : v;
+                    for (int xx = x; xx < ow; ++xx) {
+                        const float v = row[static_cast<size_t>(xx) * stride + kx];
+                        d[xx] = d[xx] > v ? d[xx] : v;
                     }
             }
         }
