@@ -282,10 +282,6 @@ void bind_ops(py::module_& m) {
     m.def("set_dense_tile", &jcw::set_dense_tile, py::arg("on"),
           "Run dense groups-1 convs on the variant's dense register tile (default on), else on the 4x1 tile.");
     m.def("dense_tile", &jcw::dense_tile);
-    m.def("set_k_chunk_channels", &jcw::set_k_chunk_channels, py::arg("n"),
-          "Input channels per chunk of the 4x1 tile's K-blocking: 0 (default) from the L1 size, n > 0 forced.");
-    m.def("k_chunk_channels", &jcw::k_chunk_channels);
-    m.def("l1_data_bytes", &jcw::l1_data_bytes, "Bytes of the L1 data cache the K-blocking sizes its chunks for.");
     m.def("kernel_variant", &jcw::kernel_variant,
           "Kernel variant the conv ops run (picked at load from the CPU, or $JCW_KERNELS).");
     m.def("kernel_variants", &jcw::kernel_variants,

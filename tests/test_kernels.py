@@ -219,46 +219,6 @@ def test_dense_tile_matches_the_4x1_tile_and_torch(threads):
         kernels.set_dense_tile(True)
 
 
-@pytest.mark.parametrize("variant_name,threads", VARIANT_THREADS)
-def test_k_blocked_tile_matches_torch(variant_name, threads):
-    """The 4x1 tile with its input channels in chunks (K-blocking), forced to chunks of 1-7 channels so
-    that small layers take it: rows inner (large image, several tiles, pixel tails) and rows outer
-    (small image, weights bigger than the input), stride 2, 1x1, groups 2, residual and activation; and
-    a layer big enough for the automatic chunk size (from the L1 size) against the one-pass tile."""
-    rng = np.random.default_rng(23)
-    cases = [  # cin, cout, k, stride, h, w, groups, density, chunk
-        (13, 20, 3, 1, 29, 31, 1, 0.4, 3), (40, 64, 3, 1, 5, 6, 1, 0.5, 7), (9, 12, 3, 2, 17, 23, 1, 0.6, 2),
-        (24, 36, 1, 1, 14, 14, 1, 0.3, 5), (10, 16, 3, 1, 9, 9, 2, 0.5, 1), (6, 10, 5, 1, 11, 8, 1, 0.7, 4)]
-    try:
-        with variant(variant_name):
-            for cin, cout, k, s, h, w, groups, density, chunk in cases:
-                wt = block_pruned(rng, cout, cin // groups, k, density)
-                b = rng.standard_normal(cout).astype(np.float32)
-                x = rng.standard_normal((1, cin, h, w)).astype(np.float32)
-                conv = kernels.Conv2d(wt, b, stride=s, padding=k // 2, groups=groups, act="relu6", mode="sparse",
-                                      threads=threads)
-                ho, wo = (h + 2 * (k // 2) - k) // s + 1, (w + 2 * (k // 2) - k) // s + 1
-                res = rng.standard_normal((1, cout, ho, wo)).astype(np.float32)
-                kernels.set_k_chunk_channels(chunk)
-                assert f"+kblock{chunk}" in conv.kernel_name(h, w), conv.kernel_name(h, w)
-                np.testing.assert_allclose(conv.run(x, res), torch_conv(x, wt, b, s, k // 2, groups, "relu6", res),
-                                           rtol=1e-4, atol=1e-4, err_msg=f"{cin}->{cout} k{k} s{s} {h}x{w} chunk {chunk}")
-            kernels.set_k_chunk_channels(0)
-            wt = block_pruned(rng, 128, 128, 3, 0.3)
-            b = rng.standard_normal(128).astype(np.float32)
-            x = rng.standard_normal((1, 128, 14, 14)).astype(np.float32)
-            conv = kernels.Conv2d(wt, b, stride=1, padding=1, act="relu", mode="sparse", threads=threads)
-            auto = conv.run(x)
-            kernels.set_k_chunk_channels(100000)  # one chunk: the one-pass tile
-            assert "+kblock" not in conv.kernel_name(14, 14)
-            np.testing.assert_allclose(auto, conv.run(x), rtol=1e-5, atol=1e-4)
-            np.testing.assert_allclose(auto, torch_conv(x, wt, b, 1, 1, 1, "relu", None), rtol=1e-4, atol=1e-4)
-    finally:
-        kernels.set_k_chunk_channels(0)
-    with pytest.raises(ValueError, match="k chunk channels must be >= 0"):
-        kernels.set_k_chunk_channels(-1)
-
-
 def test_conv_dispatch_and_density():
     rng = np.random.default_rng(7)
     dense = rng.standard_normal((16, 8, 3, 3)).astype(np.float32)

@@ -69,12 +69,6 @@ void set_force_scalar(bool on);
 // default); off, they run on the 4x1 tile like sparse ones (benchmarks, tests).
 void set_dense_tile(bool on);
 bool dense_tile();
-// Input channels per chunk of the 4x1 tile's K-blocking: 0 (default) = from the L1 data cache's size
-// (a chunk's part of one tile's input fills half of it); n > 0 = n (tests, benchmarks).
-void set_k_chunk_channels(int n);
-int k_chunk_channels();
-// Bytes of this CPU's L1 data cache (sysconf; 32 KiB where the system does not say).
-size_t l1_data_bytes();
 bool force_scalar();
 
 // Activation names: "none", "relu", "relu6", "hardswish", "hardsigmoid", "sigmoid", "silu",

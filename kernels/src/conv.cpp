@@ -32,10 +32,6 @@ constexpr int kPrefetchInputBlocks = 160;
 // 0.8 / 0.7 / 0.6 on the 4x1 tile 1.96 / 1.79 / 1.66 / 1.45 ms).
 constexpr double kDenseTileFromDensity = 0.85;
 
-// K-blocking of the 4x1 tile needs at least this many blocks per block row and input-channel chunk
-// on average (each chunk reloads and stores the row's accumulators).
-constexpr int kKBlockMinBlocks = 32;
-
 // Plans kept per op (input sizes x thread counts x variants seen).
 constexpr size_t kPlansKept = 8;
 
@@ -105,13 +101,12 @@ std::shared_ptr<const Conv2d::ConvPlan> Conv2d::plan(int in_h, int in_w, int thr
         std::lock_guard<std::mutex> lk(plan_cache_->m);
         for (const auto& p : plan_cache_->plans)
             if (p->in_h == in_h && p->in_w == in_w && p->threads == threads && p->ks == &ks &&
-                p->dense_tile == dense_tile() && p->k_chunk_setting == k_chunk_channels())
+                p->dense_tile == dense_tile())
                 return p;
     }
     auto pl = std::make_shared<ConvPlan>();
     ConvPlan& c = *pl;
     c.in_h = in_h, c.in_w = in_w, c.threads = threads, c.ks = &ks, c.dense_tile = dense_tile();
-    c.k_chunk_setting = k_chunk_channels();
     const std::string v = std::string(ks.name) + " ";
     const int ho = out_h(in_h), wo = out_w(in_w);
     const bool one_pixel = !depthwise_ && groups_ == 1 && kh_ == 1 && kw_ == 1 && stride_ == 1 && pad_ == 0 &&
@@ -185,35 +180,6 @@ std::shared_ptr<const Conv2d::ConvPlan> Conv2d::plan(int in_h, int in_w, int thr
             }
             if (!c.banded) c.off = make_offsets(in_h, in_w, tile, 1, dense);
             if (c.g.prefetch_in) c.kernel += " +prefetch";
-            if (!dense) {
-                // K-blocking: input channels in chunks whose part of one tile's input fills half of L1.
-                const int span = std::min(p.plane, run_tile + (kh_ - 1) / stride_ * c.g.wv + (kw_ - 1) / stride_);
-                const size_t channel_bytes = sizeof(float) * static_cast<size_t>(p.direct ? 1 : p.pk_h * p.pk_w) *
-                                             (p.direct ? run_tile : span);
-                const int chunk = c.k_chunk_setting > 0 ? c.k_chunk_setting
-                                                        : static_cast<int>(std::max<size_t>(1, l1_data_bytes() / 2 / channel_bytes));
-                // Only kernels whose taps share input lines (k x k, k > 1), and only with enough blocks per
-                // row and chunk to pay for reloading the row's accumulators per chunk (measured,
-                // docs/kernels.md "K-blocked tile": at 14-29 blocks 0.86-0.97x, from 34 on 1.0-1.27x).
-                const int nk = (in_ch_ + chunk - 1) / chunk;
-                const bool worth = c.k_chunk_setting > 0 ||  // forced (tests, benchmarks)
-                                   (kh_ * kw_ > 1 && row_start_.back() >= static_cast<int64_t>(kKBlockMinBlocks) * rows_ * nk);
-                if (chunk < in_ch_ && worth) {
-                    c.k_chunk = chunk;
-                    c.g.nk = nk;
-                    c.kstart.resize(static_cast<size_t>(rows_) * (c.g.nk + 1));
-                    const int taps = kh_ * kw_;
-                    for (int r = 0; r < rows_; ++r) {
-                        int b = row_start_[r];
-                        for (int k = 0; k < c.g.nk; ++k) {
-                            while (b < row_start_[r + 1] && codes_[b] / taps < k * chunk) ++b;
-                            c.kstart[static_cast<size_t>(r) * (c.g.nk + 1) + k] = b;
-                        }
-                        c.kstart[static_cast<size_t>(r) * (c.g.nk + 1) + c.g.nk] = row_start_[r + 1];
-                    }
-                    c.kernel += " +kblock" + std::to_string(chunk);
-                }
-            }
         }
     }
     std::lock_guard<std::mutex> lk(plan_cache_->m);
@@ -338,7 +304,6 @@ void Conv2d::run(const float* in, int in_h, int in_w, float* out, const float* r
     }
     const PlaneLayout& p = c.p;
     Geometry g = c.g;
-    g.kstart = c.kstart.data();
     float* planes = scratch;
     g.base = p.direct ? in : planes;
     auto planes_by_channels = [&] {

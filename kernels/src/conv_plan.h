@@ -35,10 +35,6 @@ struct Conv2d::ConvPlan {
     bool rows_outer = false, split_q = false;
     int tile = 1, qrun = 0;
     std::shared_ptr<const std::vector<int32_t>> off;  // block offsets, one band
-    // K-blocking (Tile): g.nk chunks of k_chunk input channels; kstart as Geometry::kstart describes
-    int k_chunk_setting = 0;  // the set_k_chunk_channels value the plan was made under
-    int k_chunk = 0;
-    std::vector<int32_t> kstart;
     PlaneLayout pb{};                                 // one row band per thread (banded)
     bool banded = false;
     std::shared_ptr<const std::vector<int32_t>> band_off;

@@ -5,7 +5,6 @@
 // or 0xd05 Cortex-A55), else the out-of-order tuning (neon: Cortex-A72 and later).  $JCW_KERNELS
 // names a variant to use instead (tests, benchmarks); set_kernel_variant() does the same in-process.
 #include <atomic>
-#include <unistd.h>
 #include <cstdlib>
 #include <fstream>
 #include <mutex>
@@ -149,23 +148,6 @@ void set_force_scalar(bool on) { g_force_scalar.store(on); }
 std::atomic<bool> g_dense_tile{true};
 void set_dense_tile(bool on) { g_dense_tile.store(on); }
 bool dense_tile() { return g_dense_tile.load(std::memory_order_relaxed); }
-std::atomic<int> g_k_chunk{0};
-void set_k_chunk_channels(int n) {
-    if (n < 0) throw std::invalid_argument("k chunk channels must be >= 0 (0: from the L1 size), got " + std::to_string(n));
-    g_k_chunk.store(n);
-}
-int k_chunk_channels() { return g_k_chunk.load(std::memory_order_relaxed); }
-size_t l1_data_bytes() {
-    static const size_t bytes = [] {
-#ifdef _SC_LEVEL1_DCACHE_SIZE
-        const long n = sysconf(_SC_LEVEL1_DCACHE_SIZE);
-#else
-        const long n = 0;
-#endif
-        return n > 0 ? static_cast<size_t>(n) : size_t(32768);
-    }();
-    return bytes;
-}
 bool force_scalar() { return g_force_scalar.load(std::memory_order_relaxed); }
 
 std::string kernel_variant() { return active_kernels().name; }

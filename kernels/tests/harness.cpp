@@ -533,11 +533,6 @@ int main() {
             c.act = kMoreActs[(i + threads) % n_more];
             failures += check_conv(c, threads);
         }
-        // Every conv case again with the 4x1 tile's input channels in chunks of 3 (K-blocking forced;
-        // the paths that are not the 4x1 tile ignore it).
-        jcw::set_k_chunk_channels(3);
-        for (const Case& c : cases) failures += check_conv(c, threads);
-        jcw::set_k_chunk_channels(0);
         for (double d : {0.0, 0.4, 1.0}) failures += check_linear(37, 21, d, threads);
         failures += check_pools(threads);
         failures += check_elementwise_and_avg_pool(threads);

@@ -4,7 +4,6 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
-#include <vector>
 
 #include "../simd.h"
 #include "geometry.h"
@@ -185,27 +184,6 @@ __attribute__((always_inline)) inline void store_tile_row(const vec<L>* acc, con
         simd::emit<L, M>(tmp + s.j[k], res ? res + s.o[k] : nullptr, o + s.o[k], s.n[k], act);
 }
 
-// Blocks [b0, b1) of one block row into its accumulators; w: block b0's 4 weights.  PF: each block
-// also prefetches the line `pf` floats past its input (the next tile's).
-template <int L, int NV, bool PF>
-__attribute__((always_inline)) inline void row_blocks(vec<L> (&acc)[4][NV], const float* in, const int32_t* off,
-                                                      const float* w, int b0, int b1, int pf) {
-#if defined(JCW_TUNE_IN_ORDER) && defined(__aarch64__)
-    if constexpr (L == 4 && NV == 4) {
-        if (b1 > b0) a53_blocks(acc, in, off + b0, w, b1 - b0);
-        return;
-    }
-#endif
-    for (int b = b0; b < b1; ++b, w += 4) {
-        const float* p = in + off[b];
-        if constexpr (PF) __builtin_prefetch(p + pf);
-        vec<L> x[NV];
-        for (int v = 0; v < NV; ++v) x[v] = simd::load<L>(p + v * L);
-        for (int i = 0; i < 4; ++i)
-            for (int v = 0; v < NV; ++v) acc[i][v] += w[i] * x[v];
-    }
-}
-
 // Tile of `NV` vectors of L pixels starting at virtual position q, `rows` out of 4 stored.
 // Stores prefetch the same output lines of the next tile for writing; PF also prefetches its input.
 // M: any activation, else None / ReLU / ReLU6 only (simd::activate).
@@ -225,84 +203,24 @@ inline void tile_rows(const Geometry& g, int q, int first, int r0, int r1, const
             for (int v = 0; v < NV; ++v) acc[i][v] = simd::splat<L>(w[i]);
         w += 4;
         // Next tile's input: one of its NV lines per block, a different one per row.
-        row_blocks<L, NV, PF>(acc, in, off, w, row_start[r], row_start[r + 1], W + (r % NV) * L);
+        const int pf = W + (r % NV) * L;
+#if defined(JCW_TUNE_IN_ORDER) && defined(__aarch64__)
+        if constexpr (L == 4 && NV == 4) {
+            if (row_start[r + 1] > row_start[r])
+                a53_blocks(acc, in, off + row_start[r], w, row_start[r + 1] - row_start[r]);
+        } else
+#endif
+        for (int b = row_start[r], e = row_start[r + 1]; b < e; ++b, w += 4) {
+            const float* p = in + off[b];
+            if constexpr (PF) __builtin_prefetch(p + pf);
+            vec<L> x[NV];
+            for (int v = 0; v < NV; ++v) x[v] = simd::load<L>(p + v * L);
+            for (int i = 0; i < 4; ++i)
+                for (int v = 0; v < NV; ++v) acc[i][v] += w[i] * x[v];
+        }
         const int nrow = std::min(4, out_ch - 4 * r);
         for (int i = 0; i < nrow; ++i)
             store_tile_row<L, NV, M>(acc[i], segs, whole, start, g.hw, 4 * static_cast<size_t>(r) + i, out, residual, act);
-    }
-}
-
-// One input-channel chunk k of g.nk (K-blocking) of the tile at q, block rows [r0, r1): row r runs
-// its blocks kstart[r * (nk + 1) + k] .. of the chunk, so the chunk's input lines stay in L1 while
-// every row reads them (in one pass a row's blocks spread over all channels, and each row fetched
-// the whole input from L2 again: docs/kernels.md "K-blocked tile").  Between chunks a row's
-// accumulators wait in `buf` (4 NV vectors per row, from row r0 on); chunk 0 starts them at the
-// bias, the last chunk stores them.
-template <int L, int NV, bool M>
-inline void tile_rows_k(const Geometry& g, int q, int first, int r0, int r1, int k, const float* packed,
-                        const int32_t* row_start, const int32_t* off, int out_ch, float* out, const float* residual,
-                        Act act, vec<L>* buf) {
-    const float* in = g.base + q;
-    const int nk = g.nk;
-    const bool last = k == nk - 1;
-    for (int r = r0; r < r1; ++r) {
-        const float* wr = packed + 4 * (static_cast<size_t>(row_start[r]) + r);  // the row's bias
-        vec<L> acc[4][NV];
-        vec<L>* keep = buf + static_cast<size_t>(r - r0) * 4 * NV;
-        for (int i = 0; i < 4; ++i)
-            for (int v = 0; v < NV; ++v) acc[i][v] = k == 0 ? simd::splat<L>(wr[i]) : keep[i * NV + v];
-        const int32_t* ks = g.kstart + static_cast<size_t>(r) * (nk + 1) + k;
-        row_blocks<L, NV, false>(acc, in, off, wr + 4 + 4 * static_cast<size_t>(ks[0] - row_start[r]), ks[0], ks[1], 0);
-        if (!last) {
-            for (int i = 0; i < 4; ++i)
-                for (int v = 0; v < NV; ++v) keep[i * NV + v] = acc[i][v];
-            continue;
-        }
-        const TileSegments<L * NV> segs(g, q, first);
-        const int nrow = std::min(4, out_ch - 4 * r);
-        for (int i = 0; i < nrow; ++i)
-            store_tile_row<L, NV, M>(acc[i], segs, segs.whole(), segs.o[0], g.hw, 4 * static_cast<size_t>(r) + i, out,
-                                     residual, act);
-    }
-}
-
-// conv_range with K-blocking (g.nk > 1).  Rows outer (small images: weights bigger than the input):
-// per chunk, every tile and row, the accumulators of all tiles kept; else per tile, every chunk and row.
-template <int L, int NV, bool M>
-void conv_range_k(const Geometry& g, int q0, int q1, int r0, int r1, bool rows_outer, const float* packed,
-                  const int32_t* row_start, const int32_t* off, int out_ch, float* out, const float* residual,
-                  Act act) {
-    struct Tile {
-        int q, nv, first;
-    };
-    thread_local std::vector<Tile> ts;  // the tiles conv_range runs, in its order
-    ts.clear();
-    int q = q0;
-    for (; q + NV * L <= q1; q += NV * L) ts.push_back({q, NV, 0});
-    if constexpr (NV > 2)
-        for (; q + 2 * L <= q1; q += 2 * L) ts.push_back({q, 2, 0});
-    for (; q + L <= q1; q += L) ts.push_back({q, 1, 0});
-    if (q < q1) ts.push_back({q1 - L, 1, q - (q1 - L)});
-    const int nt = static_cast<int>(ts.size());
-    const size_t per_tile = static_cast<size_t>(r1 - r0) * 4 * NV;
-    thread_local std::vector<vec<L>> buf;
-    const size_t need = per_tile * (rows_outer ? nt : 1);
-    if (buf.size() < need) buf.resize(need);
-    auto run = [&](const Tile& t, int k, vec<L>* b) {
-        if (t.nv == NV)
-            tile_rows_k<L, NV, M>(g, t.q, t.first, r0, r1, k, packed, row_start, off, out_ch, out, residual, act, b);
-        else if (t.nv == 2)
-            tile_rows_k<L, (NV > 2 ? 2 : NV), M>(g, t.q, t.first, r0, r1, k, packed, row_start, off, out_ch, out,
-                                                 residual, act, b);
-        else
-            tile_rows_k<L, 1, M>(g, t.q, t.first, r0, r1, k, packed, row_start, off, out_ch, out, residual, act, b);
-    };
-    if (rows_outer) {
-        for (int k = 0; k < g.nk; ++k)
-            for (int t = 0; t < nt; ++t) run(ts[t], k, buf.data() + per_tile * t);
-    } else {
-        for (int t = 0; t < nt; ++t)
-            for (int k = 0; k < g.nk; ++k) run(ts[t], k, buf.data());
     }
 }
 
@@ -313,10 +231,6 @@ template <int L, int NV, bool M>
 void conv_range(const Geometry& g, int q0, int q1, int r0, int r1, bool rows_outer, const float* packed,
                 const int32_t* row_start, const int32_t* off, int out_ch, float* out, const float* residual,
                 Act act) {
-    if (g.nk > 1) {
-        conv_range_k<L, NV, M>(g, q0, q1, r0, r1, rows_outer, packed, row_start, off, out_ch, out, residual, act);
-        return;
-    }
     if (rows_outer) {  // chunks of block rows whose weights fit in L1, all tiles per chunk
         constexpr int32_t kChunkBlocks = 1536;  // 1536 * (16 + 4) bytes = 30 KiB
         for (int r = r0; r < r1;) {
