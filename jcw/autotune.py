@@ -1,17 +1,20 @@
-"""Kernel-variant autotune: time the variants this build offers on this CPU, cache the fastest.
+"""Kernel-variant autotune: time the variants this build offers on this CPU, cache and apply the fastest.
 
     python -m jcw.autotune [--rounds N] [--repeats R] [--show]
 
 The load-time choice (CPUID / MIDR, ``dispatch.cpp``) is a deterministic default; where it is not
 the fastest on a core (e.g. AVX-512 on a core that splits 512-bit FMAs, or an A53-tuned loop on an
-unlisted in-order core), this command measures every offered variant on one layer of each class
+unlisted in-order core), the autotune measures every offered variant on one layer of each class
 the engine runs (1x1 on a large and a small image, 3x3, depthwise 3x3 stride 1 and 2), alternating
 the variants inside one process, and writes the per-class and overall winners to
 ``$JCW_CACHE_DIR`` (else ``$XDG_CACHE_HOME/jcw``, else ``~/.cache/jcw``) as
-``kernels-<cpu>-<engine version>.json``.  ``Engine`` applies a cached choice at construction
-(``apply_cached``); without a cache for this CPU and engine version, with ``JCW_AUTOTUNE=0``, or
-when ``$JCW_KERNELS`` names a variant, the default stands.  Only the whole-process variant is
-chosen (the per-class winners are recorded for inspection, not applied per layer).
+``kernels-<cpu>-<engine version>.json``.  ``Engine`` and the latency profiler apply the record at
+construction (``apply_cached``): the overall winner process-wide, and a class's own winner for the
+convs of that class (``Conv2d.tune_class``) where it beat the overall one there by at least
+``CLASS_MARGIN``.  On first use (no record for this CPU and engine version) they run a short tune
+(``FIRST_USE_ROUNDS`` x ``FIRST_USE_REPEATS``, well under a second on a desktop core) and cache
+it; this command runs a longer one.  With ``JCW_AUTOTUNE=0``, or when ``$JCW_KERNELS`` names a
+variant, nothing is measured or applied and the default stands.
 """
 
 from __future__ import annotations
@@ -28,7 +31,14 @@ import numpy as np
 
 from jcw import kernels
 
-# class -> (kernel, in_ch, out_ch, image size, stride, groups, density)
+# A first use's tune: rounds of alternating variants x timed calls per layer and round.
+FIRST_USE_ROUNDS, FIRST_USE_REPEATS = 3, 5
+# A class runs its own winner only where it beat the overall winner there by this fraction (timing
+# noise alone must not split a network between variants).
+CLASS_MARGIN = 0.05
+
+# class -> (kernel, in_ch, out_ch, image size, stride, groups, density); the names are
+# Conv2d.tune_class's (tests check that each layer below falls in its own class).
 CLASSES = {
     "1x1@56": (1, 64, 64, 56, 1, 1, 0.3),
     "1x1@7": (1, 320, 320, 7, 1, 1, 0.3),
@@ -129,15 +139,46 @@ def cached() -> dict | None:
     return rec
 
 
-def apply_cached() -> str | None:
-    """Switch to the cached variant when allowed; returns the variant applied, or None (default kept)."""
-    if os.environ.get("JCW_AUTOTUNE", "1") == "0" or os.environ.get("JCW_KERNELS"):
+def enabled() -> bool:
+    """False under JCW_AUTOTUNE=0 or an explicit $JCW_KERNELS: the default (or named) variant stands."""
+    return os.environ.get("JCW_AUTOTUNE", "1") != "0" and not os.environ.get("JCW_KERNELS")
+
+
+def class_winners(rec: dict) -> dict[str, str]:
+    """The classes whose own winner beat the record's overall variant there by CLASS_MARGIN: class -> variant."""
+    overall, ms = rec.get("variant"), rec.get("ms") or {}
+    out = {}
+    for cls, v in (rec.get("per_class") or {}).items():
+        t = ms.get(cls) or {}
+        if v != overall and v in t and overall in t and t[v] < (1 - CLASS_MARGIN) * t[overall]:
+            out[cls] = v
+    return out
+
+
+def apply_cached(tune_missing: bool = False) -> str | None:
+    """Apply the cached record when allowed: its overall variant process-wide, then each class's own
+    winner (``class_winners``) for that class's convs.  ``tune_missing``: with no record for this CPU
+    and engine version, run a short tune first and cache it (first use; a cache dir that cannot be
+    written keeps the result for this process only).  Returns the overall variant applied, or None
+    (default kept)."""
+    if not enabled():
         return None
     rec = cached()
-    if not rec or rec.get("variant") not in kernels.kernel_variants():
+    if rec is None and tune_missing:
+        rec = tune(FIRST_USE_ROUNDS, FIRST_USE_REPEATS)
+        try:
+            write(rec)
+        except OSError:
+            pass
+    offered = kernels.kernel_variants()
+    if not rec or rec.get("variant") not in offered or kernels.force_scalar():
         return None
-    if kernels.kernel_variant() != rec["variant"] and not kernels.force_scalar():
+    if kernels.kernel_variant() != rec["variant"]:
         kernels.set_kernel_variant(rec["variant"])
+    kernels.clear_class_variants()
+    for cls, v in class_winners(rec).items():
+        if v in offered and v != "scalar":
+            kernels.set_class_variant(cls, v)
     return rec["variant"]
 
 
@@ -155,9 +196,11 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--rounds and --repeats must be >= 1")
     rec = tune(a.rounds, a.repeats)
     path = write(rec)
+    own = class_winners(rec)
     print(f"CPU {rec['cpu']}: default {rec['default']}, fastest overall {rec['variant']} "
           f"(relative {', '.join(f'{v} {s:.2f}' for v, s in rec['relative'].items())}); per class "
-          f"{', '.join(f'{c} {v}' for c, v in rec['per_class'].items())}; cached in {path}")
+          f"{', '.join(f'{c} {v}' for c, v in rec['per_class'].items())}; applied per class (>= "
+          f"{CLASS_MARGIN:.0%} faster there): {', '.join(f'{c} {v}' for c, v in own.items()) or 'none'}; cached in {path}")
     return 0
 
 

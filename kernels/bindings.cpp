@@ -288,6 +288,11 @@ void bind_ops(py::module_& m) {
           "Kernel variants built in that this CPU runs, preferred first, 'scalar' last.");
     m.def("set_kernel_variant", &jcw::set_kernel_variant, py::arg("name"),
           "Run the named variant from now on (process-wide; for tests and benchmarks).");
+    m.def("set_class_variant", &jcw::set_class_variant, py::arg("cls"), py::arg("name"),
+          "Run the named variant for convs of autotune class `cls` (Conv2d.tune_class) instead of the "
+          "process-wide one; set_kernel_variant clears these.");
+    m.def("class_variants", &jcw::class_variants, "The per-class variants set (class -> variant).");
+    m.def("clear_class_variants", &jcw::clear_class_variants);
     m.def("fma_peak_gflops", [](double seconds) { py::gil_scoped_release r; return jcw::measure_fma_peak_gflops(seconds); },
           py::arg("seconds") = 0.2, "Measured single-thread FMA peak, GFLOP/s.");
     py::class_<PyConv2d>(m, "Conv2d", "Packed convolution (ops.h); run on (C,H,W) or (N,C,H,W) float32.")
@@ -301,6 +306,8 @@ void bind_ops(py::module_& m) {
         .def_property_readonly("density", [](const PyConv2d& c) { return c.conv.density(); })
         .def("kernel_name", [](const PyConv2d& c, int h, int w) { return c.conv.kernel_name(h, w, c.pool->size()); },
              py::arg("h"), py::arg("w"), "Kernel variant and microkernel run for an h x w input.")
+        .def("tune_class", [](const PyConv2d& c, int h, int w) { return c.conv.tune_class(h, w); }, py::arg("h"),
+             py::arg("w"), "Autotune class of this layer on an h x w input ('' for none).")
         .def_property_readonly("threads", [](const PyConv2d& c) { return c.pool->size(); });
     py::class_<PyLinear>(m, "Linear", "Packed fully connected layer (ops.h).")
         .def(py::init([](FArray weight, std::optional<FArray> bias, const std::string& act, const std::string& mode, int threads) {

@@ -89,7 +89,7 @@ def machine_info(threads: int) -> tuple[dict, list[str]]:
     from jcw import autotune, kernels
     from jcw.engine import ENGINE_VERSION
 
-    autotune.apply_cached()
+    autotune.apply_cached(tune_missing=True)
 
     info = {
         "kind": "measured",
@@ -104,12 +104,22 @@ def machine_info(threads: int) -> tuple[dict, list[str]]:
         "isa": kernels.isa(),
         # The kernels the table timed: the variant run (after a cached autotune choice, as Engine
         # applies it) and the set this build offers on this CPU.
-        "kernels": f"{kernels.kernel_variant()} (of {','.join(kernels.kernel_variants())})",
+        "kernels": kernels_provenance(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "host": socket.gethostname(),
         "numpy": np.__version__,
     }
     return info, warnings
+
+
+def kernels_provenance() -> str:
+    """The kernels a table times: the variant run, the set this build offers on this CPU, and the
+    per-class variants an autotune applied (jcw/autotune.py), if any."""
+    from jcw import kernels
+
+    text = f"{kernels.kernel_variant()} (of {','.join(kernels.kernel_variants())})"
+    per_class = kernels.class_variants()
+    return text + ("; " + ", ".join(f"{c} {v}" for c, v in sorted(per_class.items())) if per_class else "")
 
 
 def _onnx(nodes, inits, in_shape, out_shape, opset: int = 13):

@@ -57,7 +57,8 @@ class Engine:
             raise UsageError(f"threads must be an integer >= 1, got {threads!r}")
         if mode not in MODES:
             raise UsageError(f"mode must be one of {MODES}, got {mode!r}")
-        autotune.apply_cached()  # a cached, measured kernel variant for this CPU, if any (jcw/autotune.py)
+        # The measured kernel variants for this CPU (cached; a short tune on first use): jcw/autotune.py
+        autotune.apply_cached(tune_missing=True)
         proto = load_model(model)
         self.metadata = {p.key: p.value for p in proto.metadata_props}
         graph = build_graph(proto)  # not kept: its weights would double the memory of the packed ones

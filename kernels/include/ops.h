@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -63,6 +64,12 @@ std::vector<std::string> kernel_variants();
 // Run `name` from now on (one of kernel_variants(); "scalar" = set_force_scalar(true));
 // std::invalid_argument otherwise.  Process-wide, for tests and benchmarks.
 void set_kernel_variant(const std::string& name);
+// Per layer class (Conv2d::tune_class): run the named variant (not scalar) for convs of that class
+// instead of the process-wide one (jcw.autotune applies its per-class winners so); std::invalid_argument
+// for an unknown name.  set_kernel_variant clears them.
+void set_class_variant(const std::string& cls, const std::string& name);
+std::map<std::string, std::string> class_variants();
+void clear_class_variants();
 // Process-wide switch to the portable scalar kernels (for testing the SIMD path against them).
 void set_force_scalar(bool on);
 // Dense groups-1 convs run on the variant's dense register tile where it has one (on by
@@ -118,6 +125,10 @@ class Conv2d {
     // The kernel variant and microkernel run() uses for this input size and thread count,
     // e.g. "avx512 tile_rows<16,4>" or "neon depthwise3x3_direct<4>".
     std::string kernel_name(int in_h, int in_w, int threads = 1) const;
+    // The autotune class of this layer on an in_h x in_w input (jcw/autotune.py CLASSES): "dw3x3@56" /
+    // "dw3x3s2@56" (depthwise 3x3 stride 1 / 2), "1x1@56" / "1x1@7" (groups-1 1x1 with at least / fewer
+    // than 14 x 14 output pixels), "3x3@28" (any other non-depthwise conv), "" (other depthwise).
+    std::string tune_class(int in_h, int in_w) const;
     void run(const float* in, int in_h, int in_w, float* out, const float* residual, float* scratch,
              ThreadPool& pool) const;
     bool sparse() const;       // true when the packed weights skip zero blocks

@@ -95,8 +95,14 @@ std::shared_ptr<const std::vector<int32_t>> Conv2d::make_offsets(int in_h, int i
     return off;
 }
 
+std::string Conv2d::tune_class(int in_h, int in_w) const {
+    if (depthwise_) return kh_ == 3 && kw_ == 3 ? (stride_ == 1 ? "dw3x3@56" : stride_ == 2 ? "dw3x3s2@56" : "") : "";
+    if (kh_ == 1 && kw_ == 1) return out_h(in_h) * out_w(in_w) >= 14 * 14 ? "1x1@56" : "1x1@7";
+    return "3x3@28";
+}
+
 std::shared_ptr<const Conv2d::ConvPlan> Conv2d::plan(int in_h, int in_w, int threads) const {
-    const KernelSet& ks = active_kernels();
+    const KernelSet& ks = kernels_for_class(tune_class(in_h, in_w));
     {
         std::lock_guard<std::mutex> lk(plan_cache_->m);
         for (const auto& p : plan_cache_->plans)

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <fstream>
+#include <map>
 #include <mutex>
 #include <stdexcept>
 #include <string>
@@ -135,6 +136,43 @@ const KernelSet& active_kernels() {
     return g_force_scalar.load(std::memory_order_relaxed) ? r.scalar : *r.selected.load(std::memory_order_relaxed);
 }
 
+namespace {
+// Per layer class (Conv2d::tune_class), the variant a measured autotune picked where it differs
+// from the process-wide one; set_kernel_variant() clears it (an explicit choice wins).
+std::mutex g_class_m;
+std::map<std::string, const KernelSet*> g_class;
+}  // namespace
+
+const KernelSet& kernels_for_class(const std::string& cls) {
+    if (!g_force_scalar.load(std::memory_order_relaxed)) {
+        std::lock_guard<std::mutex> lk(g_class_m);
+        const auto it = g_class.find(cls);
+        if (it != g_class.end()) return *it->second;
+    }
+    return active_kernels();
+}
+
+void set_class_variant(const std::string& cls, const std::string& name) {
+    Registry& r = registry();
+    const KernelSet* s = r.find(name);
+    if (!s || s == &r.scalar)
+        throw std::invalid_argument("class variant must be one of " + r.names() + " but scalar, got '" + name + "'");
+    std::lock_guard<std::mutex> lk(g_class_m);
+    g_class[cls] = s;
+}
+
+std::map<std::string, std::string> class_variants() {
+    std::lock_guard<std::mutex> lk(g_class_m);
+    std::map<std::string, std::string> out;
+    for (const auto& [cls, s] : g_class) out[cls] = s->name;
+    return out;
+}
+
+void clear_class_variants() {
+    std::lock_guard<std::mutex> lk(g_class_m);
+    g_class.clear();
+}
+
 const KernelSet* const* runnable_kernel_sets(int* n) {
     Registry& r = registry();
     *n = static_cast<int>(r.sets.size());
@@ -162,6 +200,7 @@ void set_kernel_variant(const std::string& name) {
     Registry& r = registry();
     const KernelSet* s = r.find(name);
     if (!s) throw std::invalid_argument("kernel variant must be one of " + r.names() + ", got '" + name + "'");
+    clear_class_variants();
     if (s == &r.scalar) {
         set_force_scalar(true);
         return;

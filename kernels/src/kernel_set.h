@@ -4,6 +4,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 #include "micro/geometry.h"
 #include "ops.h"
@@ -45,6 +46,8 @@ struct KernelSet {
 
 // The set every op uses now: the scalar set under set_force_scalar(true), else the selected variant.
 const KernelSet& active_kernels();
+// The set a layer of autotune class `cls` runs (set_class_variant), else active_kernels().
+const KernelSet& kernels_for_class(const std::string& cls);
 // Every variant this CPU can run, best first, then "scalar".
 const KernelSet* const* runnable_kernel_sets(int* n);
 
