@@ -136,27 +136,39 @@ int check_linear(int in_f, int out_f, double density, int threads) {
 
 int check_pools(int threads) {
     jcw::ThreadPool pool(threads);
+    int failures = 0;
+    // Max pool: widths from below one vector to several (the stride-2 path runs vectors of outputs
+    // from the even / odd lanes, then a tail), kernels 2, 3, 5, strides 1 and 2.
+    struct PoolCase {
+        int c, h, w, k, s, p;
+    };
+    for (const PoolCase& q : {PoolCase{5, 9, 11, 3, 2, 1}, PoolCase{3, 7, 37, 3, 2, 1}, PoolCase{2, 6, 40, 2, 2, 0},
+                              PoolCase{2, 8, 23, 5, 2, 2}, PoolCase{2, 5, 19, 3, 1, 1}}) {
+        auto x = randn(static_cast<size_t>(q.c) * q.h * q.w);
+        const int oh = (q.h + 2 * q.p - q.k) / q.s + 1, ow = (q.w + 2 * q.p - q.k) / q.s + 1;
+        std::vector<float> mp(static_cast<size_t>(q.c) * oh * ow);
+        jcw::max_pool2d(x.data(), q.c, q.h, q.w, q.k, q.s, q.p, mp.data(), pool);
+        for (int ch = 0; ch < q.c; ++ch)
+            for (int y = 0; y < oh; ++y)
+                for (int xx = 0; xx < ow; ++xx) {
+                    float m = -INFINITY;
+                    for (int dy = 0; dy < q.k; ++dy)
+                        for (int dx = 0; dx < q.k; ++dx) {
+                            const int iy = q.s * y - q.p + dy, ix = q.s * xx - q.p + dx;
+                            if (iy >= 0 && iy < q.h && ix >= 0 && ix < q.w)
+                                m = std::max(m, x[(static_cast<size_t>(ch) * q.h + iy) * q.w + ix]);
+                        }
+                    if (m != mp[(static_cast<size_t>(ch) * oh + y) * ow + xx]) ++failures;
+                }
+    }
     const int c = 5, h = 9, w = 11;
     auto x = randn(static_cast<size_t>(c) * h * w);
-    const int oh = (h + 2 - 3) / 2 + 1, ow = (w + 2 - 3) / 2 + 1;
-    std::vector<float> mp(static_cast<size_t>(c) * oh * ow), gap(c);
-    jcw::max_pool2d(x.data(), c, h, w, 3, 2, 1, mp.data(), pool);
+    std::vector<float> gap(c);
     jcw::global_avg_pool(x.data(), c, h * w, gap.data(), pool);
-    int failures = 0;
     for (int ch = 0; ch < c; ++ch) {
         double sum = 0;
         for (int i = 0; i < h * w; ++i) sum += x[static_cast<size_t>(ch) * h * w + i];
         if (std::fabs(sum / (h * w) - gap[ch]) > 1e-5) ++failures;
-        for (int y = 0; y < oh; ++y)
-            for (int xx = 0; xx < ow; ++xx) {
-                float m = -INFINITY;
-                for (int dy = 0; dy < 3; ++dy)
-                    for (int dx = 0; dx < 3; ++dx) {
-                        const int iy = 2 * y - 1 + dy, ix = 2 * xx - 1 + dx;
-                        if (iy >= 0 && iy < h && ix >= 0 && ix < w) m = std::max(m, x[(static_cast<size_t>(ch) * h + iy) * w + ix]);
-                    }
-                if (m != mp[(static_cast<size_t>(ch) * oh + y) * ow + xx]) ++failures;
-            }
     }
     std::vector<float> a = randn(37), bb = randn(37), out(37);
     jcw::add_act(a.data(), bb.data(), a.size(), jcw::Act::Relu6, out.data());
