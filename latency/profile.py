@@ -102,8 +102,7 @@ def machine_info(threads: int) -> tuple[dict, list[str]]:
         "threads": threads,
         "engine_version": ENGINE_VERSION,
         "isa": kernels.isa(),
-        # The kernels the table timed: the variant run (after a cached autotune choice, as Engine
-        # applies it) and the set this build offers on this CPU.
+        # The kernels the table timed (after the autotune, as Engine applies it): kernels_provenance.
         "kernels": kernels_provenance(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "host": socket.gethostname(),

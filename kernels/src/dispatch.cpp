@@ -139,12 +139,15 @@ const KernelSet& active_kernels() {
 namespace {
 // Per layer class (Conv2d::tune_class), the variant a measured autotune picked where it differs
 // from the process-wide one; set_kernel_variant() clears it (an explicit choice wins).
+// g_class_set: whether g_class has an entry, so that a conv's plan look-up (every call) takes no
+// lock when none is set (the default).
 std::mutex g_class_m;
 std::map<std::string, const KernelSet*> g_class;
+std::atomic<bool> g_class_set{false};
 }  // namespace
 
 const KernelSet& kernels_for_class(const std::string& cls) {
-    if (!g_force_scalar.load(std::memory_order_relaxed)) {
+    if (g_class_set.load(std::memory_order_acquire) && !g_force_scalar.load(std::memory_order_relaxed)) {
         std::lock_guard<std::mutex> lk(g_class_m);
         const auto it = g_class.find(cls);
         if (it != g_class.end()) return *it->second;
@@ -159,6 +162,7 @@ void set_class_variant(const std::string& cls, const std::string& name) {
         throw std::invalid_argument("class variant must be one of " + r.names() + " but scalar, got '" + name + "'");
     std::lock_guard<std::mutex> lk(g_class_m);
     g_class[cls] = s;
+    g_class_set.store(true, std::memory_order_release);
 }
 
 std::map<std::string, std::string> class_variants() {
@@ -171,6 +175,7 @@ std::map<std::string, std::string> class_variants() {
 void clear_class_variants() {
     std::lock_guard<std::mutex> lk(g_class_m);
     g_class.clear();
+    g_class_set.store(false, std::memory_order_release);
 }
 
 const KernelSet* const* runnable_kernel_sets(int* n) {
