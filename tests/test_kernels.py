@@ -190,7 +190,11 @@ def test_dense_tile_matches_the_4x1_tile_and_torch(threads):
     rng = np.random.default_rng(11)
     cases = [(16, 8, 1, 1, 30, 30, 1.0), (19, 13, 3, 1, 23, 23, 1.0), (9, 37, 3, 2, 31, 29, 1.0),
              (64, 70, 1, 1, 14, 14, 1.0), (32, 96, 3, 1, 7, 7, 1.0), (5, 17, 5, 1, 11, 40, 1.0),
-             (24, 21, 3, 1, 19, 17, 0.93), (40, 36, 1, 1, 15, 15, 0.9), (24, 21, 3, 1, 19, 17, 0.5)]
+             (24, 21, 3, 1, 19, 17, 0.93), (40, 36, 1, 1, 15, 15, 0.9), (24, 21, 3, 1, 19, 17, 0.5),
+             # whole 48-position tiles only (6x8), and 1 or 2 positions riding along with the last
+             # tile: 1x1 @7x7, 1x1 @5x10, stride 2 onto 3x16 (3 rows of 16 + 1 discarded column)
+             (40, 27, 1, 1, 6, 8, 1.0), (40, 27, 1, 1, 7, 7, 1.0), (33, 20, 1, 1, 5, 10, 1.0),
+             (8, 20, 3, 2, 6, 32, 1.0), (16, 17, 1, 1, 7, 14, 1.0)]
     try:
         for cin, cout, k, s, h, w, density in cases:
             wt = rng.standard_normal((cout, cin, k, k)).astype(np.float32)

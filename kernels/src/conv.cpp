@@ -135,7 +135,11 @@ std::shared_ptr<const Conv2d::ConvPlan> Conv2d::plan(int in_h, int in_w, int thr
         c.kernel = v + lanes_name("cv_tile", c.lanes, 7);
         c.cv_w = channel_pack(packed_.data(), row_start_.data(), out_ch_, in_ch_, bias_.data(), ks.lanes, c.cv_bias);
     } else {
-        const int tile = tile_of(ks);
+        // The dense tile also takes block-sparse layers this dense (their zero blocks included).
+        const bool dense_enough = !sparse_ || density_ >= kDenseTileFromDensity;
+        const bool dense_path = !depthwise_ && c.dense_tile && dense_enough && groups_ == 1 && ks.dense_rows > 0;
+        // Planes are padded to, and threads split at, whole tiles of the microkernel that runs.
+        const int tile = dense_path ? ks.lanes * ks.dense_vecs : tile_of(ks);
         const PlaneLayout p = plane_layout(ho, wo, kh_, kw_, stride_, pad_, tile);
         c.p = p, c.tile = tile;
         c.g.ho = ho, c.g.wo = wo, c.g.hw = ho * wo;
@@ -154,9 +158,7 @@ std::shared_ptr<const Conv2d::ConvPlan> Conv2d::plan(int in_h, int in_w, int thr
         } else {
             c.path = ConvPath::Tile;
             c.kernel = v + lanes_name("tile_rows", c.lanes, ks.tile_vecs);
-            // The dense tile also takes block-sparse layers this dense (their zero blocks included).
-            const bool dense_enough = !sparse_ || density_ >= kDenseTileFromDensity;
-            if (c.dense_tile && dense_enough && groups_ == 1 && ks.dense_rows > 0 && c.lanes == ks.lanes) {
+            if (dense_path && c.lanes == ks.lanes) {
                 c.path = ConvPath::DenseTile;
                 c.codes = in_ch_ * kh_ * kw_;
                 c.wd = pack_dense_rows(packed_.data(), row_start_.data(), codes_.data(), c.codes, out_ch_, ks.dense_rows);
@@ -175,7 +177,7 @@ std::shared_ptr<const Conv2d::ConvPlan> Conv2d::plan(int in_h, int in_w, int thr
             c.g.prefetch_in = !c.rows_outer && blocks <= static_cast<int64_t>(kPrefetchInputBlocks) * rows_;
             // Threads split virtual pixels when the input dominates and there are enough tiles, else
             // block rows balanced by their block counts.
-            const int run_tile = c.lanes * ks.tile_vecs;
+            const int run_tile = dense ? tile : c.lanes * ks.tile_vecs;
             c.qrun = p.direct ? c.g.qend : p.qrun;
             c.split_q = (!c.rows_outer && c.qrun >= threads * 4 * run_tile) || units < threads * 4;
             c.tile = run_tile;
@@ -228,20 +230,23 @@ size_t Conv2d::scratch_floats(int in_h, int in_w, int threads) const {
     const KernelSet* const* sets = runnable_kernel_sets(&n);
     size_t most = 0;
     for (int i = 0; i < n; ++i) {
-        const int lanes = sets[i]->lanes, tile = tile_of(*sets[i]);
-        size_t need = 0;
+        const int lanes = sets[i]->lanes;
         if (depthwise_flat(in_h, in_w, lanes)) {  // padded channels + k - 1 lane masks
-            need = round16(static_cast<size_t>(in_ch_) * flat_cstride(in_h, in_w, kh_)) + (kh_ - 1) * round16(in_h * in_w);
+            most = std::max(most, round16(static_cast<size_t>(in_ch_) * flat_cstride(in_h, in_w, kh_)) +
+                                      (kh_ - 1) * round16(in_h * in_w));
         } else if (!depthwise_direct()) {
-            const PlaneLayout p = plane_layout(out_h(in_h), out_w(in_w), kh_, kw_, stride_, pad_, tile);
-            size_t planes = p.direct ? 0 : band_floats(p, in_ch_);
-            if (threads > 1 && !depthwise_ && !p.direct) {  // one band per thread (see run)
-                const PlaneLayout b = plane_layout(out_h(in_h), out_w(in_w), kh_, kw_, stride_, pad_, tile, threads);
-                planes = std::max(planes, b.bands * band_floats(b, in_ch_));
+            // Planes laid out for the 4x1 tile or, where the variant has one, the dense tile (plan).
+            for (const int tile : {tile_of(*sets[i]), sets[i]->dense_rows > 0 ? lanes * sets[i]->dense_vecs : 0}) {
+                if (tile == 0) continue;
+                const PlaneLayout p = plane_layout(out_h(in_h), out_w(in_w), kh_, kw_, stride_, pad_, tile);
+                size_t planes = p.direct ? 0 : band_floats(p, in_ch_);
+                if (threads > 1 && !depthwise_ && !p.direct) {  // one band per thread (see run)
+                    const PlaneLayout b = plane_layout(out_h(in_h), out_w(in_w), kh_, kw_, stride_, pad_, tile, threads);
+                    planes = std::max(planes, b.bands * band_floats(b, in_ch_));
+                }
+                most = std::max(most, planes);
             }
-            need = planes;
         }
-        most = std::max(most, need);
     }
     return most;
 }
@@ -350,7 +355,7 @@ void Conv2d::run(const float* in, int in_h, int in_w, float* out, const float* r
             gb.qend = (gb.ho - 1) * gb.wv + wo;
             make_planes(in, in_h, in_w, pb, stride_, pad_, 0, in_ch_, y0, planes + t * band);
             const size_t o = static_cast<size_t>(y0) * wo;
-            convolve(gb, 0, run_positions(gb.qend, tile_of(ks)), 0, units, c.band_off->data(), out + o,
+            convolve(gb, 0, run_positions(gb.qend, c.tile), 0, units, c.band_off->data(), out + o,
                      residual ? residual + o : nullptr);
         });
         return;

@@ -22,12 +22,19 @@ namespace {
 // stream ahead (3x3 512->512 @7 after 512 MiB of other traffic: 4.3 ms without, 2.1-2.3 ms with a
 // prefetch 32-128 blocks ahead, 1.7 ms with the weights in cache; docs/kernels.md).
 constexpr int kWeightPrefetchBlocks = 64;
+// Most positions past the last whole tile that ride along with it (each costs a broadcast and an
+// R-lane FMA per position; more would spill the 32 registers of AVX-512).
+constexpr int kDenseRideAlong = 2;
 
 // One tile at virtual position q (lanes from `first` on) for channel groups [k0, k1).  `wd` is the
 // re-packed weight stream (pack_dense_rows): per group, R biases then R weights per position.
 // PF: each position also prefetches one of the next tile's input lines, a different one per group
 // (as the 4x1 tile does for input-dominated layers).
-template <int L, int NV, int R, bool M, bool PF = false>
+// X > 0: the X positions right after the tile ride along channel-vectorised, one R-lane
+// accumulator each (the group's R weights of a position are contiguous): a range of 3 vectors + 1
+// position (7 x 7 = 49) in one pass over the weights instead of a second, one-vector pass that
+// costs R broadcasts per position for R FMAs.
+template <int L, int NV, int R, bool M, bool PF = false, int X = 0>
 inline void dense_tile(const Geometry& g, int q, int first, int k0, int k1, const float* wd, int codes,
                        const int32_t* off, int out_ch, float* out, const float* residual, Act act) {
     const TileSegments<L * NV> segs(g, q, first);
@@ -39,6 +46,9 @@ inline void dense_tile(const Geometry& g, int q, int first, int k0, int k1, cons
         vec<L> acc[R][NV];
         for (int i = 0; i < R; ++i)
             for (int v = 0; v < NV; ++v) acc[i][v] = simd::splat<L>(w[i]);
+        vec<R> ax[X > 0 ? X : 1];
+        if constexpr (X > 0)
+            for (int x = 0; x < X; ++x) ax[x] = simd::load<R>(w);
         w += R;
         const int pf = L * NV + (k % NV) * L;
         for (int b = 0; b < codes; ++b, w += R) {
@@ -49,10 +59,26 @@ inline void dense_tile(const Geometry& g, int q, int first, int k0, int k1, cons
             for (int v = 0; v < NV; ++v) x[v] = simd::load<L>(p + v * L);
             for (int i = 0; i < R; ++i)
                 for (int v = 0; v < NV; ++v) acc[i][v] += w[i] * x[v];
+            if constexpr (X > 0) {
+                const vec<R> wr = simd::load<R>(w);
+                for (int e = 0; e < X; ++e) ax[e] += wr * p[L * NV + e];
+            }
         }
         const int nrow = std::min(R, out_ch - R * k);
         for (int i = 0; i < nrow; ++i)
             store_tile_row<L, NV, M>(acc[i], segs, whole, start, g.hw, static_cast<size_t>(R) * k + i, out, residual, act);
+        if constexpr (X > 0)
+            for (int e = 0; e < X; ++e) {
+                const int qq = q + L * NV + e, y = qq / g.wv, xo = qq - y * g.wv;
+                if (y >= g.ho || xo >= g.wo) continue;  // a discarded column
+                const size_t o = static_cast<size_t>(y) * g.wo + xo;
+                float v[R];
+                simd::store<R>(v, ax[e]);
+                for (int i = 0; i < nrow; ++i) {
+                    const size_t oc = static_cast<size_t>(R) * k + i;
+                    simd::emit<1, M>(v + i, residual ? residual + oc * g.hw + o : nullptr, out + oc * g.hw + o, 1, act);
+                }
+            }
     }
 }
 
@@ -66,12 +92,22 @@ void dense_range(const Geometry& g, int q0, int q1, int k0, int k1, bool rows_ou
             dense_range<L, NV, R, M>(g, q0, q1, k, k + 1, false, wd, codes, off, out_ch, out, residual, act);
         return;
     }
+    // A remainder of 1 or 2 positions past the last whole tile rides along with it (X above).
+    const int rem = q1 - q0 >= NV * L ? (q1 - q0) % (NV * L) : 0;
+    const int qx = rem >= 1 && rem <= kDenseRideAlong ? q1 - rem - NV * L : -1;  // that tile's start
     int q = q0;
-    for (; q + NV * L <= q1; q += NV * L)
+    for (; q + NV * L <= q1 && q != qx; q += NV * L)
         if (g.prefetch_in)
             dense_tile<L, NV, R, M, true>(g, q, 0, k0, k1, wd, codes, off, out_ch, out, residual, act);
         else
             dense_tile<L, NV, R, M>(g, q, 0, k0, k1, wd, codes, off, out_ch, out, residual, act);
+    if (q == qx) {
+        if (rem == 1)
+            dense_tile<L, NV, R, M, false, 1>(g, q, 0, k0, k1, wd, codes, off, out_ch, out, residual, act);
+        else
+            dense_tile<L, NV, R, M, false, 2>(g, q, 0, k0, k1, wd, codes, off, out_ch, out, residual, act);
+        return;
+    }
     if constexpr (NV > 1)
         for (; q + L <= q1; q += L) dense_tile<L, 1, R, M>(g, q, 0, k0, k1, wd, codes, off, out_ch, out, residual, act);
     if (q < q1)  // last partial vector: recompute an overlapping full vector, store only the new lanes
