@@ -180,6 +180,31 @@ def test_padded_conv_sweep_matches_torch(threads):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4, err_msg=f"k={k} s={s} pad={pad} h={h} w={w}")
 
 
+@pytest.mark.parametrize("name,threads", VARIANT_THREADS)
+def test_sparse_tile_with_positions_riding_along_matches_torch(name, threads):
+    """Block-sparse convs whose image is 3 vectors + 0-2 positions on 16 lanes (7x7 = 48 + 1: 1x1,
+    and 3x3 on shifted planes; 5x10, 6x8, 7x7 stride 2 = 55 stays on 4 vectors), with a residual
+    and ReLU6, on every variant this CPU runs: the tile of 3 vectors carries the last positions
+    in 4-lane accumulators over the block's 4 output channels."""
+    rng = np.random.default_rng(23)
+    cases = [(64, 36, 1, 1, 7, 7), (48, 20, 3, 1, 7, 7), (40, 24, 1, 1, 5, 10), (40, 24, 1, 1, 6, 8),
+             (24, 16, 3, 2, 14, 14), (30, 18, 3, 1, 7, 14)]
+    with variant(name):
+        for cin, cout, k, s, h, w in cases:
+            wt = block_pruned(rng, cout, cin, k, 0.3)
+            b = rng.standard_normal(cout).astype(np.float32)
+            x = rng.standard_normal((1, cin, h, w)).astype(np.float32)
+            conv = kernels.Conv2d(wt, b, stride=s, padding=k // 2, act="relu6", threads=threads)
+            assert conv.sparse
+            ho, wo = (h + 2 * (k // 2) - k) // s + 1, (w + 2 * (k // 2) - k) // s + 1
+            res = rng.standard_normal((1, cout, ho, wo)).astype(np.float32)
+            want = torch_conv(x, wt, b, s, k // 2, 1, "relu6", res)
+            np.testing.assert_allclose(conv.run(x, res), want, rtol=1e-4, atol=1e-4,
+                                       err_msg=f"{name} {cin}->{cout} k{k} s{s} {h}x{w} {conv.kernel_name(h, w)}")
+            if kernels.simd_lanes() == 16 and ho * wo in (48, 49, 50) and (k == 1 or s == 1):
+                assert "tile_rows<16,3>" in conv.kernel_name(h, w)
+
+
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_dense_tile_matches_the_4x1_tile_and_torch(threads):
     """Dense groups-1 convs on the dense register tile (where the variant has one) against the 4x1

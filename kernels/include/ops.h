@@ -91,6 +91,8 @@ ConvMode mode_from_name(const std::string& name);
 // (2 flops per lane per FMA), timed over about `seconds`.
 double measure_fma_peak_gflops(double seconds = 0.2);
 
+struct KernelSet;  // one compiled kernel variant (kernels/src/kernel_set.h)
+
 // Persistent worker pool.  parallel_for(n, fn) calls fn(i) for every i in [0, n) across the
 // pool's threads (the caller is one of them) and returns when all calls are done.
 class ThreadPool {
@@ -143,6 +145,10 @@ class Conv2d {
     bool depthwise_flat(int in_h, int in_w, int lanes) const;  // ... stride 1 on rows narrower than a vector
     // Dense 1x1 stride-1 layers on small images run vectorised over output channels.
     bool channel_vectorised(int in_h, int in_w, int lanes, int dense_pixels) const;
+    // Tile width (positions) the planes of a groups-1 / depthwise conv are laid out for, and padded
+    // to, on a variant: its dense tile's (dense_path), else its 4x1 tile's, or 3 vectors where the
+    // image is 3 vectors + 0-2 positions (the rest riding along, micro/tile_4x1.h).
+    int layout_tile(int ho, int wo, const KernelSet& ks, bool dense_path) const;
     // Pre-scaled input offsets (floats) of every packed block for one plane layout.
     std::shared_ptr<const std::vector<int32_t>> make_offsets(int in_h, int in_w, int tile, int bands,
                                                              bool every_position = false) const;

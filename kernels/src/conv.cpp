@@ -139,7 +139,7 @@ std::shared_ptr<const Conv2d::ConvPlan> Conv2d::plan(int in_h, int in_w, int thr
         const bool dense_enough = !sparse_ || density_ >= kDenseTileFromDensity;
         const bool dense_path = !depthwise_ && c.dense_tile && dense_enough && groups_ == 1 && ks.dense_rows > 0;
         // Planes are padded to, and threads split at, whole tiles of the microkernel that runs.
-        const int tile = dense_path ? ks.lanes * ks.dense_vecs : tile_of(ks);
+        const int tile = layout_tile(ho, wo, ks, dense_path);
         const PlaneLayout p = plane_layout(ho, wo, kh_, kw_, stride_, pad_, tile);
         c.p = p, c.tile = tile;
         c.g.ho = ho, c.g.wo = wo, c.g.hw = ho * wo;
@@ -157,7 +157,7 @@ std::shared_ptr<const Conv2d::ConvPlan> Conv2d::plan(int in_h, int in_w, int thr
             c.plane_floats = p.direct ? in_h * in_w : p.pk_h * p.pk_w * p.plane;
         } else {
             c.path = ConvPath::Tile;
-            c.kernel = v + lanes_name("tile_rows", c.lanes, ks.tile_vecs);
+            c.kernel = v + lanes_name("tile_rows", c.lanes, tile == tile_of(ks) ? ks.tile_vecs : tile / c.lanes);
             if (dense_path && c.lanes == ks.lanes) {
                 c.path = ConvPath::DenseTile;
                 c.codes = in_ch_ * kh_ * kw_;
@@ -177,10 +177,8 @@ std::shared_ptr<const Conv2d::ConvPlan> Conv2d::plan(int in_h, int in_w, int thr
             c.g.prefetch_in = !c.rows_outer && blocks <= static_cast<int64_t>(kPrefetchInputBlocks) * rows_;
             // Threads split virtual pixels when the input dominates and there are enough tiles, else
             // block rows balanced by their block counts.
-            const int run_tile = dense ? tile : c.lanes * ks.tile_vecs;
             c.qrun = p.direct ? c.g.qend : p.qrun;
-            c.split_q = (!c.rows_outer && c.qrun >= threads * 4 * run_tile) || units < threads * 4;
-            c.tile = run_tile;
+            c.split_q = (!c.rows_outer && c.qrun >= threads * 4 * tile) || units < threads * 4;
             if (threads > 1 && c.split_q && !p.direct) {
                 c.pb = plane_layout(ho, wo, kh_, kw_, stride_, pad_, tile, threads);
                 c.banded = c.pb.bands > 1;
@@ -195,6 +193,15 @@ std::shared_ptr<const Conv2d::ConvPlan> Conv2d::plan(int in_h, int in_w, int thr
     if (plans.size() >= kPlansKept) plans.erase(plans.begin());
     plans.push_back(pl);
     return pl;
+}
+
+int Conv2d::layout_tile(int ho, int wo, const KernelSet& ks, bool dense_path) const {
+    if (dense_path) return ks.lanes * ks.dense_vecs;
+    const int three = 3 * ks.lanes;
+    if (depthwise_ || ks.lanes < 8 || ks.tile_vecs <= 3) return tile_of(ks);
+    // 7x7 on AVX-512 (49 positions, 3x3 convs on shifted planes): 48 + 1 instead of 64.
+    const PlaneLayout p3 = plane_layout(ho, wo, kh_, kw_, stride_, pad_, three);
+    return p3.qrun >= three && p3.qrun <= three + 2 ? three : tile_of(ks);
 }
 
 std::string Conv2d::kernel_name(int in_h, int in_w, int threads) const { return plan(in_h, in_w, threads)->kernel; }
@@ -236,8 +243,9 @@ size_t Conv2d::scratch_floats(int in_h, int in_w, int threads) const {
                                       (kh_ - 1) * round16(in_h * in_w));
         } else if (!depthwise_direct()) {
             // Planes laid out for the 4x1 tile or, where the variant has one, the dense tile (plan).
-            for (const int tile : {tile_of(*sets[i]), sets[i]->dense_rows > 0 ? lanes * sets[i]->dense_vecs : 0}) {
-                if (tile == 0) continue;
+            for (const bool dense_path : {false, true}) {
+                if (dense_path && sets[i]->dense_rows == 0) continue;
+                const int tile = layout_tile(out_h(in_h), out_w(in_w), *sets[i], dense_path);
                 const PlaneLayout p = plane_layout(out_h(in_h), out_w(in_w), kh_, kw_, stride_, pad_, tile);
                 size_t planes = p.direct ? 0 : band_floats(p, in_ch_);
                 if (threads > 1 && !depthwise_ && !p.direct) {  // one band per thread (see run)

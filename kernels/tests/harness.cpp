@@ -366,8 +366,18 @@ int check_network(int threads) {
 // its lane counts and both loop orders, on a 1x1 convolution read in place (offset of block b =
 // its input channel x hw): rows with 0, odd and even block counts, a pixel count that is no
 // multiple of any tile, ReLU.  Checked against plain loops in double.
+int check_tile_microkernel(int hw);
+
 int check_tile_microkernel() {
-    const int in_ch = 23, out_ch = 18, hw = 53, rows = (out_ch + 3) / 4;
+    int failures = 0;
+    // 53: whole tiles, 2- and 1-vector tiles, an overlapped last vector; with 16 lanes 48 / 49 /
+    // 50 and 113 (64 + 49): 3 vectors with 0 / 1 / 2 positions riding along.
+    for (const int hw : {53, 48, 49, 50, 113, 18}) failures += check_tile_microkernel(hw);
+    return failures;
+}
+
+int check_tile_microkernel(int hw) {
+    const int in_ch = 23, out_ch = 18, rows = (out_ch + 3) / 4;
     auto x = randn(static_cast<size_t>(in_ch) * hw);
     std::vector<float> packed;
     std::vector<int32_t> row_start{0}, off;
@@ -402,7 +412,7 @@ int check_tile_microkernel() {
     const jcw::KernelSet* const* sets = jcw::runnable_kernel_sets(&n);
     for (int s = 0; s < n; ++s)
         for (int lanes : {sets[s]->lanes, 4, 1}) {
-            if (lanes > sets[s]->lanes || (lanes == 4 && sets[s]->lanes < 4)) continue;
+            if (lanes > sets[s]->lanes || (lanes == 4 && sets[s]->lanes < 4) || hw < lanes) continue;
             for (bool rows_outer : {false, true}) {
                 std::vector<float> out(want.size(), NAN);
                 sets[s]->conv(lanes, g, 0, hw, 0, rows, rows_outer, packed.data(), row_start.data(), off.data(), out_ch,
@@ -410,8 +420,8 @@ int check_tile_microkernel() {
                 std::vector<float> wantf(want.begin(), want.end());
                 const double err = max_rel_err(out, wantf);
                 if (err > 1e-5) {
-                    std::printf("FAIL tile microkernel %s lanes=%d rows_outer=%d err=%.3g\n", sets[s]->name, lanes,
-                                rows_outer, err);
+                    std::printf("FAIL tile microkernel %s hw=%d lanes=%d rows_outer=%d err=%.3g\n", sets[s]->name, hw,
+                                lanes, rows_outer, err);
                     ++failures;
                 }
             }

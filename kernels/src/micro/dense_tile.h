@@ -30,10 +30,8 @@ constexpr int kDenseRideAlong = 2;
 // re-packed weight stream (pack_dense_rows): per group, R biases then R weights per position.
 // PF: each position also prefetches one of the next tile's input lines, a different one per group
 // (as the 4x1 tile does for input-dominated layers).
-// X > 0: the X positions right after the tile ride along channel-vectorised, one R-lane
-// accumulator each (the group's R weights of a position are contiguous): a range of 3 vectors + 1
-// position (7 x 7 = 49) in one pass over the weights instead of a second, one-vector pass that
-// costs R broadcasts per position for R FMAs.
+// X > 0: the X positions after the tile ride along (store_ride_along in tile_4x1.h); a second,
+// one-vector pass would cost R broadcasts per position for R FMAs.
 template <int L, int NV, int R, bool M, bool PF = false, int X = 0>
 inline void dense_tile(const Geometry& g, int q, int first, int k0, int k1, const float* wd, int codes,
                        const int32_t* off, int out_ch, float* out, const float* residual, Act act) {
@@ -67,18 +65,7 @@ inline void dense_tile(const Geometry& g, int q, int first, int k0, int k1, cons
         const int nrow = std::min(R, out_ch - R * k);
         for (int i = 0; i < nrow; ++i)
             store_tile_row<L, NV, M>(acc[i], segs, whole, start, g.hw, static_cast<size_t>(R) * k + i, out, residual, act);
-        if constexpr (X > 0)
-            for (int e = 0; e < X; ++e) {
-                const int qq = q + L * NV + e, y = qq / g.wv, xo = qq - y * g.wv;
-                if (y >= g.ho || xo >= g.wo) continue;  // a discarded column
-                const size_t o = static_cast<size_t>(y) * g.wo + xo;
-                float v[R];
-                simd::store<R>(v, ax[e]);
-                for (int i = 0; i < nrow; ++i) {
-                    const size_t oc = static_cast<size_t>(R) * k + i;
-                    simd::emit<1, M>(v + i, residual ? residual + oc * g.hw + o : nullptr, out + oc * g.hw + o, 1, act);
-                }
-            }
+        if constexpr (X > 0) store_ride_along<R, M, X>(ax, g, q + L * NV, nrow, static_cast<size_t>(R) * k, out, residual, act);
     }
 }
 

@@ -184,10 +184,32 @@ __attribute__((always_inline)) inline void store_tile_row(const vec<L>* acc, con
         simd::emit<L, M>(tmp + s.j[k], res ? res + s.o[k] : nullptr, o + s.o[k], s.n[k], act);
 }
 
+// Positions that ride along with a tile (q, q + 1, ..): a tile of whole vectors computes the
+// X <= 2 positions right after it channel-vectorised, one R-lane accumulator per position over
+// its R output channels (their weights of one input position are contiguous in both packings).
+// A 7x7 image (49 positions) then takes one pass over the weights, a tile of 3 vectors plus one
+// position, instead of a 4-vector tile that computes 64 or a second 1-vector pass.
+template <int R, bool M, int X>
+__attribute__((always_inline)) inline void store_ride_along(const vec<R>* ax, const Geometry& g, int q, int nrow,
+                                                            size_t oc0, float* out, const float* residual, Act act) {
+    for (int e = 0; e < X; ++e) {
+        const int qq = q + e, y = qq / g.wv, x = qq - y * g.wv;
+        if (y >= g.ho || x >= g.wo) continue;  // a discarded column
+        const size_t o = static_cast<size_t>(y) * g.wo + x;
+        float v[R];
+        simd::store<R>(v, ax[e]);
+        for (int i = 0; i < nrow; ++i) {
+            const size_t at = (oc0 + i) * g.hw + o;
+            simd::emit<1, M>(v + i, residual ? residual + at : nullptr, out + at, 1, act);
+        }
+    }
+}
+
 // Tile of `NV` vectors of L pixels starting at virtual position q, `rows` out of 4 stored.
 // Stores prefetch the same output lines of the next tile for writing; PF also prefetches its input.
 // M: any activation, else None / ReLU / ReLU6 only (simd::activate).
-template <int L, int NV, bool M, bool PF = false>
+// X > 0: the X positions after the tile ride along (store_ride_along).
+template <int L, int NV, bool M, bool PF = false, int X = 0>
 inline void tile_rows(const Geometry& g, int q, int first, int r0, int r1, const float* packed,
                       const int32_t* row_start, const int32_t* off, int out_ch, float* out, const float* residual,
                       Act act) {
@@ -201,11 +223,13 @@ inline void tile_rows(const Geometry& g, int q, int first, int r0, int r1, const
         vec<L> acc[4][NV];
         for (int i = 0; i < 4; ++i)
             for (int v = 0; v < NV; ++v) acc[i][v] = simd::splat<L>(w[i]);
+        vec<4> ax[X > 0 ? X : 1];
+        for (int e = 0; e < X; ++e) ax[e] = simd::load<4>(w);
         w += 4;
         // Next tile's input: one of its NV lines per block, a different one per row.
         const int pf = W + (r % NV) * L;
 #if defined(JCW_TUNE_IN_ORDER) && defined(__aarch64__)
-        if constexpr (L == 4 && NV == 4) {
+        if constexpr (L == 4 && NV == 4 && X == 0) {
             if (row_start[r + 1] > row_start[r])
                 a53_blocks(acc, in, off + row_start[r], w, row_start[r + 1] - row_start[r]);
         } else
@@ -217,10 +241,15 @@ inline void tile_rows(const Geometry& g, int q, int first, int r0, int r1, const
             for (int v = 0; v < NV; ++v) x[v] = simd::load<L>(p + v * L);
             for (int i = 0; i < 4; ++i)
                 for (int v = 0; v < NV; ++v) acc[i][v] += w[i] * x[v];
+            if constexpr (X > 0) {
+                const vec<4> wr = simd::load<4>(w);
+                for (int e = 0; e < X; ++e) ax[e] += wr * p[W + e];
+            }
         }
         const int nrow = std::min(4, out_ch - 4 * r);
         for (int i = 0; i < nrow; ++i)
             store_tile_row<L, NV, M>(acc[i], segs, whole, start, g.hw, 4 * static_cast<size_t>(r) + i, out, residual, act);
+        if constexpr (X > 0) store_ride_along<4, M, X>(ax, g, q + W, nrow, 4 * static_cast<size_t>(r), out, residual, act);
     }
 }
 
@@ -247,6 +276,15 @@ void conv_range(const Geometry& g, int q0, int q1, int r0, int r1, bool rows_out
             tile_rows<L, NV, M, true>(g, q, 0, r0, r1, packed, row_start, off, out_ch, out, residual, act);
         else
             tile_rows<L, NV, M>(g, q, 0, r0, r1, packed, row_start, off, out_ch, out, residual, act);
+    if constexpr (L >= 8 && NV > 3) {  // 3 vectors + up to 2 positions left (7x7 on AVX-512: 48 + 1)
+        const int rest = q1 - q;
+        if (rest == 3 * L)
+            return tile_rows<L, 3, M>(g, q, 0, r0, r1, packed, row_start, off, out_ch, out, residual, act);
+        if (rest == 3 * L + 1)
+            return tile_rows<L, 3, M, false, 1>(g, q, 0, r0, r1, packed, row_start, off, out_ch, out, residual, act);
+        if (rest == 3 * L + 2)
+            return tile_rows<L, 3, M, false, 2>(g, q, 0, r0, r1, packed, row_start, off, out_ch, out, residual, act);
+    }
     if constexpr (NV > 2)
         for (; q + 2 * L <= q1; q += 2 * L)
             tile_rows<L, 2, M>(g, q, 0, r0, r1, packed, row_start, off, out_ch, out, residual, act);
