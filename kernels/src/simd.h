@@ -3,6 +3,7 @@
 // Internal linkage (anonymous namespace): translation units built for different ISAs never
 // share an instance.
 #pragma once
+#include <cstddef>
 #include <cstdint>
 #include <utility>
 
@@ -10,6 +11,9 @@
 
 #if defined(__ARM_NEON)
 #include <arm_neon.h>
+#endif
+#if defined(__AVX512F__)
+#include <immintrin.h>
 #endif
 
 #if defined(__AVX512F__)
@@ -32,6 +36,14 @@
 #define JCW_LANES 1
 #define JCW_ISA "scalar"
 #define JCW_TILE_VECS 4
+#endif
+
+// Fully unroll the next loop (constant trip count): loops that index register-tile arrays by
+// their counter must unroll, or the compiler keeps the whole tile in memory.
+#if defined(__clang__)
+#define JCW_UNROLL _Pragma("unroll")
+#else
+#define JCW_UNROLL _Pragma("GCC unroll 16")
 #endif
 
 namespace jcw {
@@ -58,6 +70,22 @@ template <int L>
 inline void store(float* p, vec<L> v) { __builtin_memcpy(p, &v, sizeof(v)); }
 template <int L>
 inline vec<L> splat(float x) { return vec<L>{} + x; }
+
+#if defined(__AVX512F__)
+// Lanes [a, b) (0 <= a < b <= 16) of a vector whose lane 0 belongs at base + at (at may be
+// negative: only lanes a.. are touched), one masked instruction each; the address is formed as
+// an integer, so no pointer ever points outside the buffer.
+inline __mmask16 lane_mask16(int a, int b) { return static_cast<__mmask16>((0xFFFFu >> (16 - (b - a))) << a); }
+inline float* lane0(float* base, std::ptrdiff_t at) {
+    return reinterpret_cast<float*>(reinterpret_cast<std::uintptr_t>(base) + at * static_cast<std::ptrdiff_t>(sizeof(float)));
+}
+inline void store_lanes16(float* base, std::ptrdiff_t at, vec<16> v, int a, int b) {
+    _mm512_mask_storeu_ps(lane0(base, at), lane_mask16(a, b), (__m512)v);
+}
+inline vec<16> load_lanes16(const float* base, std::ptrdiff_t at, int a, int b) {
+    return (vec<16>)_mm512_maskz_loadu_ps(lane_mask16(a, b), lane0(const_cast<float*>(base), at));
+}
+#endif
 
 template <int L>
 struct IVecT {

@@ -63,7 +63,7 @@ inline void dense_tile(const Geometry& g, int q, int first, int k0, int k1, cons
             }
         }
         const int nrow = std::min(R, out_ch - R * k);
-        for (int i = 0; i < nrow; ++i)
+        JCW_UNROLL for (int i = 0; i < R; ++i) if (i < nrow)
             store_tile_row<L, NV, M>(acc[i], segs, whole, start, g.hw, static_cast<size_t>(R) * k + i, out, residual, act);
         if constexpr (X > 0) store_ride_along<R, M, X>(ax, g, q + L * NV, nrow, static_cast<size_t>(R) * k, out, residual, act);
     }
