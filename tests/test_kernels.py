@@ -183,12 +183,14 @@ def test_padded_conv_sweep_matches_torch(threads):
 @pytest.mark.parametrize("name,threads", VARIANT_THREADS)
 def test_sparse_tile_with_positions_riding_along_matches_torch(name, threads):
     """Block-sparse convs whose image is 3 vectors + 0-2 positions on 16 lanes (7x7 = 48 + 1: 1x1,
-    and 3x3 on shifted planes; 5x10, 6x8, 7x7 stride 2 = 55 stays on 4 vectors), with a residual
-    and ReLU6, on every variant this CPU runs: the tile of 3 vectors carries the last positions
-    in 4-lane accumulators over the block's 4 output channels."""
+    and 3x3 on shifted planes; 5x10, 6x8, 7x7 stride 2 = 55 stays on 4 vectors) or whole tiles +
+    1-4 positions (14x14, 5x13, 3x22), with a residual and ReLU6, on every variant this CPU runs:
+    a tile carries the last positions in 4-lane accumulators over the block's 4 output channels."""
     rng = np.random.default_rng(23)
     cases = [(64, 36, 1, 1, 7, 7), (48, 20, 3, 1, 7, 7), (40, 24, 1, 1, 5, 10), (40, 24, 1, 1, 6, 8),
-             (24, 16, 3, 2, 14, 14), (30, 18, 3, 1, 7, 14)]
+             (24, 16, 3, 2, 14, 14), (30, 18, 3, 1, 7, 14),
+             # 14x14 = 3 x 64 + 4 (1x1, and 3x3 on shifted planes), 5x13 = 64 + 1, 3x22 = 64 + 2
+             (32, 20, 1, 1, 14, 14), (24, 28, 3, 1, 14, 14), (16, 12, 1, 1, 5, 13), (20, 8, 1, 1, 3, 22)]
     with variant(name):
         for cin, cout, k, s, h, w in cases:
             wt = block_pruned(rng, cout, cin, k, 0.3)

@@ -371,8 +371,9 @@ int check_tile_microkernel(int hw);
 int check_tile_microkernel() {
     int failures = 0;
     // 53: whole tiles, 2- and 1-vector tiles, an overlapped last vector; with 16 lanes 48 / 49 /
-    // 50 and 113 (64 + 49): 3 vectors with 0 / 1 / 2 positions riding along.
-    for (const int hw : {53, 48, 49, 50, 113, 18}) failures += check_tile_microkernel(hw);
+    // 50 and 113 (64 + 49): 3 vectors with 0 / 1 / 2 positions riding along; 65 / 131 / 196 (64 +
+    // 1, 128 + 3, 192 + 4): the last whole tile carries them; 64 / 69: none ride.
+    for (const int hw : {53, 48, 49, 50, 113, 18, 65, 131, 196, 64, 69}) failures += check_tile_microkernel(hw);
     return failures;
 }
 

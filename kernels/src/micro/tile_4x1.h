@@ -225,6 +225,9 @@ __attribute__((always_inline)) inline void store_ride_along(const vec<R>* ax, co
     }
 }
 
+// Most positions that ride along with a whole 4x1 tile: 16 + 4 + 1 + 4 + 2 of AVX-512's 32 registers.
+constexpr int kRideAlong4x1 = 4;
+
 // Tile of `NV` vectors of L pixels starting at virtual position q, `rows` out of 4 stored.
 // Stores prefetch the same output lines of the next tile for writing; PF also prefetches its input.
 // M: any activation, else None / ReLU / ReLU6 only (simd::activate).
@@ -290,12 +293,28 @@ void conv_range(const Geometry& g, int q0, int q1, int r0, int r1, bool rows_out
         }
         return;
     }
+    // With 16 lanes, 1-4 positions past the last whole tile ride along with it (14x14 = 3 x 64 + 4):
+    // 4 narrow FMAs per block on one tile instead of a one-vector pass over all blocks.
+    int qx = -1;  // start of the tile they ride with
+    if constexpr (L >= 8 && NV > 3) {
+        const int rest = (q1 - q0) % (NV * L);
+        if (q1 - q0 > NV * L && rest >= 1 && rest <= kRideAlong4x1) qx = q1 - rest - NV * L;
+    }
     int q = q0;
-    for (; q + NV * L <= q1; q += NV * L)
+    for (; q + NV * L <= q1 && q != qx; q += NV * L)
         if (g.prefetch_in)
             tile_rows<L, NV, M, true>(g, q, 0, r0, r1, packed, row_start, off, out_ch, out, residual, act);
         else
             tile_rows<L, NV, M>(g, q, 0, r0, r1, packed, row_start, off, out_ch, out, residual, act);
+    if constexpr (L >= 8 && NV > 3) {
+        switch (q == qx ? q1 - q - NV * L : 0) {
+            case 1: return tile_rows<L, NV, M, false, 1>(g, q, 0, r0, r1, packed, row_start, off, out_ch, out, residual, act);
+            case 2: return tile_rows<L, NV, M, false, 2>(g, q, 0, r0, r1, packed, row_start, off, out_ch, out, residual, act);
+            case 3: return tile_rows<L, NV, M, false, 3>(g, q, 0, r0, r1, packed, row_start, off, out_ch, out, residual, act);
+            case 4: return tile_rows<L, NV, M, false, 4>(g, q, 0, r0, r1, packed, row_start, off, out_ch, out, residual, act);
+            default: break;
+        }
+    }
     if constexpr (L >= 8 && NV > 3) {  // 3 vectors + up to 2 positions left (7x7 on AVX-512: 48 + 1)
         const int rest = q1 - q;
         if (rest == 3 * L)
