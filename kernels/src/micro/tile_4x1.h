@@ -205,10 +205,11 @@ __attribute__((always_inline)) inline void store_tile_row(const vec<L>* acc, con
 }
 
 // Positions that ride along with a tile (q, q + 1, ..): a tile of whole vectors computes the
-// X <= 2 positions right after it channel-vectorised, one R-lane accumulator per position over
-// its R output channels (their weights of one input position are contiguous in both packings).
-// A 7x7 image (49 positions) then takes one pass over the weights, a tile of 3 vectors plus one
-// position, instead of a 4-vector tile that computes 64 or a second 1-vector pass.
+// X positions right after it channel-vectorised (X <= 4 on the 4x1 tile, <= 2 on the dense tile),
+// one R-lane accumulator per position over its R output channels (their weights of one input
+// position are contiguous in both packings).  A 7x7 image (49 positions) then takes one pass over
+// the weights, a tile of 3 vectors plus one position, instead of a 4-vector tile that computes 64
+// or a second 1-vector pass; a 14x14 one 3 tiles, the last carrying 4.
 template <int R, bool M, int X>
 __attribute__((always_inline)) inline void store_ride_along(const vec<R>* ax, const Geometry& g, int q, int nrow,
                                                             size_t oc0, float* out, const float* residual, Act act) {
