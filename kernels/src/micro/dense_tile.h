@@ -45,8 +45,7 @@ inline void dense_tile(const Geometry& g, int q, int first, int k0, int k1, cons
         for (int i = 0; i < R; ++i)
             for (int v = 0; v < NV; ++v) acc[i][v] = simd::splat<L>(w[i]);
         vec<R> ax[X > 0 ? X : 1];
-        if constexpr (X > 0)
-            for (int x = 0; x < X; ++x) ax[x] = simd::load<R>(w);
+        for (int e = 0; e < X; ++e) ax[e] = simd::load<R>(w);  // ride-along positions start at the biases
         w += R;
         const int pf = L * NV + (k % NV) * L;
         for (int b = 0; b < codes; ++b, w += R) {
